@@ -1,0 +1,108 @@
+//! The tiny command line: `pbts [serve] [-c FILE]`, `pbts --print-config`, `pbts --help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+const USAGE: &str = "\
+pbts — private BitTorrent tracker (UDP + HTTP, thread-per-core)
+
+USAGE:
+    pbts [serve] [-c FILE]     run the tracker (defaults when no file is given)
+    pbts --print-config        print the default configuration as commented TOML
+    pbts --help                this text
+
+Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
+MAX_PEERS, PBTS_PUBLIC_URL; RUST_LOG sets the log filter (default info).
+";
+
+enum Command {
+    Serve(Option<PathBuf>),
+    PrintConfig,
+    Help,
+}
+
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut config = None;
+    let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("serve") {
+        args.next();
+    }
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                config = Some(PathBuf::from(args.next().ok_or("-c needs a file")?));
+            }
+            "-p" | "--print-config" => return Ok(Command::PrintConfig),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Serve(config))
+}
+
+/// Entry point of the `pbts` binary.
+pub fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pbts: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::PrintConfig => {
+            print!("{}", Config::default_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Serve(path) => match serve(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pbts: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::load(path.as_deref())?;
+    let mode = config.tracker.mode;
+    let data_dir = config.storage.data_dir.clone();
+    let server = crate::start(config)?;
+    let handle = server.shutdown_handle();
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!("signal {sig}: shutting down");
+                handle.shutdown();
+            }
+        })
+        .context("spawn signal thread")?;
+    // One line per address on stdout: scripts and tests read the bound ports from here.
+    for addr in server.addrs() {
+        println!("pbts listening on udp://{addr} and http://{addr}");
+    }
+    tracing::info!(?mode, data_dir = %data_dir.display(), "pbts started");
+    server.join()?;
+    tracing::info!("pbts stopped");
+    Ok(())
+}

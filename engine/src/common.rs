@@ -1,0 +1,347 @@
+//! State shared by every thread, the per-core context, and the protocol-independent announce
+//! and scrape logic that both the UDP and the HTTP workers call.
+//!
+//! ```text
+//!            ┌──────────── Arc<State> (Send + Sync) ───────────────┐
+//!  socket-01 │ SwarmStore (lock-sharded) · Accounts · Metrics      │  store-01 (redb)
+//!  socket-02 │ registered torrents · connection-id key · config    │  cleaner-01 (expiry)
+//!            └──────────────────────────────────────────────────────┘
+//!  each socket-NN: Rc<Core> { rng, pending accounting } ──Flush every N ms──▶ store-01
+//! ```
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use dashmap::DashSet;
+use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Config, TrackerMode};
+use crate::metrics::{CoreMetrics, Counter, Metrics};
+use crate::store::{Accounts, Passkey, StatDelta, StoreCmd, User};
+use crate::swarm::store::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
+use crate::udp::connection::ConnectionValidator;
+
+/// State shared by every thread.
+#[derive(Debug)]
+pub struct State {
+    /// The validated configuration.
+    pub config: Config,
+    /// Every swarm.
+    pub swarms: SwarmStore,
+    /// Users and passkeys.
+    pub accounts: Arc<Accounts>,
+    /// Torrents registered by the operator.
+    pub registered: DashSet<InfoHash>,
+    /// UDP connection ids.
+    pub validator: ConnectionValidator,
+    /// Server start (the zero of [`State::now`]).
+    pub start: Instant,
+    /// Commands for the store thread.
+    pub store_tx: flume::Sender<StoreCmd>,
+    /// Per-core counters.
+    pub metrics: Metrics,
+    /// Set once to stop every worker.
+    pub shutdown: AtomicBool,
+    /// Random id of this instance (hex), sent as `tracker id`.
+    pub instance_id: String,
+    /// Admin bearer token, if configured.
+    pub admin_token: Option<String>,
+}
+
+impl State {
+    /// Seconds since start-up.
+    pub fn now(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+
+    /// Whether shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+}
+
+/// Accounting accumulated on one core between flushes.
+#[derive(Debug, Default)]
+pub struct Pending {
+    deltas: HashMap<(u32, InfoHash), (u64, u64)>,
+    snatches: HashMap<InfoHash, u32>,
+}
+
+impl Pending {
+    /// Turns the pending accounting into a store command (None if there is nothing).
+    pub fn take(&mut self) -> Option<StoreCmd> {
+        if self.deltas.is_empty() && self.snatches.is_empty() {
+            return None;
+        }
+        let deltas = self
+            .deltas
+            .drain()
+            .map(|((user, info_hash), (uploaded, downloaded))| StatDelta {
+                user,
+                info_hash,
+                uploaded,
+                downloaded,
+            })
+            .collect();
+        Some(StoreCmd::Flush { deltas, snatches: self.snatches.drain().collect() })
+    }
+}
+
+/// One serving core's context (not `Send`: lives on its executor).
+#[derive(Debug)]
+pub struct Core {
+    /// Shared state.
+    pub state: Arc<State>,
+    /// This core's index.
+    pub index: usize,
+    /// Random source for peer selection and jitter.
+    pub rng: RefCell<SmallRng>,
+    /// Accounting waiting for the next flush.
+    pub pending: RefCell<Pending>,
+    /// Reused peer-selection buffer.
+    pub selected: RefCell<SelectedPeers>,
+}
+
+impl Core {
+    /// A context for core `index`.
+    pub fn new(state: Arc<State>, index: usize) -> Self {
+        Self {
+            state,
+            index,
+            rng: RefCell::new(SmallRng::from_os_rng()),
+            pending: RefCell::new(Pending::default()),
+            selected: RefCell::new(SelectedPeers::default()),
+        }
+    }
+
+    /// This core's counters.
+    pub fn metrics(&self) -> &CoreMetrics {
+        self.state.metrics.core(self.index)
+    }
+
+    /// The announce interval with jitter.
+    pub fn interval(&self) -> u32 {
+        let t = &self.state.config.tracker;
+        t.announce_interval_secs + self.rng.borrow_mut().random_range(0..=t.interval_jitter_secs)
+    }
+
+    /// Sends pending accounting to the store thread.
+    pub fn flush(&self) {
+        if let Some(cmd) = self.pending.borrow_mut().take() {
+            // The store thread outlives the cores; a failed send means it crashed, which the
+            // supervisor reports.
+            let _ = self.state.store_tx.send(cmd);
+        }
+    }
+}
+
+/// An announce from either protocol, after decoding.
+#[derive(Clone, Copy, Debug)]
+pub struct Announce<'a> {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The client's peer id.
+    pub peer_id: PeerId,
+    /// The peer's address, canonical.
+    pub ip: IpAddr,
+    /// Listening port.
+    pub port: u16,
+    /// Event.
+    pub event: AnnounceEvent,
+    /// Bytes left (`None`: not sent).
+    pub left: Option<u64>,
+    /// Session upload counter.
+    pub uploaded: u64,
+    /// Session download counter.
+    pub downloaded: u64,
+    /// Peers wanted (`None`: default).
+    pub numwant: Option<u32>,
+    /// Hand out peers of both families (HTTP).
+    pub both_families: bool,
+    /// Passkey bytes from the URL, if any.
+    pub passkey: Option<&'a [u8]>,
+}
+
+/// Why an announce or scrape was refused: the text goes to the client.
+pub type Rejection = Cow<'static, str>;
+
+/// Resolves the passkey according to the tracker mode.
+pub fn authenticate(core: &Core, passkey: Option<&[u8]>) -> Result<Option<Arc<User>>, Rejection> {
+    let state = &core.state;
+    if state.config.tracker.mode == TrackerMode::Open {
+        return Ok(None);
+    }
+    let reject = |text: &'static str| {
+        core.metrics().inc(Counter::AuthRejected);
+        Err(Cow::Borrowed(text))
+    };
+    let Some(raw) = passkey else {
+        return reject("passkey required: announce to /<passkey>/announce");
+    };
+    let Some(pk) = Passkey::parse(raw) else {
+        return reject("invalid passkey: expected 32 lowercase hex characters");
+    };
+    match state.accounts.by_passkey(&pk) {
+        Some(user) => Ok(Some(user)),
+        None => reject("unknown passkey"),
+    }
+}
+
+/// Handles an announce: authentication, torrent registry, ratio gate, swarm update,
+/// accounting. Chosen peers are left in `core.selected`.
+///
+/// # Errors
+/// The failure text for the client.
+pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Rejection> {
+    let state = &core.state;
+    let user = authenticate(core, a.passkey)?;
+    if state.config.tracker.require_registered_torrents && !state.registered.contains(&a.info_hash)
+    {
+        return Err(Cow::Borrowed("unregistered torrent"));
+    }
+    let now = state.now();
+    let t = &state.config.tracker;
+    let mut input = AnnounceInput {
+        info_hash: a.info_hash,
+        peer_id: a.peer_id,
+        ip: a.ip,
+        port: a.port,
+        event: a.event,
+        left: a.left,
+        uploaded: a.uploaded,
+        downloaded: a.downloaded,
+        numwant: a.numwant.map_or(t.default_numwant, |n| n as usize).min(t.max_peers),
+        both_families: a.both_families,
+        now,
+        valid_until: now.saturating_add(t.peer_timeout_secs),
+        user: user.as_ref().map(|u| u.id),
+    };
+    let rejection = user.as_deref().and_then(|u| ratio_rejection(core, u, a));
+    if rejection.is_some() {
+        // Take the peer out of the swarm (crediting what it reported) and hand out nothing.
+        input.event = AnnounceEvent::Stopped;
+    }
+    let mut selected = core.selected.borrow_mut();
+    selected.clear();
+    let outcome = state.swarms.announce(&input, &mut *core.rng.borrow_mut(), &mut selected);
+    if let Some(user) = &user {
+        credit(core, user, a.info_hash, &outcome);
+    } else if outcome.new_snatch {
+        *core.pending.borrow_mut().snatches.entry(a.info_hash).or_default() += 1;
+    }
+    match rejection {
+        Some(text) => {
+            selected.clear();
+            core.metrics().inc(Counter::RatioRejected);
+            Err(Cow::Owned(text))
+        }
+        None => Ok(outcome),
+    }
+}
+
+fn credit(core: &Core, user: &User, info_hash: InfoHash, outcome: &AnnounceOutcome) {
+    let c = outcome.credit;
+    let mut pending = core.pending.borrow_mut();
+    if c.uploaded > 0 || c.downloaded > 0 {
+        user.uploaded.fetch_add(c.uploaded, Ordering::Relaxed);
+        user.downloaded.fetch_add(c.downloaded, Ordering::Relaxed);
+        let e = pending.deltas.entry((user.id, info_hash)).or_default();
+        e.0 = e.0.saturating_add(c.uploaded);
+        e.1 = e.1.saturating_add(c.downloaded);
+    }
+    if outcome.new_snatch {
+        *pending.snatches.entry(info_hash).or_default() += 1;
+    }
+}
+
+/// The ratio gate: leechers past the grace allowance need uploaded/downloaded >= min_ratio.
+/// Seeders and `stopped` announces always pass.
+fn ratio_rejection(core: &Core, user: &User, a: &Announce<'_>) -> Option<String> {
+    let r = &core.state.config.ratio;
+    let leeching = a.left.is_some_and(|l| l > 0);
+    if !r.enabled || !leeching || a.event == AnnounceEvent::Stopped {
+        return None;
+    }
+    let up = user.uploaded.load(Ordering::Relaxed);
+    let down = user.downloaded.load(Ordering::Relaxed);
+    if down <= r.grace_bytes {
+        return None;
+    }
+    let ratio = up as f64 / down as f64;
+    (ratio < r.min_ratio).then(|| {
+        format!(
+            "insufficient ratio: {ratio:.2} < {:.2} (uploaded {up} bytes, downloaded {down} bytes)",
+            r.min_ratio
+        )
+    })
+}
+
+/// Scrape counts for one torrent, all zero when unknown.
+pub fn scrape(core: &Core, info_hash: &InfoHash) -> (u32, u32, u32) {
+    core.state
+        .swarms
+        .scrape(info_hash)
+        .map_or((0, 0, 0), |s| (s.complete, s.downloaded, s.incomplete))
+}
+
+/// Unmaps IPv4-mapped IPv6 addresses (dual-stack sockets report IPv4 clients that way).
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Extracts the passkey from `/<passkey>/<action>` or `/<action>/<passkey>` (a trailing
+/// query, if any, already removed). Returns (action, passkey).
+pub fn split_passkey_path(path: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let trimmed = path.strip_prefix(b"/").unwrap_or(path);
+    let trimmed = trimmed.strip_suffix(b"/").unwrap_or(trimmed);
+    let mut parts = trimmed.splitn(3, |&b| b == b'/');
+    let first = parts.next().unwrap_or(b"");
+    match (parts.next(), parts.next()) {
+        (None, _) => (first, None),
+        (Some(second), None) => {
+            if matches!(first, b"announce" | b"scrape") {
+                (first, Some(second))
+            } else {
+                (second, Some(first))
+            }
+        }
+        (Some(_), Some(_)) => (b"", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passkey_paths() {
+        let pk: &[u8] = b"0123456789abcdef0123456789abcdef";
+        assert_eq!(split_passkey_path(b"/announce"), (&b"announce"[..], None));
+        assert_eq!(
+            split_passkey_path(b"/0123456789abcdef0123456789abcdef/announce"),
+            (&b"announce"[..], Some(pk))
+        );
+        assert_eq!(
+            split_passkey_path(b"/announce/0123456789abcdef0123456789abcdef"),
+            (&b"announce"[..], Some(pk))
+        );
+        assert_eq!(split_passkey_path(b"/scrape/x"), (&b"scrape"[..], Some(&b"x"[..])));
+        assert_eq!(split_passkey_path(b"/a/b/c"), (&b""[..], None));
+    }
+
+    #[test]
+    fn canonical_ip_unmaps() {
+        assert_eq!(canonical_ip("::ffff:1.2.3.4".parse().unwrap()), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(canonical_ip("::1".parse().unwrap()), "::1".parse::<IpAddr>().unwrap());
+    }
+}

@@ -1,0 +1,567 @@
+//! Configuration: one [`Config`] built from a TOML file, then environment overrides, then
+//! validated before any thread starts.
+//!
+//! Every field's doc comment is the operator manual (units, default, what a wrong value does);
+//! `pbts --print-config` prints the defaults as commented TOML that parses back to
+//! [`Config::default()`] (tested below).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole server configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Sockets, cores and connection limits.
+    pub network: NetworkConfig,
+    /// Announce/scrape behaviour.
+    pub tracker: TrackerConfig,
+    /// Ratio enforcement for leechers.
+    pub ratio: RatioConfig,
+    /// Durable state on disk.
+    pub storage: StorageConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network: NetworkConfig::default(),
+            tracker: TrackerConfig::default(),
+            ratio: RatioConfig::default(),
+            storage: StorageConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+/// Which client-supplied header, if any, carries the real client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeader {
+    /// Use the TCP peer address; client headers are ignored (safe default).
+    None,
+    /// Use the last address of `X-Forwarded-For` (set by a trusted reverse proxy).
+    XForwardedFor,
+    /// Use `X-Real-IP` (set by a trusted reverse proxy).
+    XRealIp,
+}
+
+/// Sockets, cores and connection limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Addresses to serve on; each gets a UDP socket and a TCP listener on the same port, on every
+    /// serving core (SO_REUSEPORT). IPv6 sockets are IPv6-only so `0.0.0.0` and `[::]` can share
+    /// a port. Default `["0.0.0.0:8000", "[::]:8000"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Serving cores (one pinned glommio executor each). 0 means every available CPU.
+    pub cores: usize,
+    /// First CPU to pin serving cores to (cores are pinned to `first_cpu..first_cpu+cores`);
+    /// -1 disables pinning. Default 0.
+    pub first_cpu: i64,
+    /// io_uring buffer memory per core, KiB. Must fit RLIMIT_MEMLOCK with the rings: the server
+    /// checks at start-up and raises the soft limit when it can. Default 1024.
+    pub io_memory_kib: usize,
+    /// Requested UDP receive buffer, bytes (capped by net.core.rmem_max). Default 8 MiB.
+    pub udp_recv_buffer_bytes: usize,
+    /// UDP receives kept in flight per socket and core. Default 32.
+    pub udp_inflight: usize,
+    /// Open HTTP connections allowed per core; beyond it new connections are closed at once.
+    /// Default 16384.
+    pub max_connections_per_core: usize,
+    /// Seconds an idle keep-alive connection may stay open. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to send a complete request once it started one. Default 10.
+    pub request_timeout_secs: u64,
+    /// Header carrying the real client IP when behind a trusted reverse proxy. Default `none`.
+    pub proxy_header: ProxyHeader,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "0.0.0.0:8000".parse().expect("literal address"),
+                "[::]:8000".parse().expect("literal address"),
+            ],
+            cores: 0,
+            first_cpu: 0,
+            io_memory_kib: 1024,
+            udp_recv_buffer_bytes: 8 << 20,
+            udp_inflight: 32,
+            max_connections_per_core: 16384,
+            idle_timeout_secs: 60,
+            request_timeout_secs: 10,
+            proxy_header: ProxyHeader::None,
+        }
+    }
+}
+
+/// Whether a passkey is required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackerMode {
+    /// Passkey required on every announce (`/<passkey>/announce`, `/announce/<passkey>`, BEP 41).
+    Private,
+    /// Anyone may announce; no accounting.
+    Open,
+}
+
+/// Announce/scrape behaviour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// `private` (default) or `open`.
+    pub mode: TrackerMode,
+    /// Announce interval sent to clients, seconds. Default 1800.
+    pub announce_interval_secs: u32,
+    /// Random extra seconds (0..=jitter) added to each interval so clients spread out. Default 180.
+    pub interval_jitter_secs: u32,
+    /// `min interval` sent to clients, seconds. Default 900.
+    pub min_interval_secs: u32,
+    /// A peer that has not announced for this long is removed, seconds. Default 3600.
+    pub peer_timeout_secs: u32,
+    /// Most peers returned by one announce (`numwant` is capped to it). Default 50 (the
+    /// original's MAX_PEERS).
+    pub max_peers: usize,
+    /// Peers returned when a client sends no `numwant`. Default 50.
+    pub default_numwant: usize,
+    /// Most info-hashes in one scrape. Default 74 (what fits one UDP scrape).
+    pub max_scrape_hashes: usize,
+    /// Refuse announces for torrents not registered through `POST /admin/torrents`. Default false.
+    pub require_registered_torrents: bool,
+    /// Seconds between expiry sweeps. Default 60.
+    pub cleanup_interval_secs: u32,
+    /// Public base URL used in announce URLs returned by the admin API. Default
+    /// `http://127.0.0.1:8000`.
+    pub public_url: String,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            mode: TrackerMode::Private,
+            announce_interval_secs: 1800,
+            interval_jitter_secs: 180,
+            min_interval_secs: 900,
+            peer_timeout_secs: 3600,
+            max_peers: 50,
+            default_numwant: 50,
+            max_scrape_hashes: 74,
+            require_registered_torrents: false,
+            cleanup_interval_secs: 60,
+            public_url: "http://127.0.0.1:8000".to_owned(),
+        }
+    }
+}
+
+/// Ratio enforcement for leechers, from the stats clients claim in announces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RatioConfig {
+    /// Enforce the ratio on leechers' announces. Default true.
+    pub enabled: bool,
+    /// Smallest uploaded/downloaded ratio a leecher may have (the original's MIN_RATIO).
+    /// Default 0.5.
+    pub min_ratio: f64,
+    /// Bytes a user may download before the ratio applies (the grace allowance for new users).
+    /// Default 1 GiB.
+    pub grace_bytes: u64,
+}
+
+impl Default for RatioConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_ratio: 0.5, grace_bytes: 1 << 30 }
+    }
+}
+
+/// Durable state on disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory holding the database (`pbts.redb`). Created if missing. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Milliseconds between batched writes of announce statistics. A crash loses at most this
+    /// much accounting; admin writes are always durable before they are acknowledged.
+    /// Default 2000.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./data"), flush_interval_ms: 2000 }
+    }
+}
+
+/// The admin API (`/admin/*`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Accept admin requests from loopback addresses without a token. Default true.
+    pub allow_loopback: bool,
+    /// Environment variable holding the admin bearer token (`Authorization: Bearer <token>`).
+    /// The token itself never goes in this file. Unset or empty: token auth disabled.
+    /// Default `PBTS_ADMIN_TOKEN`.
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { allow_loopback: true, token_env: "PBTS_ADMIN_TOKEN".to_owned() }
+    }
+}
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parse config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// An environment variable has a value that does not parse.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// One or more fields are out of range.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `path` (if given), applies environment overrides and validates.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, variable or fields at fault.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                Self::from_toml(&text)
+                    .map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?
+            }
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// The parser's message.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies environment overrides read through `get`:
+    /// `PBTS_MODE`, `PBTS_CORES`, `PBTS_DATA_DIR`, `PBTS_LISTEN` (comma-separated addresses),
+    /// `PORT` (replaces the port of every listen address), `MIN_RATIO`, `MAX_PEERS` (the
+    /// original's names), `PBTS_PUBLIC_URL`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Env`] for a value that does not parse.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            name: &'static str,
+            value: String,
+            reason: &'static str,
+        ) -> Result<T, ConfigError> {
+            value.trim().parse().map_err(|_| ConfigError::Env { name, value, reason })
+        }
+        if let Some(v) = get("PBTS_MODE") {
+            self.tracker.mode = match v.trim() {
+                "private" => TrackerMode::Private,
+                "open" => TrackerMode::Open,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "PBTS_MODE",
+                        value: v,
+                        reason: "expected `private` or `open`",
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("PBTS_CORES") {
+            self.network.cores = parse("PBTS_CORES", v, "expected a whole number")?;
+        }
+        if let Some(v) = get("PBTS_DATA_DIR") {
+            self.storage.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("PBTS_LISTEN") {
+            let mut listen = Vec::new();
+            for part in v.split(',').filter(|p| !p.trim().is_empty()) {
+                listen.push(parse("PBTS_LISTEN", part.to_owned(), "expected ip:port list")?);
+            }
+            self.network.listen = listen;
+        }
+        if let Some(v) = get("PORT") {
+            let port: u16 = parse("PORT", v, "expected a port number")?;
+            for addr in &mut self.network.listen {
+                addr.set_port(port);
+            }
+        }
+        if let Some(v) = get("MIN_RATIO") {
+            self.ratio.min_ratio = parse("MIN_RATIO", v, "expected a number")?;
+        }
+        if let Some(v) = get("MAX_PEERS") {
+            self.tracker.max_peers = parse("MAX_PEERS", v, "expected a whole number")?;
+        }
+        if let Some(v) = get("PBTS_PUBLIC_URL") {
+            self.tracker.public_url = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every field and lists every problem at once.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with one line per problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let n = &self.network;
+        if n.listen.is_empty() {
+            problems.push("network.listen: at least one address is required".to_owned());
+        }
+        if n.io_memory_kib < 64 {
+            problems.push(format!("network.io_memory_kib: {} is below 64", n.io_memory_kib));
+        }
+        if n.udp_inflight == 0 || n.udp_inflight > 1024 {
+            problems.push(format!("network.udp_inflight: {} not in 1..=1024", n.udp_inflight));
+        }
+        if n.max_connections_per_core == 0 {
+            problems.push("network.max_connections_per_core: must be at least 1".to_owned());
+        }
+        if n.idle_timeout_secs == 0 || n.request_timeout_secs == 0 {
+            problems.push("network timeouts must be at least 1 second".to_owned());
+        }
+        let t = &self.tracker;
+        if t.announce_interval_secs == 0 {
+            problems.push("tracker.announce_interval_secs: must be at least 1".to_owned());
+        }
+        if t.min_interval_secs > t.announce_interval_secs {
+            problems.push(format!(
+                "tracker.min_interval_secs ({}) exceeds announce_interval_secs ({})",
+                t.min_interval_secs, t.announce_interval_secs
+            ));
+        }
+        if t.peer_timeout_secs <= t.announce_interval_secs + t.interval_jitter_secs {
+            problems.push(format!(
+                "tracker.peer_timeout_secs ({}) must exceed announce interval plus jitter ({}), \
+                 or live peers expire between announces",
+                t.peer_timeout_secs,
+                t.announce_interval_secs + t.interval_jitter_secs
+            ));
+        }
+        if t.max_peers == 0 || t.max_peers > 1000 {
+            problems.push(format!("tracker.max_peers: {} not in 1..=1000", t.max_peers));
+        }
+        if t.max_scrape_hashes == 0 || t.max_scrape_hashes > 1000 {
+            problems.push(format!(
+                "tracker.max_scrape_hashes: {} not in 1..=1000",
+                t.max_scrape_hashes
+            ));
+        }
+        if t.cleanup_interval_secs == 0 {
+            problems.push("tracker.cleanup_interval_secs: must be at least 1".to_owned());
+        }
+        if !self.ratio.min_ratio.is_finite() || self.ratio.min_ratio < 0.0 {
+            problems.push(format!(
+                "ratio.min_ratio: {} must be a finite number >= 0",
+                self.ratio.min_ratio
+            ));
+        }
+        if self.storage.flush_interval_ms == 0 {
+            problems.push("storage.flush_interval_ms: must be at least 1".to_owned());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+
+    /// The defaults as commented TOML (what `pbts --print-config` prints).
+    pub fn default_toml() -> String {
+        let d = Self::default();
+        let listen: Vec<String> =
+            d.network.listen.iter().map(|a| format!("\"{a}\"")).collect();
+        let listen = listen.join(", ");
+        format!(
+            r#"# pbts configuration. Every value below is the default.
+# Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
+# MAX_PEERS, PBTS_PUBLIC_URL.
+
+[network]
+# UDP socket + TCP listener per address and core (SO_REUSEPORT); IPv6 sockets are IPv6-only.
+listen = [{listen}]
+# Serving cores; 0 = every available CPU.
+cores = {cores}
+# First CPU to pin to; -1 disables pinning.
+first_cpu = {first_cpu}
+# io_uring buffer memory per core, KiB (must fit RLIMIT_MEMLOCK with the rings).
+io_memory_kib = {io}
+# Requested UDP receive buffer, bytes (capped by net.core.rmem_max).
+udp_recv_buffer_bytes = {rcvbuf}
+# UDP receives in flight per socket and core.
+udp_inflight = {inflight}
+# Open HTTP connections per core; more are closed at once.
+max_connections_per_core = {maxconn}
+# Idle keep-alive connections are closed after this many seconds.
+idle_timeout_secs = {idle}
+# A started request must complete within this many seconds.
+request_timeout_secs = {reqto}
+# Client IP header from a trusted reverse proxy: "none", "x-forwarded-for" or "x-real-ip".
+proxy_header = "none"
+
+[tracker]
+# "private" (passkey required) or "open".
+mode = "private"
+# Announce interval sent to clients, seconds, plus 0..=jitter random seconds.
+announce_interval_secs = {interval}
+interval_jitter_secs = {jitter}
+# "min interval" sent to clients, seconds.
+min_interval_secs = {min_interval}
+# Peers silent for this long are removed, seconds.
+peer_timeout_secs = {peer_timeout}
+# numwant is capped to this (the original's MAX_PEERS).
+max_peers = {max_peers}
+# Peers returned when the client sends no numwant.
+default_numwant = {numwant}
+# Most info-hashes per scrape.
+max_scrape_hashes = {scrape}
+# Refuse torrents not registered with POST /admin/torrents.
+require_registered_torrents = {registered}
+# Seconds between expiry sweeps.
+cleanup_interval_secs = {cleanup}
+# Base URL used in the announce URLs the admin API returns.
+public_url = "{public_url}"
+
+[ratio]
+# Enforce uploaded/downloaded >= min_ratio on leechers (the original's MIN_RATIO).
+enabled = {ratio_enabled}
+min_ratio = {min_ratio:?}
+# Bytes a user may download before the ratio applies.
+grace_bytes = {grace}
+
+[storage]
+# Database directory (created if missing).
+data_dir = "{data_dir}"
+# Milliseconds between batched writes of announce statistics.
+flush_interval_ms = {flush}
+
+[admin]
+# Loopback clients may use /admin/* without a token.
+allow_loopback = {loopback}
+# Environment variable holding the admin bearer token.
+token_env = "{token_env}"
+"#,
+            cores = d.network.cores,
+            first_cpu = d.network.first_cpu,
+            io = d.network.io_memory_kib,
+            rcvbuf = d.network.udp_recv_buffer_bytes,
+            inflight = d.network.udp_inflight,
+            maxconn = d.network.max_connections_per_core,
+            idle = d.network.idle_timeout_secs,
+            reqto = d.network.request_timeout_secs,
+            interval = d.tracker.announce_interval_secs,
+            jitter = d.tracker.interval_jitter_secs,
+            min_interval = d.tracker.min_interval_secs,
+            peer_timeout = d.tracker.peer_timeout_secs,
+            max_peers = d.tracker.max_peers,
+            numwant = d.tracker.default_numwant,
+            scrape = d.tracker.max_scrape_hashes,
+            registered = d.tracker.require_registered_torrents,
+            cleanup = d.tracker.cleanup_interval_secs,
+            public_url = d.tracker.public_url,
+            ratio_enabled = d.ratio.enabled,
+            min_ratio = d.ratio.min_ratio,
+            grace = d.ratio.grace_bytes,
+            data_dir = d.storage.data_dir.display(),
+            flush = d.storage.flush_interval_ms,
+            loopback = d.admin.allow_loopback,
+            token_env = d.admin.token_env,
+        )
+    }
+
+    /// Serving cores after resolving `cores = 0` to the CPU count.
+    pub fn serving_cores(&self) -> usize {
+        if self.network.cores == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.network.cores
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_parse_back_to_default() {
+        let parsed = Config::from_toml(&Config::default_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::from_toml("[tracker]\nmax_peer = 3\n").unwrap_err();
+        assert!(err.contains("unknown field `max_peer`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_use_the_originals_names() {
+        let mut c = Config::default();
+        c.apply_env(|name| match name {
+            "MIN_RATIO" => Some("0.75".into()),
+            "MAX_PEERS" => Some("30".into()),
+            "PORT" => Some("9000".into()),
+            "PBTS_MODE" => Some("open".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.ratio.min_ratio, 0.75);
+        assert_eq!(c.tracker.max_peers, 30);
+        assert_eq!(c.tracker.mode, TrackerMode::Open);
+        assert!(c.network.listen.iter().all(|a| a.port() == 9000));
+        let err = c.apply_env(|n| (n == "MAX_PEERS").then(|| "lots".into())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable MAX_PEERS=\"lots\": expected a whole number"
+        );
+    }
+
+    #[test]
+    fn validate_lists_every_problem() {
+        let mut c = Config::default();
+        c.tracker.max_peers = 0;
+        c.ratio.min_ratio = f64::NAN;
+        c.tracker.peer_timeout_secs = 10;
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

@@ -1,0 +1,243 @@
+//! The JSON/text API: `/health`, `/stats`, `/metrics` and the admin endpoints.
+//!
+//! Admin writes go to the store thread and are answered only after they are committed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use pbts_http::InfoHash;
+use pbts_http::request::{Method, Request};
+use pbts_http::response;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::common::Core;
+use crate::config::TrackerMode;
+use crate::metrics::Counter;
+use crate::store::{StoreCmd, StoreError, TorrentRecord};
+
+const JSON: &str = "application/json";
+
+/// Writes a JSON response.
+pub(crate) fn write_json(out: &mut Vec<u8>, status: u16, body: &str, keep_alive: bool) {
+    response::write_response(out, status, JSON, body.as_bytes(), keep_alive);
+}
+
+fn error(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
+    write_json(out, status, &json!({ "error": message }).to_string(), keep_alive);
+}
+
+pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let state = &core.state;
+    match (req.method, req.path) {
+        (Method::Get | Method::Head, b"/health") => {
+            let body = json!({
+                "status": if state.is_shutting_down() { "stopping" } else { "healthy" },
+                "instance_id": state.instance_id,
+                "mode": mode_str(state.config.tracker.mode),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        (Method::Get | Method::Head, b"/stats") => {
+            let t = state.swarms.totals();
+            let m = &state.metrics;
+            let body = json!({
+                "instance_id": state.instance_id,
+                "mode": mode_str(state.config.tracker.mode),
+                "uptime_secs": state.now(),
+                "cores": state.config.serving_cores(),
+                "total_torrents": t.torrents,
+                "total_peers": t.peers_v4 + t.peers_v6,
+                "peers_v4": t.peers_v4,
+                "peers_v6": t.peers_v6,
+                "seeders": t.seeders,
+                "leechers": t.leechers,
+                "total_users": state.accounts.len(),
+                "registered_torrents": state.registered.len(),
+                "min_ratio": state.config.ratio.min_ratio,
+                "max_peers": state.config.tracker.max_peers,
+                "requests": {
+                    "udp_connect": m.total(Counter::UdpConnect),
+                    "udp_announce": m.total(Counter::UdpAnnounce),
+                    "udp_scrape": m.total(Counter::UdpScrape),
+                    "udp_error": m.total(Counter::UdpError),
+                    "udp_dropped": m.total(Counter::UdpDropped),
+                    "http_announce": m.total(Counter::HttpAnnounce),
+                    "http_scrape": m.total(Counter::HttpScrape),
+                    "http_failure": m.total(Counter::HttpFailure),
+                    "ratio_rejected": m.total(Counter::RatioRejected),
+                    "passkey_rejected": m.total(Counter::AuthRejected),
+                },
+                "open_connections": m.open_connections(),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        (Method::Get | Method::Head, b"/metrics") => {
+            let t = state.swarms.totals();
+            let text = state.metrics.render(&[
+                ("pbts_torrents", "Torrents in memory", t.torrents as u64),
+                ("pbts_peers_v4", "IPv4 peers", t.peers_v4 as u64),
+                ("pbts_peers_v6", "IPv6 peers", t.peers_v6 as u64),
+                ("pbts_seeders", "Seeders", t.seeders as u64),
+                ("pbts_leechers", "Leechers", t.leechers as u64),
+                ("pbts_users", "Registered users", state.accounts.len() as u64),
+            ]);
+            response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
+        }
+        (_, path) if path.starts_with(b"/admin/") => {
+            if !is_admin(core, req, peer) {
+                return error(out, 403, "admin access requires a loopback client or the admin token", ka);
+            }
+            admin(core, req, out).await;
+        }
+        (_, b"/health" | b"/stats" | b"/metrics") => error(out, 405, "method not allowed", ka),
+        _ => error(out, 404, "not found", ka),
+    }
+}
+
+fn mode_str(mode: TrackerMode) -> &'static str {
+    match mode {
+        TrackerMode::Private => "private",
+        TrackerMode::Open => "open",
+    }
+}
+
+fn is_admin(core: &Core, req: &Request<'_>, peer: SocketAddr) -> bool {
+    let state = &core.state;
+    if state.config.admin.allow_loopback && crate::common::canonical_ip(peer.ip()).is_loopback() {
+        return true;
+    }
+    let (Some(token), Some(auth)) = (&state.admin_token, req.authorization) else {
+        return false;
+    };
+    let Some(given) = auth.strip_prefix(b"Bearer ") else { return false };
+    constant_time_eq(given, token.as_bytes())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    /// The original's field name is `user_id`; `name` is accepted too.
+    #[serde(alias = "user_id")]
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTorrent {
+    info_hash: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> {
+    if let Some(ct) = req.content_type {
+        let ct = ct.split(|&b| b == b';').next().unwrap_or(b"");
+        if !ct.trim_ascii().eq_ignore_ascii_case(b"application/json") {
+            return Err("content type must be application/json".to_owned());
+        }
+    }
+    serde_json::from_slice(req.body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn ask<T>(core: &Core, make: impl FnOnce(crate::store::Reply<T>) -> StoreCmd) -> Result<T, StoreError> {
+    let (tx, rx) = flume::bounded(1);
+    core.state.store_tx.send(make(tx)).map_err(|_| StoreError::Closed)?;
+    rx.recv_async().await.map_err(|_| StoreError::Closed)?
+}
+
+fn announce_urls(core: &Core, passkey: &str) -> (String, String) {
+    let base = core.state.config.tracker.public_url.trim_end_matches('/');
+    let http = format!("{base}/{passkey}/announce");
+    let host = base.split("://").nth(1).unwrap_or(base);
+    (http, format!("udp://{host}/{passkey}/announce"))
+}
+
+async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let state = &core.state;
+    match (req.method, req.path) {
+        (Method::Post, b"/admin/users") => {
+            let new: NewUser = match json_body(req) {
+                Ok(v) => v,
+                Err(e) => return error(out, 400, &e, ka),
+            };
+            if !valid_name(&new.name) {
+                return error(out, 400, "name must be 1-64 characters of A-Z a-z 0-9 _ - .", ka);
+            }
+            match ask(core, |reply| StoreCmd::CreateUser { name: new.name, reply }).await {
+                Ok(record) => {
+                    let (http, udp) = announce_urls(core, &record.passkey);
+                    let body = json!({
+                        "success": true,
+                        "user_id": record.name,
+                        "id": record.id,
+                        "passkey": record.passkey,
+                        "announce_url": http,
+                        "udp_announce_url": udp,
+                    });
+                    write_json(out, 201, &body.to_string(), ka);
+                }
+                Err(e @ StoreError::UserExists(_)) => error(out, 409, &e.to_string(), ka),
+                Err(e) => error(out, 503, &e.to_string(), ka),
+            }
+        }
+        (Method::Get, path) if path.starts_with(b"/admin/users/") => {
+            let name = std::str::from_utf8(&path[b"/admin/users/".len()..]).unwrap_or("");
+            let Some(user) = state.accounts.by_name(name) else {
+                return error(out, 404, "user not found", ka);
+            };
+            let r = user.to_record();
+            let (http, udp) = announce_urls(core, &r.passkey);
+            let body = json!({
+                "user_id": r.name,
+                "id": r.id,
+                "passkey": r.passkey,
+                "announce_url": http,
+                "udp_announce_url": udp,
+                "uploaded": user.uploaded.load(Ordering::Relaxed),
+                "downloaded": user.downloaded.load(Ordering::Relaxed),
+                // JSON has no Infinity: an undefined ratio (nothing downloaded) is null.
+                "ratio": user.ratio(),
+                "created_at": r.created_at,
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        (Method::Post, b"/admin/torrents") => {
+            let new: NewTorrent = match json_body(req) {
+                Ok(v) => v,
+                Err(e) => return error(out, 400, &e, ka),
+            };
+            let Some(ih) = InfoHash::from_hex(&new.info_hash) else {
+                return error(out, 400, "info_hash must be 40 hex characters", ka);
+            };
+            let record = TorrentRecord {
+                info_hash: ih.to_string(),
+                name: new.name,
+                registered_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            };
+            match ask(core, |reply| StoreCmd::RegisterTorrent { record, reply }).await {
+                Ok(new) => {
+                    state.registered.insert(ih);
+                    let body = json!({ "success": true, "info_hash": ih.to_string(), "new": new });
+                    write_json(out, if new { 201 } else { 200 }, &body.to_string(), ka);
+                }
+                Err(e) => error(out, 503, &e.to_string(), ka),
+            }
+        }
+        _ => error(out, 404, "not found", ka),
+    }
+}

@@ -1,0 +1,4 @@
+//! The HTTP tracker and API: one accept loop per listener and core, one task per connection.
+
+pub(crate) mod api;
+pub(crate) mod worker;

@@ -1,0 +1,281 @@
+//! HTTP connections: keep-alive, pipelining, idle and slow-request timeouts, a per-core
+//! connection cap, and routing to the tracker (announce/scrape) or the API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use pbts_http::query::{self, QueryError};
+use pbts_http::request::{self, Limits, Method, Request, Status};
+use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
+
+use super::api;
+use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
+use crate::config::ProxyHeader;
+use crate::metrics::Counter;
+
+/// Accepts connections until the executor stops.
+pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
+    let max = core.state.config.network.max_connections_per_core as u64;
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("accept: {e:#}");
+                // Out of descriptors and similar: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let m = core.metrics();
+        if m.open_connections.load(Ordering::Relaxed) >= max {
+            m.inc(Counter::HttpConnectionsRefused);
+            drop(stream);
+            continue;
+        }
+        m.inc(Counter::HttpConnectionsAccepted);
+        m.open_connections.fetch_add(1, Ordering::Relaxed);
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            serve_connection(&core, stream).await;
+            core.metrics().open_connections.fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach();
+    }
+}
+
+/// What the connection loop does after a request.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+async fn serve_connection(core: &Core, mut stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let net = &core.state.config.network;
+    let idle = Duration::from_secs(net.idle_timeout_secs);
+    let request_timeout = Duration::from_secs(net.request_timeout_secs);
+    let limits = Limits::default();
+    let cap = limits.max_header_bytes + limits.max_body_bytes;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0usize;
+    let mut out = Vec::with_capacity(1024);
+    let mut started: Option<Instant> = None;
+    loop {
+        // Answer every complete request already buffered (pipelining).
+        let mut consumed = 0;
+        let mut close = false;
+        while consumed < len {
+            match request::parse_request(&buf[consumed..len], &limits) {
+                Ok(Status::Complete(req, n)) => {
+                    consumed += n;
+                    if let Next::Close = handle(core, &req, peer, &mut out).await {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(Status::Partial) => break,
+                Err(e) => {
+                    core.metrics().inc(Counter::HttpBadRequest);
+                    let body = format!("{e}\n");
+                    response::write_response(
+                        &mut out,
+                        e.status_code(),
+                        "text/plain; charset=utf-8",
+                        body.as_bytes(),
+                        false,
+                    );
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            let _ = stream.close().await;
+            return;
+        }
+        buf.copy_within(consumed..len, 0);
+        len -= consumed;
+        started = if len == 0 { None } else { started.or(Some(Instant::now())) };
+        // An idle connection waits `idle`; a half-received request must finish within
+        // `request_timeout` of its first byte (slowloris).
+        let timeout = match started {
+            None => idle,
+            Some(t) => match request_timeout.checked_sub(t.elapsed()) {
+                Some(left) if !left.is_zero() => left,
+                _ => {
+                    core.metrics().inc(Counter::HttpTimeouts);
+                    return;
+                }
+            },
+        };
+        if len == buf.len() {
+            if buf.len() >= cap {
+                // The parser reports oversize heads itself; this is a body past the cap.
+                return;
+            }
+            buf.resize((buf.len() * 2).min(cap), 0);
+        }
+        if stream.set_read_timeout(Some(timeout)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) => return,
+            Ok(n) => {
+                if started.is_none() {
+                    started = Some(Instant::now());
+                }
+                len += n;
+            }
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    core.metrics().inc(Counter::HttpTimeouts);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The client address, honouring a trusted proxy header when configured.
+fn client_ip(core: &Core, req: &Request<'_>, peer: SocketAddr) -> IpAddr {
+    let header = match core.state.config.network.proxy_header {
+        ProxyHeader::None => None,
+        // The last hop is the one our proxy appended; earlier entries are client-supplied.
+        ProxyHeader::XForwardedFor => {
+            req.x_forwarded_for.and_then(|v| v.rsplit(|&b| b == b',').next())
+        }
+        ProxyHeader::XRealIp => req.x_real_ip,
+    };
+    header
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        .map_or_else(|| canonical_ip(peer.ip()), canonical_ip)
+}
+
+async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) -> Next {
+    let keep_alive = req.keep_alive;
+    let (action, passkey) = split_passkey_path(req.path);
+    let tracker_route = matches!(action, b"announce" | b"scrape")
+        && (passkey.is_some() || matches!(req.path, b"/announce" | b"/scrape"));
+    if tracker_route {
+        if !matches!(req.method, Method::Get | Method::Head) {
+            api::write_json(out, 405, r#"{"error":"method not allowed"}"#, keep_alive);
+            return next(keep_alive);
+        }
+        let mut body = Vec::with_capacity(256);
+        let ip = client_ip(core, req, peer);
+        if action == b"announce" {
+            http_announce(core, req.query, ip, passkey, &mut body);
+        } else {
+            http_scrape(core, req.query, passkey, &mut body);
+        }
+        response::write_response(out, 200, response::BENCODE_CONTENT_TYPE, &body, keep_alive);
+        return next(keep_alive);
+    }
+    core.metrics().inc(Counter::HttpApi);
+    api::route(core, req, peer, out).await;
+    next(keep_alive)
+}
+
+fn next(keep_alive: bool) -> Next {
+    if keep_alive { Next::KeepAlive } else { Next::Close }
+}
+
+fn http_announce(core: &Core, q: &[u8], ip: IpAddr, passkey: Option<&[u8]>, body: &mut Vec<u8>) {
+    let m = core.metrics();
+    let parsed = match query::parse_announce(q) {
+        Ok(p) => p,
+        Err(e) => {
+            m.inc(Counter::HttpFailure);
+            response::write_failure_body(e.as_str(), body);
+            return;
+        }
+    };
+    let a = Announce {
+        info_hash: parsed.info_hash,
+        peer_id: parsed.peer_id,
+        ip,
+        port: parsed.port,
+        event: parsed.event,
+        left: parsed.left,
+        uploaded: parsed.uploaded,
+        downloaded: parsed.downloaded,
+        numwant: parsed.numwant,
+        both_families: true,
+        passkey,
+    };
+    match common::announce(core, &a) {
+        Ok(outcome) => {
+            m.inc(Counter::HttpAnnounce);
+            let selected = core.selected.borrow();
+            let tracker_id = core.state.instance_id.as_bytes();
+            let t = &core.state.config.tracker;
+            let mut compact_v4 = Vec::new();
+            let mut compact_v6 = Vec::new();
+            let mut dict = Vec::new();
+            let peers = if parsed.compact {
+                compact_v4.extend(selected.v4.iter().map(|&(ip, port, _)| (ip, port)));
+                compact_v6.extend(selected.v6.iter().map(|&(ip, port, _)| (ip, port)));
+                PeerList::Compact { v4: &compact_v4, v6: &compact_v6 }
+            } else {
+                let id = |pid| (!parsed.no_peer_id).then_some(pid);
+                dict.extend(selected.v4.iter().map(|&(ip, port, pid)| (ip.into(), port, id(pid))));
+                dict.extend(selected.v6.iter().map(|&(ip, port, pid)| (ip.into(), port, id(pid))));
+                PeerList::Dict { peers: &dict }
+            };
+            let resp = AnnounceResponse {
+                interval: core.interval(),
+                min_interval: t.min_interval_secs,
+                complete: outcome.complete,
+                incomplete: outcome.incomplete,
+                downloaded: outcome.downloaded,
+                tracker_id: Some(tracker_id),
+                warning: None,
+                external_ip: Some(ip),
+                peers,
+            };
+            response::write_announce_body(&resp, body);
+        }
+        Err(text) => {
+            m.inc(Counter::HttpFailure);
+            response::write_failure_body(&text, body);
+        }
+    }
+}
+
+fn http_scrape(core: &Core, q: &[u8], passkey: Option<&[u8]>, body: &mut Vec<u8>) {
+    let m = core.metrics();
+    if let Err(text) = common::authenticate(core, passkey) {
+        m.inc(Counter::HttpFailure);
+        response::write_failure_body(&text, body);
+        return;
+    }
+    let hashes = match query::parse_scrape(q, core.state.config.tracker.max_scrape_hashes) {
+        Ok(h) => h,
+        Err(e) => {
+            m.inc(Counter::HttpFailure);
+            response::write_failure_body(QueryError::as_str(e), body);
+            return;
+        }
+    };
+    m.inc(Counter::HttpScrape);
+    let entries: Vec<ScrapeEntry> = hashes
+        .iter()
+        .map(|ih| {
+            let (complete, downloaded, incomplete) = common::scrape(core, ih);
+            ScrapeEntry { info_hash: *ih, complete, downloaded, incomplete }
+        })
+        .collect();
+    response::write_scrape_body(&entries, body);
+}

@@ -1,0 +1,323 @@
+//! # pbts-engine
+//!
+//! The pbts tracker server: a thread-per-core engine on glommio (io_uring) serving BitTorrent
+//! announce and scrape over UDP (BEP 15, 41) and HTTP (BEP 3, 7, 23, 24, 48), private by
+//! passkey, with durable accounts and per-user accounting.
+//!
+//! ## Threads
+//!
+//! ```text
+//! main ── start() ──┬─ socket-NN  (one pinned glommio executor per core: UDP socket and TCP
+//! │                 │              listener per listen address, SO_REUSEPORT)
+//! │                 ├─ store-01   (owns the redb database; batched commits)
+//! │                 └─ cleaner-01 (peer expiry on a timer)
+//! └─ Server::shutdown() / SIGTERM: cores stop accepting, flush accounting, store commits, exit
+//! ```
+//!
+//! Serving cores never block: the database, expiry sweeps and (later) verification and chain
+//! work run on their own threads.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! let mut config = pbts_engine::config::Config::default();
+//! config.network.listen = vec!["127.0.0.1:0".parse().unwrap()];
+//! let server = pbts_engine::start(config).unwrap();
+//! println!("serving on {:?}", server.addrs());
+//! server.shutdown();
+//! server.join().unwrap();
+//! ```
+
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod common;
+pub mod config;
+pub mod metrics;
+pub mod store;
+pub mod swarm;
+pub mod udp;
+
+mod http;
+#[allow(unsafe_code)]
+mod sys;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::common::{Core, State};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Accounts, Db, StoreCmd};
+use crate::swarm::SwarmStore;
+use crate::udp::connection::ConnectionValidator;
+
+/// io_uring memory beyond `io_memory` per executor (rings), for the memlock check.
+const RING_OVERHEAD: u64 = 256 << 10;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    state: Arc<State>,
+    addrs: Vec<SocketAddr>,
+    cores: Vec<glommio::ExecutorJoinHandle<()>>,
+    store: std::thread::JoinHandle<()>,
+    cleaner: std::thread::JoinHandle<()>,
+    cleaner_stop: flume::Sender<()>,
+}
+
+impl Server {
+    /// The bound addresses (UDP and TCP share each), with real ports when 0 was asked.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Shared state (for embedding and tests).
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Asks every worker to stop. Returns at once; [`Server::join`] waits.
+    pub fn shutdown(&self) {
+        self.shutdown_handle().shutdown();
+    }
+
+    /// A handle that can stop the server from another thread (a signal handler).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle { state: self.state.clone(), cleaner_stop: self.cleaner_stop.clone() }
+    }
+
+    /// Waits for the cores to stop, their accounting to be committed, and the helper threads to
+    /// exit.
+    ///
+    /// # Errors
+    /// A worker that panicked or failed, by role.
+    pub fn join(self) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
+        for (i, h) in self.cores.into_iter().enumerate() {
+            if h.join().is_err() {
+                failures.push(format!("socket-{:02} panicked", i + 1));
+            }
+        }
+        let (tx, rx) = flume::bounded(1);
+        if self.state.store_tx.send(StoreCmd::Sync { reply: tx }).is_ok() {
+            let _ = rx.recv();
+        }
+        let _ = self.cleaner_stop.try_send(());
+        if self.cleaner.join().is_err() {
+            failures.push("cleaner-01 panicked".to_owned());
+        }
+        // Dropping the last state (and its sender) ends the store thread's loop.
+        drop(self.state);
+        if self.store.join().is_err() {
+            failures.push("store-01 panicked".to_owned());
+        }
+        if failures.is_empty() { Ok(()) } else { bail!(failures.join("; ")) }
+    }
+}
+
+/// Stops a [`Server`] from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    state: Arc<State>,
+    cleaner_stop: flume::Sender<()>,
+}
+
+impl ShutdownHandle {
+    /// Asks every worker to stop.
+    pub fn shutdown(&self) {
+        self.state.shutdown.store(true, Ordering::Release);
+        let _ = self.cleaner_stop.try_send(());
+    }
+}
+
+/// Raises the soft RLIMIT_MEMLOCK when io_uring needs more than it allows, or explains why the
+/// server cannot start.
+fn ensure_memlock(config: &Config, cores: usize) -> anyhow::Result<()> {
+    let per_core = (config.network.io_memory_kib as u64) * 1024 + RING_OVERHEAD;
+    let need = per_core * cores as u64;
+    let (soft, hard) = sys::memlock_limit().context("read RLIMIT_MEMLOCK")?;
+    if soft >= need {
+        return Ok(());
+    }
+    if hard >= need {
+        sys::set_memlock_limit(need, hard).context("raise RLIMIT_MEMLOCK soft limit")?;
+        return Ok(());
+    }
+    if sys::set_memlock_limit(need, need).is_ok() {
+        return Ok(());
+    }
+    bail!(
+        "RLIMIT_MEMLOCK is {soft} bytes (hard {hard}) but {cores} cores with io_memory_kib = {} \
+         need {need}: lower network.io_memory_kib or network.cores, or raise the limit \
+         (ulimit -l, LimitMEMLOCK= in systemd)",
+        config.network.io_memory_kib
+    )
+}
+
+fn new_socket(addr: SocketAddr, ty: Type, recv_buffer: Option<usize>) -> std::io::Result<Socket> {
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let proto = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
+    let s = Socket::new(domain, ty, Some(proto))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    if let Some(size) = recv_buffer {
+        // The kernel caps this at net.core.rmem_max; a smaller buffer is not fatal.
+        let _ = s.set_recv_buffer_size(size);
+    }
+    s.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        s.listen(1024)?;
+    }
+    Ok(s)
+}
+
+/// The sockets of one core: (udp, tcp) per listen address.
+type CoreSockets = Vec<(Socket, Socket)>;
+
+/// Binds every socket for every core up front (so a bad address fails start-up, and port 0
+/// resolves to one port shared by UDP, TCP and all cores).
+fn bind_all(config: &Config, cores: usize) -> anyhow::Result<(Vec<SocketAddr>, Vec<CoreSockets>)> {
+    let rcvbuf = Some(config.network.udp_recv_buffer_bytes);
+    let mut per_core: Vec<CoreSockets> = (0..cores).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for &wanted in &config.network.listen {
+        let mut attempt = 0;
+        let (addr, first) = loop {
+            attempt += 1;
+            let tcp = new_socket(wanted, Type::STREAM, None)
+                .with_context(|| format!("bind TCP {wanted}"))?;
+            let local = tcp.local_addr()?.as_socket().context("local address")?;
+            match new_socket(local, Type::DGRAM, rcvbuf) {
+                Ok(udp) => break (local, (udp, tcp)),
+                // Port 0 picked a TCP port whose UDP twin is taken: pick again.
+                Err(_) if wanted.port() == 0 && attempt < 20 => continue,
+                Err(e) => return Err(e).with_context(|| format!("bind UDP {local}")),
+            }
+        };
+        per_core[0].push(first);
+        for sockets in per_core.iter_mut().skip(1) {
+            let udp = new_socket(addr, Type::DGRAM, rcvbuf)
+                .with_context(|| format!("bind UDP {addr}"))?;
+            let tcp =
+                new_socket(addr, Type::STREAM, None).with_context(|| format!("bind TCP {addr}"))?;
+            sockets.push((udp, tcp));
+        }
+        addrs.push(addr);
+    }
+    Ok((addrs, per_core))
+}
+
+/// Starts the server: opens the database, binds every socket, spawns the threads. Returns once
+/// every socket is bound (so clients may connect at once).
+///
+/// # Errors
+/// Invalid configuration, memlock limits, a database that cannot be opened, an address that
+/// cannot be bound, or a thread that cannot be spawned — each with context.
+pub fn start(config: Config) -> anyhow::Result<Server> {
+    config.validate()?;
+    let cores = config.serving_cores();
+    ensure_memlock(&config, cores)?;
+
+    let db = Db::open(&config.storage.data_dir)
+        .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
+    let accounts = Arc::new(Accounts::default());
+    let swarms = SwarmStore::new();
+    let registered = dashmap::DashSet::new();
+    for ih in db.load(&accounts, &swarms).context("load database")? {
+        registered.insert(ih);
+    }
+    let (addrs, sockets) = bind_all(&config, cores)?;
+
+    let (store_tx, store_rx) = flume::unbounded();
+    let store_accounts = accounts.clone();
+    let store = std::thread::Builder::new()
+        .name("store-01".to_owned())
+        .spawn(move || db.run(store_rx, store_accounts))
+        .context("spawn store thread")?;
+
+    let admin_token =
+        std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
+    let instance: [u8; 16] = rand::random();
+    let state = Arc::new(State {
+        swarms,
+        accounts,
+        registered,
+        validator: ConnectionValidator::new(rand::random()),
+        start: Instant::now(),
+        store_tx,
+        metrics: Metrics::new(cores),
+        shutdown: Default::default(),
+        instance_id: instance.iter().map(|b| format!("{b:02x}")).collect(),
+        admin_token,
+        config,
+    });
+
+    let (cleaner_stop, cleaner_rx) = flume::bounded::<()>(1);
+    let cleaner_state = state.clone();
+    let cleaner = std::thread::Builder::new()
+        .name("cleaner-01".to_owned())
+        .spawn(move || {
+            let every = Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
+            while let Err(flume::RecvTimeoutError::Timeout) = cleaner_rx.recv_timeout(every) {
+                if cleaner_state.is_shutting_down() {
+                    break;
+                }
+                let removed = cleaner_state.swarms.expire(cleaner_state.now());
+                tracing::debug!("expired {removed} peers");
+            }
+        })
+        .context("spawn cleaner thread")?;
+
+    let mut handles = Vec::new();
+    for (i, core_sockets) in sockets.into_iter().enumerate() {
+        let placement = match state.config.network.first_cpu {
+            n if n < 0 => Placement::Unbound,
+            n => Placement::Fixed(n as usize + i),
+        };
+        let state = state.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("socket-{:02}", i + 1))
+            .io_memory(state.config.network.io_memory_kib * 1024)
+            .spawn(move || run_core(state, i, core_sockets))
+            .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
+        handles.push(handle);
+    }
+    Ok(Server { state, addrs, cores: handles, store, cleaner, cleaner_stop })
+}
+
+async fn run_core(state: Arc<State>, index: usize, sockets: CoreSockets) {
+    let core = Rc::new(Core::new(state, index));
+    let inflight = core.state.config.network.udp_inflight;
+    let mut tasks = Vec::new();
+    for (udp, tcp) in sockets {
+        let udp = glommio::net::UdpSocket::from(udp);
+        tasks.push(glommio::spawn_local(udp::worker::run_udp_worker(core.clone(), udp, inflight)));
+        let listener = sys::adopt_listener(tcp);
+        tasks.push(glommio::spawn_local(http::worker::run_http_worker(core.clone(), listener)));
+    }
+    let flush_every = Duration::from_millis(core.state.config.storage.flush_interval_ms);
+    let mut last_flush = Instant::now();
+    // Poll for shutdown and flush accounting on the same timer.
+    while !core.state.is_shutting_down() {
+        glommio::timer::sleep(Duration::from_millis(50).min(flush_every)).await;
+        if last_flush.elapsed() >= flush_every {
+            core.flush();
+            last_flush = Instant::now();
+        }
+    }
+    // Dropping the task handles cancels the serving loops; connection tasks end with the
+    // executor.
+    drop(tasks);
+    core.flush();
+}

@@ -1,0 +1,5 @@
+//! `pbts`: the tracker binary. See `pbts --help`.
+
+fn main() -> std::process::ExitCode {
+    pbts_engine::cli::main()
+}

@@ -1,0 +1,167 @@
+//! Counters, one cache-line-aligned block per serving core, rendered as Prometheus text.
+//!
+//! Each core increments only its own block with relaxed atomics (uncontended, no shared cache
+//! line); `/metrics` and `/stats` sum the blocks when asked.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What is counted. Names and labels are fixed here, once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// UDP connect requests answered.
+    UdpConnect,
+    /// UDP announces answered with peers.
+    UdpAnnounce,
+    /// UDP scrapes answered.
+    UdpScrape,
+    /// UDP error packets sent (rejections, malformed requests).
+    UdpError,
+    /// UDP datagrams dropped (garbage, bad connection id).
+    UdpDropped,
+    /// HTTP announces answered with peers.
+    HttpAnnounce,
+    /// HTTP scrapes answered.
+    HttpScrape,
+    /// HTTP bencoded failures (announce/scrape rejected).
+    HttpFailure,
+    /// HTTP API requests (health, stats, metrics, admin).
+    HttpApi,
+    /// HTTP requests that did not parse (4xx/5xx sent, connection closed).
+    HttpBadRequest,
+    /// HTTP connections accepted.
+    HttpConnectionsAccepted,
+    /// HTTP connections refused by the per-core cap.
+    HttpConnectionsRefused,
+    /// HTTP connections closed by idle or request timeout.
+    HttpTimeouts,
+    /// Announces rejected by the ratio gate.
+    RatioRejected,
+    /// Announces rejected for a missing or unknown passkey.
+    AuthRejected,
+}
+
+const COUNTERS: [(Counter, &str, &str, &str); 15] = [
+    (Counter::UdpConnect, "pbts_requests_total", "udp", "connect"),
+    (Counter::UdpAnnounce, "pbts_requests_total", "udp", "announce"),
+    (Counter::UdpScrape, "pbts_requests_total", "udp", "scrape"),
+    (Counter::UdpError, "pbts_responses_error_total", "udp", "error"),
+    (Counter::UdpDropped, "pbts_dropped_total", "udp", "dropped"),
+    (Counter::HttpAnnounce, "pbts_requests_total", "http", "announce"),
+    (Counter::HttpScrape, "pbts_requests_total", "http", "scrape"),
+    (Counter::HttpFailure, "pbts_responses_error_total", "http", "failure"),
+    (Counter::HttpApi, "pbts_requests_total", "http", "api"),
+    (Counter::HttpBadRequest, "pbts_responses_error_total", "http", "bad_request"),
+    (Counter::HttpConnectionsAccepted, "pbts_connections_total", "http", "accepted"),
+    (Counter::HttpConnectionsRefused, "pbts_connections_total", "http", "refused"),
+    (Counter::HttpTimeouts, "pbts_connections_total", "http", "timeout"),
+    (Counter::RatioRejected, "pbts_announces_rejected_total", "any", "ratio"),
+    (Counter::AuthRejected, "pbts_announces_rejected_total", "any", "passkey"),
+];
+
+/// One core's counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct CoreMetrics {
+    counters: [AtomicU64; COUNTERS.len()],
+    /// Open HTTP connections (gauge).
+    pub open_connections: AtomicU64,
+}
+
+impl CoreMetrics {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self, c: Counter) {
+        self.counters[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Current value.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Every core's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    cores: Box<[CoreMetrics]>,
+}
+
+impl Metrics {
+    /// Blocks for `cores` cores.
+    pub fn new(cores: usize) -> Self {
+        Self { cores: (0..cores).map(|_| CoreMetrics::default()).collect() }
+    }
+
+    /// Core `i`'s block.
+    pub fn core(&self, i: usize) -> &CoreMetrics {
+        &self.cores[i]
+    }
+
+    /// Sum over cores.
+    pub fn total(&self, c: Counter) -> u64 {
+        self.cores.iter().map(|m| m.get(c)).sum()
+    }
+
+    /// Open connections over all cores.
+    pub fn open_connections(&self) -> u64 {
+        self.cores.iter().map(|m| m.open_connections.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Prometheus text exposition of every counter per core, plus the given gauges.
+    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+        let mut out = String::new();
+        let mut last = "";
+        for (c, name, protocol, kind) in COUNTERS {
+            if name != last {
+                let _ = writeln!(out, "# TYPE {name} counter");
+                last = name;
+            }
+            for (i, m) in self.cores.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{protocol=\"{protocol}\",kind=\"{kind}\",worker=\"{i}\"}} {}",
+                    m.get(c)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE pbts_http_open_connections gauge");
+        for (i, m) in self.cores.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "pbts_http_open_connections{{worker=\"{i}\"}} {}",
+                m.open_connections.load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_table_matches_enum_order() {
+        for (i, (c, ..)) in COUNTERS.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+        assert_eq!(std::mem::align_of::<CoreMetrics>(), 128);
+    }
+
+    #[test]
+    fn render_sums_nothing_and_lists_every_core() {
+        let m = Metrics::new(2);
+        m.core(1).inc(Counter::UdpAnnounce);
+        let text = m.render(&[("pbts_torrents", "Torrents in memory", 3)]);
+        assert!(text.contains(
+            "pbts_requests_total{protocol=\"udp\",kind=\"announce\",worker=\"1\"} 1\n"
+        ));
+        assert!(text.contains("pbts_torrents 3\n"));
+        assert_eq!(m.total(Counter::UdpAnnounce), 1);
+    }
+}

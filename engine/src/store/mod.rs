@@ -1,0 +1,230 @@
+//! Durable state: users, passkeys, per-user per-torrent statistics, snatch counts and registered
+//! torrents, in one crash-safe redb database (`<data_dir>/pbts.redb`).
+//!
+//! One `store-01` thread owns the database. Serving cores never touch it: they send
+//! [`StoreCmd`]s over a channel. Announce statistics arrive in batches (every
+//! `flush_interval_ms` per core) and are written in one transaction; admin writes commit before
+//! their reply is sent, so what the API acknowledges is durable.
+//!
+//! The in-memory [`Accounts`] mirror is what the hot path reads (passkey lookup, ratio); it is
+//! loaded from the database at start-up and updated in place by announces.
+
+mod db;
+
+pub use db::{Db, StoreError};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use pbts_http::InfoHash;
+use serde::{Deserialize, Serialize};
+
+use crate::swarm::store::UserId;
+
+/// Length of a passkey in bytes (32 lowercase hex characters on the wire).
+pub const PASSKEY_LEN: usize = 32;
+
+/// A user's secret announce key: 32 lowercase hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Passkey(pub [u8; PASSKEY_LEN]);
+
+impl std::fmt::Debug for Passkey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A passkey is a credential: never print it whole.
+        write!(f, "Passkey({}…)", String::from_utf8_lossy(&self.0[..4]))
+    }
+}
+
+impl Passkey {
+    /// Accepts exactly 32 lowercase hex characters.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; PASSKEY_LEN] = bytes.try_into().ok()?;
+        arr.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')).then_some(Self(arr))
+    }
+
+    /// A fresh random passkey (128 bits from the OS generator).
+    pub fn random() -> Self {
+        let raw: [u8; 16] = rand::random();
+        let mut out = [0u8; PASSKEY_LEN];
+        for (i, b) in raw.iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
+        }
+        Self(out)
+    }
+
+    /// The passkey as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("passkeys are ASCII hex by construction")
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A user as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Internal id.
+    pub id: UserId,
+    /// Unique name.
+    pub name: String,
+    /// Announce passkey (32 hex chars).
+    pub passkey: String,
+    /// Unix seconds at creation.
+    pub created_at: u64,
+    /// Claimed bytes uploaded (sum of announce deltas).
+    pub uploaded: u64,
+    /// Claimed bytes downloaded (sum of announce deltas).
+    pub downloaded: u64,
+}
+
+/// A user in memory.
+#[derive(Debug)]
+pub struct User {
+    /// Internal id.
+    pub id: UserId,
+    /// Unique name.
+    pub name: String,
+    /// Announce passkey.
+    pub passkey: Passkey,
+    /// Unix seconds at creation.
+    pub created_at: u64,
+    /// Claimed bytes uploaded.
+    pub uploaded: AtomicU64,
+    /// Claimed bytes downloaded.
+    pub downloaded: AtomicU64,
+}
+
+impl User {
+    fn from_record(r: &UserRecord) -> Option<Self> {
+        Some(Self {
+            id: r.id,
+            name: r.name.clone(),
+            passkey: Passkey::parse(r.passkey.as_bytes())?,
+            created_at: r.created_at,
+            uploaded: AtomicU64::new(r.uploaded),
+            downloaded: AtomicU64::new(r.downloaded),
+        })
+    }
+
+    /// A snapshot as a record.
+    pub fn to_record(&self) -> UserRecord {
+        UserRecord {
+            id: self.id,
+            name: self.name.clone(),
+            passkey: self.passkey.as_str().to_owned(),
+            created_at: self.created_at,
+            uploaded: self.uploaded.load(Ordering::Relaxed),
+            downloaded: self.downloaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// uploaded / downloaded; `None` when nothing was downloaded (infinite or undefined).
+    pub fn ratio(&self) -> Option<f64> {
+        let down = self.downloaded.load(Ordering::Relaxed);
+        (down > 0).then(|| self.uploaded.load(Ordering::Relaxed) as f64 / down as f64)
+    }
+}
+
+/// The in-memory account index the hot path reads.
+#[derive(Debug, Default)]
+pub struct Accounts {
+    by_passkey: DashMap<Passkey, Arc<User>>,
+    by_name: DashMap<String, Arc<User>>,
+    by_id: DashMap<UserId, Arc<User>>,
+}
+
+impl Accounts {
+    /// Adds a loaded or newly created user.
+    pub fn insert(&self, record: &UserRecord) -> Option<Arc<User>> {
+        let user = Arc::new(User::from_record(record)?);
+        self.by_passkey.insert(user.passkey, user.clone());
+        self.by_name.insert(user.name.clone(), user.clone());
+        self.by_id.insert(user.id, user.clone());
+        Some(user)
+    }
+
+    /// The user owning a passkey.
+    pub fn by_passkey(&self, passkey: &Passkey) -> Option<Arc<User>> {
+        self.by_passkey.get(passkey).map(|u| u.clone())
+    }
+
+    /// The user with a name.
+    pub fn by_name(&self, name: &str) -> Option<Arc<User>> {
+        self.by_name.get(name).map(|u| u.clone())
+    }
+
+    /// The user with an id.
+    pub fn by_id(&self, id: UserId) -> Option<Arc<User>> {
+        self.by_id.get(&id).map(|u| u.clone())
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// No users.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Accounting of one (user, torrent) pair accumulated between flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatDelta {
+    /// The user.
+    pub user: UserId,
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Bytes uploaded.
+    pub uploaded: u64,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+}
+
+/// A registered torrent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TorrentRecord {
+    /// Hex info-hash.
+    pub info_hash: String,
+    /// Optional display name.
+    pub name: Option<String>,
+    /// Unix seconds at registration.
+    pub registered_at: u64,
+}
+
+/// A reply channel for a command.
+pub type Reply<T> = flume::Sender<Result<T, StoreError>>;
+
+/// Work for the store thread.
+#[derive(Debug)]
+pub enum StoreCmd {
+    /// Create a user with a fresh passkey; replies once committed.
+    CreateUser {
+        /// Unique name.
+        name: String,
+        /// Committed record, or `StoreError::UserExists`.
+        reply: Reply<UserRecord>,
+    },
+    /// Register a torrent; replies once committed. Registering twice is not an error.
+    RegisterTorrent {
+        /// The record.
+        record: TorrentRecord,
+        /// Whether it was new.
+        reply: Reply<bool>,
+    },
+    /// A batch of announce accounting and new snatches.
+    Flush {
+        /// Per (user, torrent) deltas.
+        deltas: Vec<StatDelta>,
+        /// New snatches per torrent.
+        snatches: Vec<(InfoHash, u32)>,
+    },
+    /// Replies once every command sent before it is committed.
+    Sync {
+        /// Signalled after the commit.
+        reply: Reply<()>,
+    },
+}

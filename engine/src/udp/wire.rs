@@ -1,0 +1,424 @@
+//! BEP 15 UDP tracker protocol codec (with BEP 41 URL data). Pure: no sockets, no runtime.
+//!
+//! Requests decode from a borrowed datagram; responses encode into a caller-owned buffer.
+//!
+//! ```text
+//! connect  req: conn_id=0x41727101980 (8) action=0 (4) txid (4)                    = 16 bytes
+//! announce req: conn_id (8) action=1 (4) txid (4) info_hash (20) peer_id (20)
+//!               downloaded (8) left (8) uploaded (8) event (4) ip (4) key (4)
+//!               num_want (4, i32, -1 = default) port (2) [BEP 41 options]         >= 98 bytes
+//! scrape   req: conn_id (8) action=2 (4) txid (4) info_hash (20) × n               16 + 20n
+//! ```
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+
+/// The magic connection id of a connect request.
+pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;
+/// Largest datagram we read; anything longer is truncated and rejected.
+pub const MAX_REQUEST_BYTES: usize = 2048;
+
+const ACTION_CONNECT: u32 = 0;
+const ACTION_ANNOUNCE: u32 = 1;
+const ACTION_SCRAPE: u32 = 2;
+const ACTION_ERROR: u32 = 3;
+
+/// A connection id handed out by connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionId(pub u64);
+
+/// A transaction id chosen by the client and echoed back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionId(pub u32);
+
+/// A decoded announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnounceRequest<'a> {
+    /// Connection id to check.
+    pub connection_id: ConnectionId,
+    /// Echoed back.
+    pub transaction_id: TransactionId,
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// The client's peer id.
+    pub peer_id: PeerId,
+    /// Bytes downloaded this session.
+    pub downloaded: u64,
+    /// Bytes left.
+    pub left: u64,
+    /// Bytes uploaded this session.
+    pub uploaded: u64,
+    /// The event.
+    pub event: AnnounceEvent,
+    /// The `ip` field (0 = use the source address). IPv4 only.
+    pub ip: Ipv4Addr,
+    /// The client's key.
+    pub key: u32,
+    /// Peers wanted; `None` for the default (-1 or any negative value).
+    pub num_want: Option<u32>,
+    /// The client's listening port.
+    pub port: u16,
+    /// BEP 41 URL data (path and query, e.g. `/<passkey>/announce`), concatenated.
+    pub url_data: &'a [u8],
+}
+
+/// A decoded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// Connect.
+    Connect {
+        /// Echoed back.
+        transaction_id: TransactionId,
+    },
+    /// Announce.
+    Announce(AnnounceRequest<'a>),
+    /// Scrape of up to 74 info-hashes.
+    Scrape {
+        /// Connection id to check.
+        connection_id: ConnectionId,
+        /// Echoed back.
+        transaction_id: TransactionId,
+        /// The raw info-hashes (a multiple of 20 bytes, at least one).
+        info_hashes: &'a [u8],
+    },
+}
+
+/// Why a datagram was not accepted, and what to do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Answer with an error packet carrying this text.
+    Sendable {
+        /// Echoed back.
+        transaction_id: TransactionId,
+        /// Text for the client.
+        message: &'static str,
+    },
+    /// Too short or unidentifiable: drop silently (never amplify garbage).
+    Drop,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+fn arr20(b: &[u8], at: usize) -> [u8; 20] {
+    let mut a = [0u8; 20];
+    a.copy_from_slice(&b[at..at + 20]);
+    a
+}
+
+/// Decodes one datagram.
+///
+/// # Errors
+/// [`RequestError::Drop`] for datagrams without a full header, [`RequestError::Sendable`] for
+/// identifiable requests that are malformed.
+pub fn parse_request(b: &[u8]) -> Result<Request<'_>, RequestError> {
+    if b.len() < 16 || b.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::Drop);
+    }
+    let connection_id = ConnectionId(u64_at(b, 0));
+    let action = u32_at(b, 8);
+    let transaction_id = TransactionId(u32_at(b, 12));
+    let sendable = |message| RequestError::Sendable { transaction_id, message };
+    match action {
+        ACTION_CONNECT => {
+            if connection_id.0 != PROTOCOL_ID {
+                return Err(RequestError::Drop);
+            }
+            Ok(Request::Connect { transaction_id })
+        }
+        ACTION_ANNOUNCE => {
+            if b.len() < 98 {
+                return Err(sendable("announce request too short"));
+            }
+            let event = AnnounceEvent::from_udp(u32_at(b, 80)).ok_or(sendable("invalid event"))?;
+            let num_want = i32::from_be_bytes(u32_at(b, 92).to_be_bytes());
+            let url_data = parse_options(&b[98..]).map_err(sendable)?;
+            Ok(Request::Announce(AnnounceRequest {
+                connection_id,
+                transaction_id,
+                info_hash: InfoHash(arr20(b, 16)),
+                peer_id: PeerId(arr20(b, 36)),
+                downloaded: u64_at(b, 56),
+                left: u64_at(b, 64),
+                uploaded: u64_at(b, 72),
+                event,
+                ip: Ipv4Addr::from(u32_at(b, 84)),
+                key: u32_at(b, 88),
+                num_want: u32::try_from(num_want).ok(),
+                port: u16::from_be_bytes([b[96], b[97]]),
+                url_data,
+            }))
+        }
+        ACTION_SCRAPE => {
+            let hashes = &b[16..];
+            if hashes.is_empty() || hashes.len() % 20 != 0 {
+                return Err(sendable("scrape request must carry whole 20-byte info hashes"));
+            }
+            Ok(Request::Scrape { connection_id, transaction_id, info_hashes: hashes })
+        }
+        _ => Err(sendable("unknown action")),
+    }
+}
+
+/// Collects BEP 41 URL data. Options: 0 end, 1 no-op, otherwise a type byte, a length byte
+/// and that many bytes; type 2 is URL data, other types are skipped as BEP 41 asks.
+fn parse_options(mut opts: &[u8]) -> Result<&[u8], &'static str> {
+    let base = opts;
+    let mut start: Option<usize> = None;
+    let mut end = 0usize;
+    while let Some((&kind, rest)) = opts.split_first() {
+        match kind {
+            0 => break,
+            1 => opts = rest,
+            kind => {
+                let (&len, rest) = rest.split_first().ok_or("truncated BEP 41 option")?;
+                let len = len as usize;
+                if rest.len() < len {
+                    return Err("truncated BEP 41 option");
+                }
+                if kind != 2 {
+                    opts = &rest[len..];
+                    continue;
+                }
+                if start.is_some() {
+                    // URL data longer than 255 bytes spans several options; a passkey path is
+                    // ~45 bytes, so we keep requests zero-copy and refuse the split form.
+                    return Err("split BEP 41 URL data is not supported");
+                }
+                let at = base.len() - rest.len();
+                start = Some(at);
+                end = at + len;
+                opts = &rest[len..];
+            }
+        }
+    }
+    Ok(start.map_or(&[][..], |s| &base[s..end]))
+}
+
+/// Writes a connect response.
+pub fn write_connect(out: &mut Vec<u8>, tx: TransactionId, id: ConnectionId) {
+    out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+    out.extend_from_slice(&id.0.to_be_bytes());
+}
+
+/// Writes an announce response header; append peers with [`write_peer_v4`] / [`write_peer_v6`].
+pub fn write_announce_head(
+    out: &mut Vec<u8>,
+    tx: TransactionId,
+    interval: u32,
+    leechers: u32,
+    seeders: u32,
+) {
+    out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+    out.extend_from_slice(&interval.to_be_bytes());
+    out.extend_from_slice(&leechers.to_be_bytes());
+    out.extend_from_slice(&seeders.to_be_bytes());
+}
+
+/// Appends a 6-byte IPv4 peer.
+pub fn write_peer_v4(out: &mut Vec<u8>, ip: Ipv4Addr, port: u16) {
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&port.to_be_bytes());
+}
+
+/// Appends an 18-byte IPv6 peer.
+pub fn write_peer_v6(out: &mut Vec<u8>, ip: Ipv6Addr, port: u16) {
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&port.to_be_bytes());
+}
+
+/// Writes a scrape response header; append [`write_scrape_entry`] per hash, in request order.
+pub fn write_scrape_head(out: &mut Vec<u8>, tx: TransactionId) {
+    out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+}
+
+/// Appends one scrape entry.
+pub fn write_scrape_entry(out: &mut Vec<u8>, seeders: u32, completed: u32, leechers: u32) {
+    out.extend_from_slice(&seeders.to_be_bytes());
+    out.extend_from_slice(&completed.to_be_bytes());
+    out.extend_from_slice(&leechers.to_be_bytes());
+}
+
+/// Writes an error response.
+pub fn write_error(out: &mut Vec<u8>, tx: TransactionId, message: &str) {
+    out.extend_from_slice(&ACTION_ERROR.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+    out.extend_from_slice(message.as_bytes());
+}
+
+/// Client side (tests, load generators): encodes an announce request.
+pub fn write_announce_request(out: &mut Vec<u8>, r: &AnnounceRequest<'_>) {
+    out.extend_from_slice(&r.connection_id.0.to_be_bytes());
+    out.extend_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+    out.extend_from_slice(&r.transaction_id.0.to_be_bytes());
+    out.extend_from_slice(&r.info_hash.0);
+    out.extend_from_slice(&r.peer_id.0);
+    out.extend_from_slice(&r.downloaded.to_be_bytes());
+    out.extend_from_slice(&r.left.to_be_bytes());
+    out.extend_from_slice(&r.uploaded.to_be_bytes());
+    out.extend_from_slice(&r.event.to_udp().to_be_bytes());
+    out.extend_from_slice(&r.ip.octets());
+    out.extend_from_slice(&r.key.to_be_bytes());
+    let nw: i32 = r.num_want.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX));
+    out.extend_from_slice(&nw.to_be_bytes());
+    out.extend_from_slice(&r.port.to_be_bytes());
+    for chunk in r.url_data.chunks(255) {
+        out.push(2);
+        out.push(chunk.len() as u8);
+        out.extend_from_slice(chunk);
+    }
+    if !r.url_data.is_empty() {
+        out.push(0);
+    }
+}
+
+/// Client side: encodes a connect request.
+pub fn write_connect_request(out: &mut Vec<u8>, tx: TransactionId) {
+    out.extend_from_slice(&PROTOCOL_ID.to_be_bytes());
+    out.extend_from_slice(&ACTION_CONNECT.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+}
+
+/// Client side: encodes a scrape request.
+pub fn write_scrape_request(
+    out: &mut Vec<u8>,
+    id: ConnectionId,
+    tx: TransactionId,
+    hashes: &[InfoHash],
+) {
+    out.extend_from_slice(&id.0.to_be_bytes());
+    out.extend_from_slice(&ACTION_SCRAPE.to_be_bytes());
+    out.extend_from_slice(&tx.0.to_be_bytes());
+    for h in hashes {
+        out.extend_from_slice(&h.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample(url: &[u8]) -> AnnounceRequest<'_> {
+        AnnounceRequest {
+            connection_id: ConnectionId(0x1122_3344_5566_7788),
+            transaction_id: TransactionId(7),
+            info_hash: InfoHash([0xfe; 20]),
+            peer_id: PeerId(*b"-TR3000-abcdefghijkl"),
+            downloaded: 1,
+            left: 2,
+            uploaded: 3,
+            event: AnnounceEvent::Started,
+            ip: Ipv4Addr::UNSPECIFIED,
+            key: 0xdead_beef,
+            num_want: None,
+            port: 6881,
+            url_data: url,
+        }
+    }
+
+    #[test]
+    fn announce_is_98_bytes_without_options() {
+        let mut b = Vec::new();
+        write_announce_request(&mut b, &sample(b""));
+        assert_eq!(b.len(), 98);
+        assert_eq!(parse_request(&b).unwrap(), Request::Announce(sample(b"")));
+        // num_want -1 on the wire.
+        assert_eq!(&b[92..96], &[0xff; 4]);
+    }
+
+    #[test]
+    fn bep41_url_data_is_collected() {
+        let mut b = Vec::new();
+        let url = b"/0123456789abcdef0123456789abcdef/announce";
+        write_announce_request(&mut b, &sample(url));
+        assert_eq!(b.len(), 98 + 2 + url.len() + 1);
+        let Request::Announce(a) = parse_request(&b).unwrap() else { panic!() };
+        assert_eq!(a.url_data, url);
+        // NOPs before the data and no end marker are fine.
+        let mut c = b[..98].to_vec();
+        c.extend_from_slice(&[1, 1, 2, 3, b'/', b'a', b'b']);
+        let Request::Announce(a) = parse_request(&c).unwrap() else { panic!() };
+        assert_eq!(a.url_data, b"/ab");
+        // Truncated option.
+        let mut d = b[..98].to_vec();
+        d.extend_from_slice(&[2, 9, b'/']);
+        assert_eq!(parse_request(&d), Err(RequestError::Sendable {
+            transaction_id: TransactionId(7),
+            message: "truncated BEP 41 option"
+        }));
+    }
+
+    #[test]
+    fn garbage_is_dropped_or_answered() {
+        assert_eq!(parse_request(&[0; 15]), Err(RequestError::Drop));
+        // Connect without the magic is dropped.
+        let mut c = vec![0u8; 16];
+        assert_eq!(parse_request(&c), Err(RequestError::Drop));
+        write_connect_request(&mut c.clone(), TransactionId(1));
+        c.clear();
+        write_connect_request(&mut c, TransactionId(9));
+        assert_eq!(parse_request(&c), Ok(Request::Connect { transaction_id: TransactionId(9) }));
+        let mut bad = c.clone();
+        bad[11] = 9;
+        assert_eq!(parse_request(&bad), Err(RequestError::Sendable {
+            transaction_id: TransactionId(9),
+            message: "unknown action"
+        }));
+        let mut s = Vec::new();
+        write_scrape_request(&mut s, ConnectionId(1), TransactionId(2), &[InfoHash([1; 20])]);
+        s.pop();
+        assert!(matches!(parse_request(&s), Err(RequestError::Sendable { .. })));
+    }
+
+    #[test]
+    fn response_layouts() {
+        let mut out = Vec::new();
+        write_connect(&mut out, TransactionId(0x01020304), ConnectionId(0x0a0b0c0d0e0f1011));
+        assert_eq!(out, [0, 0, 0, 0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 15, 16, 17]);
+        out.clear();
+        write_announce_head(&mut out, TransactionId(1), 1800, 2, 3);
+        write_peer_v4(&mut out, Ipv4Addr::new(127, 0, 0, 1), 0x1ae1);
+        assert_eq!(out, [
+            0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3, 127, 0, 0, 1, 0x1a, 0xe1
+        ]);
+        out.clear();
+        write_error(&mut out, TransactionId(5), "no");
+        assert_eq!(out, [0, 0, 0, 3, 0, 0, 0, 5, b'n', b'o']);
+    }
+
+    proptest! {
+        #[test]
+        fn announce_round_trip(
+            ih in any::<[u8; 20]>(), pid in any::<[u8; 20]>(), d in any::<u64>(), l in any::<u64>(),
+            u in any::<u64>(), ev in 0u32..4, key in any::<u32>(), nw in proptest::option::of(0u32..=i32::MAX as u32),
+            port in any::<u16>(), url in proptest::collection::vec(any::<u8>(), 0..255)
+        ) {
+            let r = AnnounceRequest {
+                connection_id: ConnectionId(d ^ 5), transaction_id: TransactionId(key ^ 3),
+                info_hash: InfoHash(ih), peer_id: PeerId(pid), downloaded: d, left: l, uploaded: u,
+                event: AnnounceEvent::from_udp(ev).unwrap(), ip: Ipv4Addr::from(key), key, num_want: nw,
+                port, url_data: &url,
+            };
+            let mut b = Vec::new();
+            write_announce_request(&mut b, &r);
+            prop_assert_eq!(parse_request(&b), Ok(Request::Announce(r)));
+        }
+
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_request(&b);
+        }
+    }
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""Real-client helper for the end-to-end tests (Debian's python3-libtorrent, libtorrent 2.0).
+
+  lt_client.py make FILE TORRENT ANNOUNCE_URL      private .torrent (16 KiB pieces)
+  lt_client.py seed TORRENT DIR                    seed until killed; prints "seeding"
+  lt_client.py leech TORRENT DIR TIMEOUT_SECS      download; prints "done" and exits 0
+
+DHT, local discovery, UPnP and NAT-PMP are off, so the tracker is the only peer source.
+"""
+import sys
+import time
+
+import libtorrent as lt
+
+
+def session(port):
+    return lt.session({
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        "announce_to_all_trackers": True,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.status_notification,
+    })
+
+
+def make(path, out, url):
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    t = lt.create_torrent(fs, 16384)
+    t.add_tracker(url)
+    t.set_priv(True)
+    import os
+    lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(path)))
+    with open(out, "wb") as f:
+        f.write(lt.bencode(t.generate()))
+    print(str(lt.torrent_info(out).info_hash()))
+
+
+def add(ses, torrent, save):
+    return ses.add_torrent({"ti": lt.torrent_info(torrent), "save_path": save})
+
+
+def log_alerts(ses):
+    for a in ses.pop_alerts():
+        if isinstance(a, (lt.tracker_error_alert, lt.tracker_reply_alert,
+                          lt.tracker_warning_alert, lt.scrape_failed_alert)):
+            print("alert:", a.message(), flush=True, file=sys.stderr)
+
+
+def seed(torrent, save):
+    ses = session(0)
+    h = add(ses, torrent, save)
+    h.force_recheck()
+    announced = False
+    while True:
+        log_alerts(ses)
+        st = h.status()
+        if st.is_seeding and not announced:
+            h.force_reannounce()
+            print("seeding", flush=True)
+            announced = True
+        time.sleep(0.1)
+
+
+def leech(torrent, save, timeout):
+    ses = session(0)
+    h = add(ses, torrent, save)
+    deadline = time.time() + float(timeout)
+    while time.time() < deadline:
+        log_alerts(ses)
+        st = h.status()
+        if st.is_seeding:
+            h.force_reannounce()
+            time.sleep(0.5)
+            log_alerts(ses)
+            print("done", flush=True)
+            return 0
+        time.sleep(0.1)
+    print("timeout: progress %.2f peers %d" % (h.status().progress, h.status().num_peers), flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "make":
+        make(*sys.argv[2:5])
+    elif cmd == "seed":
+        seed(*sys.argv[2:4])
+    elif cmd == "leech":
+        sys.exit(leech(*sys.argv[2:5]))
+    else:
+        sys.exit("unknown command " + cmd)

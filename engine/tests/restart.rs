@@ -1,0 +1,117 @@
+//! Users, passkeys, per-user stats and snatch counts survive SIGKILL (after the batched flush)
+//! and SIGTERM (immediately: shutdown flushes) of the real `pbts` binary.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(dir: &std::path::Path) -> Proc {
+    let config = dir.join("pbts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
+             [tracker]\ninterval_jitter_secs = 0\n\
+             [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    // "pbts listening on udp://127.0.0.1:PORT and http://127.0.0.1:PORT"
+    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
+    Proc { child, addr }
+}
+
+fn user(addr: SocketAddr, name: &str) -> serde_json::Value {
+    let (status, _, body) = http_request(addr, "GET", &format!("/admin/users/{name}"), None);
+    assert_eq!(status, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not reached in 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const IH: [u8; 20] = [0xee; 20];
+
+#[test]
+fn state_survives_kill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = spawn(dir.path());
+    let (status, _, body) =
+        http_request(p.addr, "POST", "/admin/users", Some(r#"{"name":"alice"}"#));
+    assert_eq!(status, 201);
+    let pk = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["passkey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = *b"-TR3000-000000000001";
+    let announce = |addr, extra: &str| {
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(&IH), pct(&pid));
+        get_body(addr, &format!("/{pk}/announce?{q}"))
+    };
+    announce(p.addr, "&left=100&event=started&uploaded=0&downloaded=0");
+    announce(p.addr, "&left=0&event=completed&uploaded=0&downloaded=100");
+    // Let the batched flush (50 ms) happen, then SIGKILL: no shutdown code runs.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(p);
+
+    let p = spawn(dir.path());
+    let u = user(p.addr, "alice");
+    assert_eq!(u["passkey"], pk.as_str());
+    assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(0), Some(100)));
+    let scrape = get_body(p.addr, &format!("/{pk}/scrape?info_hash={}", pct(&IH)));
+    assert!(
+        scrape.ends_with(b"d8:completei0e10:downloadedi1e10:incompletei0eeee"),
+        "{}",
+        String::from_utf8_lossy(&scrape)
+    );
+    // The passkey still works; new stats, then SIGTERM at once: shutdown flushes them.
+    announce(p.addr, "&left=0&event=started&uploaded=0&downloaded=0");
+    announce(p.addr, "&left=0&uploaded=4096&downloaded=0");
+    let mut p = p;
+    // SAFETY-free: send SIGTERM through the kill command.
+    let status = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    wait_for(|| {
+        exited = p.child.try_wait().unwrap();
+        exited.is_some()
+    });
+    assert!(exited.unwrap().success(), "graceful shutdown exits 0");
+
+    let p = spawn(dir.path());
+    let u = user(p.addr, "alice");
+    assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(4096), Some(100)));
+}

@@ -1,0 +1,144 @@
+//! Wire identifiers shared by the HTTP and UDP protocols.
+//!
+//! Defined once here (a pure crate) so the engine's UDP codec, the HTTP query decoder, load
+//! generators and tests all speak the same types.
+
+use core::fmt;
+
+/// A 20-byte BitTorrent v1 info-hash (or the 20-byte truncation of a v2 hash, as BEP 52 trackers
+/// receive it). Arbitrary bytes: never text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct InfoHash(pub [u8; 20]);
+
+/// A 20-byte peer id chosen by the client. Arbitrary bytes: never text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PeerId(pub [u8; 20]);
+
+macro_rules! hex_debug {
+    ($t:ty) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}(", stringify!($t))?;
+                fmt::Display::fmt(self, f)?;
+                f.write_str(")")
+            }
+        }
+        impl fmt::Display for $t {
+            /// Lowercase hex, 40 characters.
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+        }
+        impl $t {
+            /// Builds from a slice of exactly 20 bytes; `None` for any other length.
+            pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+                <[u8; 20]>::try_from(bytes).ok().map(Self)
+            }
+
+            /// Parses 40 hex digits (either case); `None` otherwise.
+            pub fn from_hex(hex: &str) -> Option<Self> {
+                let hex = hex.as_bytes();
+                if hex.len() != 40 {
+                    return None;
+                }
+                let mut out = [0u8; 20];
+                for (i, pair) in hex.chunks_exact(2).enumerate() {
+                    out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+                }
+                Some(Self(out))
+            }
+        }
+    };
+}
+
+hex_debug!(InfoHash);
+hex_debug!(PeerId);
+
+/// Value of one ASCII hex digit.
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The `event` of an announce (BEP 3, BEP 15, BEP 21).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AnnounceEvent {
+    /// A regular interval announce (no `event`, or an empty one).
+    #[default]
+    None,
+    /// The first announce of a download.
+    Started,
+    /// The client is leaving the swarm.
+    Stopped,
+    /// The download finished (counts a snatch).
+    Completed,
+    /// BEP 21: a partial seed that has paused; treated as a regular announce.
+    Paused,
+}
+
+impl AnnounceEvent {
+    /// The HTTP query spelling (`None` has no spelling and is omitted).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+            Self::Completed => "completed",
+            Self::Paused => "paused",
+        }
+    }
+
+    /// The BEP 15 event number (0 none, 1 completed, 2 started, 3 stopped). BEP 15 has no
+    /// `paused`; it is sent as none.
+    pub fn to_udp(self) -> u32 {
+        match self {
+            Self::None | Self::Paused => 0,
+            Self::Completed => 1,
+            Self::Started => 2,
+            Self::Stopped => 3,
+        }
+    }
+
+    /// Parses a BEP 15 event number; `None` for values outside 0..=3.
+    pub fn from_udp(n: u32) -> Option<Self> {
+        Some(match n {
+            0 => Self::None,
+            1 => Self::Completed,
+            2 => Self::Started,
+            3 => Self::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        let ih = InfoHash([0xab; 20]);
+        let s = ih.to_string();
+        assert_eq!(s, "ab".repeat(20));
+        assert_eq!(InfoHash::from_hex(&s), Some(ih));
+        assert_eq!(InfoHash::from_hex(&s.to_uppercase()), Some(ih));
+        assert_eq!(InfoHash::from_hex("ab"), None);
+        assert_eq!(InfoHash::from_hex(&"zz".repeat(20)), None);
+    }
+
+    #[test]
+    fn udp_event_numbers() {
+        for n in 0..4 {
+            assert_eq!(AnnounceEvent::from_udp(n).unwrap().to_udp(), n);
+        }
+        assert_eq!(AnnounceEvent::from_udp(4), None);
+        assert_eq!(AnnounceEvent::Paused.to_udp(), 0);
+    }
+}
