@@ -3,51 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &std::path::Path) -> Proc {
-    let config = dir.join("pbts.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
-             [tracker]\ninterval_jitter_secs = 0\n\
-             [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    // "pbts listening on udp://127.0.0.1:PORT and http://127.0.0.1:PORT"
-    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
-    Proc { child, addr }
-}
 
 fn user(addr: SocketAddr, name: &str) -> serde_json::Value {
     let (status, _, body) = http_request(addr, "GET", &format!("/admin/users/{name}"), None);
@@ -68,7 +28,7 @@ const IH: [u8; 20] = [0xee; 20];
 #[test]
 fn state_survives_kill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let p = spawn(dir.path());
+    let p = Proc::spawn(dir.path(), "");
     let (status, _, body) =
         http_request(p.addr, "POST", "/admin/users", Some(r#"{"name":"alice"}"#));
     assert_eq!(status, 201);
@@ -87,7 +47,7 @@ fn state_survives_kill_and_restart() {
     std::thread::sleep(Duration::from_millis(500));
     drop(p);
 
-    let p = spawn(dir.path());
+    let p = Proc::spawn(dir.path(), "");
     let u = user(p.addr, "alice");
     assert_eq!(u["passkey"], pk.as_str());
     assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(0), Some(100)));
@@ -111,7 +71,7 @@ fn state_survives_kill_and_restart() {
     });
     assert!(exited.unwrap().success(), "graceful shutdown exits 0");
 
-    let p = spawn(dir.path());
+    let p = Proc::spawn(dir.path(), "");
     let u = user(p.addr, "alice");
     assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(4096), Some(100)));
 }

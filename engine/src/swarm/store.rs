@@ -413,6 +413,8 @@ fn upsert<I: Copy + Eq + Hash>(
                     downloaded: delta(input.downloaded, p.last_downloaded),
                 };
             }
+            // aria2 with --seed-time=0 goes straight from leeching to `stopped` with left=0.
+            change.snatch = !p.snatched && !p.seeder && seeder;
             change.removed = Some(p.seeder);
         }
         (None, AnnounceEvent::Stopped) => {}
@@ -583,9 +585,15 @@ mod tests {
         b.event = AnnounceEvent::None;
         b.left = Some(0);
         assert_eq!(announce(&s, &b).0.downloaded, 2);
+        // A leecher that stops with nothing left finished too.
+        let mut c = input(1, "10.0.0.3", 3);
+        announce(&s, &c);
+        c.event = AnnounceEvent::Stopped;
+        c.left = Some(0);
+        assert!(announce(&s, &c).0.new_snatch);
         assert_eq!(s.scrape(&InfoHash([1; 20])).unwrap(), ScrapeCounts {
             complete: 2,
-            downloaded: 2,
+            downloaded: 3,
             incomplete: 0
         });
     }

@@ -2,7 +2,8 @@
 //! and UDP clients that expose exact wire bytes.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -193,3 +194,48 @@ impl Udp {
         ConnectionId(u64::from_be_bytes(resp[8..16].try_into().unwrap()))
     }
 }
+
+/// A `pbts` process, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+/// Runs the real `pbts` binary on 127.0.0.1:0 with its data in `dir`; `extra` is appended to
+/// the generated TOML config. Returns once it printed its address.
+pub fn spawn(dir: &std::path::Path, extra: &str) -> Proc {
+    let config = dir.join("pbts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
+             [tracker]\ninterval_jitter_secs = 0\n\
+             [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n{extra}",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    // "pbts listening on udp://127.0.0.1:PORT and http://127.0.0.1:PORT"
+    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
+    Proc { child, addr }
+}
+}
+

@@ -22,6 +22,9 @@ def session(port):
         "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True,
         "announce_to_all_trackers": True,
+        # libtorrent refuses HTTP announces to loopback unless the path is exactly /announce;
+        # a passkey path is legitimate here.
+        "ssrf_mitigation": False,
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.tracker_notification
         | lt.alert.category_t.status_notification,
@@ -31,7 +34,8 @@ def session(port):
 def make(path, out, url):
     fs = lt.file_storage()
     lt.add_files(fs, path)
-    t = lt.create_torrent(fs, 16384)
+    # v1 only: libtorrent 2.0 makes hybrid v1+v2 torrents by default, and aria2 speaks v1.
+    t = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
     t.add_tracker(url)
     t.set_priv(True)
     import os
