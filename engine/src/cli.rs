@@ -85,9 +85,11 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let data_dir = config.storage.data_dir.clone();
     let server = crate::start(config)?;
     let handle = server.shutdown_handle();
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-            .context("install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("install signal handlers")?;
     std::thread::Builder::new()
         .name("signals".to_owned())
         .spawn(move || {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// The whole server configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Sockets, cores and connection limits.
@@ -24,18 +24,6 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The admin API.
     pub admin: AdminConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            network: NetworkConfig::default(),
-            tracker: TrackerConfig::default(),
-            ratio: RatioConfig::default(),
-            storage: StorageConfig::default(),
-            admin: AdminConfig::default(),
-        }
-    }
 }
 
 /// Which client-supplied header, if any, carries the real client address.
@@ -406,8 +394,7 @@ impl Config {
     /// The defaults as commented TOML (what `pbts --print-config` prints).
     pub fn default_toml() -> String {
         let d = Self::default();
-        let listen: Vec<String> =
-            d.network.listen.iter().map(|a| format!("\"{a}\"")).collect();
+        let listen: Vec<String> = d.network.listen.iter().map(|a| format!("\"{a}\"")).collect();
         let listen = listen.join(", ");
         format!(
             r#"# pbts configuration. Every value below is the default.

@@ -246,8 +246,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         .spawn(move || db.run(store_rx, store_accounts))
         .context("spawn store thread")?;
 
-    let admin_token =
-        std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
+    let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
     let instance: [u8; 16] = rand::random();
     let state = Arc::new(State {
         swarms,
@@ -268,7 +267,8 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
     let cleaner = std::thread::Builder::new()
         .name("cleaner-01".to_owned())
         .spawn(move || {
-            let every = Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
+            let every =
+                Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
             while let Err(flume::RecvTimeoutError::Timeout) = cleaner_rx.recv_timeout(every) {
                 if cleaner_state.is_shutting_down() {
                     break;

@@ -158,9 +158,11 @@ mod tests {
         let m = Metrics::new(2);
         m.core(1).inc(Counter::UdpAnnounce);
         let text = m.render(&[("pbts_torrents", "Torrents in memory", 3)]);
-        assert!(text.contains(
-            "pbts_requests_total{protocol=\"udp\",kind=\"announce\",worker=\"1\"} 1\n"
-        ));
+        assert!(
+            text.contains(
+                "pbts_requests_total{protocol=\"udp\",kind=\"announce\",worker=\"1\"} 1\n"
+            )
+        );
         assert!(text.contains("pbts_torrents 3\n"));
         assert_eq!(m.total(Counter::UdpAnnounce), 1);
     }

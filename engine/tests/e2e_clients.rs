@@ -3,6 +3,8 @@
 //! `pbts` binary on 127.0.0.1, once over HTTP and once over UDP (BEP 41 passkey path).
 //! `.ci/run` installs the clients; this test fails, never skips, when they are missing.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -89,7 +91,8 @@ fn download(proto: &str, leecher: &str) {
     BufReader::new(seeder.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "seeding");
     // Wait until the seeder's announce reached the tracker.
-    let ih_bytes: Vec<u8> = (0..20).map(|i| u8::from_str_radix(&ih[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let ih_bytes: Vec<u8> =
+        (0..20).map(|i| u8::from_str_radix(&ih[2 * i..2 * i + 2], 16).unwrap()).collect();
     let scrape = format!("/{seed_pk}/scrape?info_hash={}", pct(&ih_bytes));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !get_body(tracker.addr, &scrape).windows(14).any(|w| w == b"d8:completei1e") {
@@ -132,11 +135,7 @@ fn download(proto: &str, leecher: &str) {
         {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "scrape {} user {user}",
-            String::from_utf8_lossy(&body)
-        );
+        assert!(Instant::now() < deadline, "scrape {} user {user}", String::from_utf8_lossy(&body));
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -1,6 +1,8 @@
 //! Users, passkeys, per-user stats and snatch counts survive SIGKILL (after the batched flush)
 //! and SIGTERM (immediately: shutdown flushes) of the real `pbts` binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::SocketAddr;

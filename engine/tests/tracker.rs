@@ -1,6 +1,8 @@
 //! Integration tests over real sockets on 127.0.0.1 and ::1: exact wire bytes of HTTP and UDP
 //! announce/scrape, private-mode passkeys, the ratio gate, limits and the API.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -14,8 +16,8 @@ use pbts_http::{AnnounceEvent, InfoHash, PeerId};
 
 /// An info-hash full of bytes >= 0x80 (what broke the original for nearly every torrent).
 const IH: [u8; 20] = [
-    0xff, 0x80, 0x81, 0x00, 0x25, 0x2b, 0x20, 0xc3, 0xa9, 0x7f, 0x26, 0x3d, 0xfe, 0x99, 0x10,
-    0x42, 0x88, 0x90, 0xaa, 0xbb,
+    0xff, 0x80, 0x81, 0x00, 0x25, 0x2b, 0x20, 0xc3, 0xa9, 0x7f, 0x26, 0x3d, 0xfe, 0x99, 0x10, 0x42,
+    0x88, 0x90, 0xaa, 0xbb,
 ];
 
 fn peer_id(n: u8) -> [u8; 20] {
@@ -76,8 +78,10 @@ fn http_ipv6_client_gets_peers6_and_v4_peers() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});
     get_body(srv.v4, &format!("/announce?{}", announce_query(&IH, &peer_id(1), 6881, "&left=5")));
     get_body(srv.v6, &format!("/announce?{}", announce_query(&IH, &peer_id(2), 6882, "&left=5")));
-    let body =
-        get_body(srv.v6, &format!("/announce?{}", announce_query(&IH, &peer_id(3), 6883, "&left=5")));
+    let body = get_body(
+        srv.v6,
+        &format!("/announce?{}", announce_query(&IH, &peer_id(3), 6883, "&left=5")),
+    );
     let mut v6 = b"6:peers618:".to_vec();
     v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
     v6.extend_from_slice(&6882u16.to_be_bytes());
@@ -125,9 +129,14 @@ fn stopped_completed_paused_and_multi_scrape() {
     a(2, 6882, "&left=10&event=paused");
     a(3, 6883, "&left=10&event=started");
     let body = a(3, 6883, "&left=10&event=stopped");
-    assert!(body.starts_with(b"d8:completei1e10:downloadedi1e"), "{}", String::from_utf8_lossy(&body));
+    assert!(
+        body.starts_with(b"d8:completei1e10:downloadedi1e"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     get_body(srv.v4, &format!("/announce?{}", announce_query(&other, &peer_id(9), 1, "&left=0")));
-    let body = get_body(srv.v4, &format!("/scrape?info_hash={}&info_hash={}", pct(&IH), pct(&other)));
+    let body =
+        get_body(srv.v4, &format!("/scrape?info_hash={}&info_hash={}", pct(&IH), pct(&other)));
     let mut want = b"d5:filesd20:".to_vec();
     want.extend_from_slice(&other);
     want.extend_from_slice(b"d8:completei1e10:downloadedi0e10:incompletei0ee20:");
@@ -198,31 +207,33 @@ fn udp_announce(
     url: &[u8],
 ) -> Vec<u8> {
     let mut req = Vec::new();
-    wire::write_announce_request(&mut req, &wire::AnnounceRequest {
-        connection_id: conn,
-        transaction_id: TransactionId(0x0102_0304),
-        info_hash: InfoHash(IH),
-        peer_id: PeerId(peer_id(port as u8)),
-        downloaded: 0,
-        left,
-        uploaded: 0,
-        event,
-        ip: std::net::Ipv4Addr::UNSPECIFIED,
-        key: 1,
-        num_want: None,
-        port,
-        url_data: url,
-    });
+    wire::write_announce_request(
+        &mut req,
+        &wire::AnnounceRequest {
+            connection_id: conn,
+            transaction_id: TransactionId(0x0102_0304),
+            info_hash: InfoHash(IH),
+            peer_id: PeerId(peer_id(port as u8)),
+            downloaded: 0,
+            left,
+            uploaded: 0,
+            event,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 1,
+            num_want: None,
+            port,
+            url_data: url,
+        },
+    );
     req
 }
 
 #[test]
 fn udp_connect_announce_scrape_v4_and_v6() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});
-    for (addr, ip_bytes) in [
-        (srv.v4, vec![127, 0, 0, 1]),
-        (srv.v6, std::net::Ipv6Addr::LOCALHOST.octets().to_vec()),
-    ] {
+    for (addr, ip_bytes) in
+        [(srv.v4, vec![127, 0, 0, 1]), (srv.v6, std::net::Ipv6Addr::LOCALHOST.octets().to_vec())]
+    {
         let a = Udp::new(addr);
         let conn = a.connect();
         let resp = a.exchange(&udp_announce(conn, 6881, 0, AnnounceEvent::Started, b""));
@@ -237,15 +248,20 @@ fn udp_connect_announce_scrape_v4_and_v6() {
         assert_eq!(resp, want);
         // The connection id is bound to the IP, not the port: b may use a's id.
         let mut scrape = Vec::new();
-        wire::write_scrape_request(&mut scrape, conn, TransactionId(9), &[
-            InfoHash(IH),
-            InfoHash([3; 20]),
-        ]);
+        wire::write_scrape_request(
+            &mut scrape,
+            conn,
+            TransactionId(9),
+            &[InfoHash(IH), InfoHash([3; 20])],
+        );
         let resp = b.exchange(&scrape);
-        assert_eq!(resp, [
-            0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0
-        ]);
+        assert_eq!(
+            resp,
+            [
+                0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0
+            ]
+        );
         // Remove both so the v6 round starts from an empty swarm... per family.
         a.exchange(&udp_announce(conn, 6881, 0, AnnounceEvent::Stopped, b""));
         b.exchange(&udp_announce(conn_b, 6882, 9, AnnounceEvent::Stopped, b""));
@@ -280,10 +296,7 @@ fn private_mode_requires_a_known_passkey() {
     let body = get_body(srv.v4, &format!("/{}/announce?{q}", "f".repeat(32)));
     assert_eq!(body, failure("unknown passkey"));
     let body = get_body(srv.v4, &format!("/nothex/announce?{q}"));
-    assert_eq!(
-        body,
-        failure("invalid passkey: expected 32 lowercase hex characters")
-    );
+    assert_eq!(body, failure("invalid passkey: expected 32 lowercase hex characters"));
     for path in [format!("/{pk}/announce"), format!("/announce/{pk}")] {
         let body = get_body(srv.v4, &format!("{path}?{q}"));
         assert!(body.starts_with(b"d8:completei1e"), "{}", String::from_utf8_lossy(&body));
@@ -317,11 +330,7 @@ fn ratio_gate_rejects_leechers_below_min_ratio() {
     });
     let pk = srv.create_user("leech");
     let go = |extra: &str| {
-        let q = format!(
-            "info_hash={}&peer_id={}&port=6881{extra}",
-            pct(&IH),
-            pct(&peer_id(1))
-        );
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(&IH), pct(&peer_id(1)));
         get_body(srv.v4, &format!("/{pk}/announce?{q}"))
     };
     assert!(go("&uploaded=0&downloaded=0&left=1000&event=started").starts_with(b"d8:complete"));
@@ -350,7 +359,8 @@ fn ratio_gate_rejects_leechers_below_min_ratio() {
 #[test]
 fn admin_users_and_api_endpoints() {
     let srv = TestServer::start(TrackerMode::Private, |_| {});
-    let (status, _, body) = http_request(srv.v4, "POST", "/admin/users", Some(r#"{"user_id":"bob"}"#));
+    let (status, _, body) =
+        http_request(srv.v4, "POST", "/admin/users", Some(r#"{"user_id":"bob"}"#));
     assert_eq!(status, 201);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let pk = v["passkey"].as_str().unwrap();
@@ -399,12 +409,17 @@ fn admin_token_when_loopback_is_not_trusted() {
 
 #[test]
 fn registered_torrents_only_when_required() {
-    let srv = TestServer::start(TrackerMode::Open, |c| c.tracker.require_registered_torrents = true);
+    let srv =
+        TestServer::start(TrackerMode::Open, |c| c.tracker.require_registered_torrents = true);
     let q = announce_query(&IH, &peer_id(1), 6881, "&left=0");
     assert_eq!(get_body(srv.v4, &format!("/announce?{q}")), failure("unregistered torrent"));
     let hex: String = IH.iter().map(|b| format!("{b:02x}")).collect();
-    let (status, ..) =
-        http_request(srv.v4, "POST", "/admin/torrents", Some(&format!(r#"{{"info_hash":"{hex}"}}"#)));
+    let (status, ..) = http_request(
+        srv.v4,
+        "POST",
+        "/admin/torrents",
+        Some(&format!(r#"{{"info_hash":"{hex}"}}"#)),
+    );
     assert_eq!(status, 201);
     assert!(get_body(srv.v4, &format!("/announce?{q}")).starts_with(b"d8:complete"));
 }

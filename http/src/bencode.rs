@@ -691,13 +691,16 @@ mod tests {
     case!(bytes_binary, b"3:\x00e:", Ok(B(b"\x00e:")));
     case!(list_empty, b"le", Ok(L(vec![])));
     case!(dict_empty, b"de", Ok(D(vec![])));
-    case!(nested, b"d1:ad1:bli1e0:ee1:ci-1ee", Ok(D(vec![
-        (b"a", D(vec![(b"b", L(vec![I(1), B(b"")]))])),
-        (b"c", I(-1)),
-    ])));
-    case!(keys_sorted_bytewise, b"d1:Ai0e1:ai0e2:aai0e1:bi0ee", Ok(D(vec![
-        (b"A", I(0)), (b"a", I(0)), (b"aa", I(0)), (b"b", I(0)),
-    ])));
+    case!(
+        nested,
+        b"d1:ad1:bli1e0:ee1:ci-1ee",
+        Ok(D(vec![(b"a", D(vec![(b"b", L(vec![I(1), B(b"")]))])), (b"c", I(-1)),]))
+    );
+    case!(
+        keys_sorted_bytewise,
+        b"d1:Ai0e1:ai0e2:aai0e1:bi0ee",
+        Ok(D(vec![(b"A", I(0)), (b"a", I(0)), (b"aa", I(0)), (b"b", I(0)),]))
+    );
 
     case!(empty_input, b"", Err(UnexpectedEof { offset: 0 }));
     case!(int_unterminated, b"i12", Err(UnexpectedEof { offset: 3 }));
@@ -780,7 +783,10 @@ mod tests {
     fn info_span() {
         let torrent = b"d8:announce9:http://t/4:infod6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces0:e7:privatei1ee";
         let span = dict_value_span(torrent, b"info", &LIM).unwrap().unwrap();
-        assert_eq!(&torrent[span.clone()], &b"d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces0:e"[..]);
+        assert_eq!(
+            &torrent[span.clone()],
+            &b"d6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces0:e"[..]
+        );
         let decoded = decode(torrent, &LIM).unwrap();
         assert_eq!(decode(&torrent[span], &LIM).as_ref(), Ok(decoded.get(b"info").unwrap()));
         let s = dict_value_span(torrent, b"private", &LIM).unwrap().unwrap();

@@ -247,9 +247,10 @@ impl<'a> Iterator for Pairs<'a> {
                 return None;
             }
             let (segment, rest) = match memchr(b'&', self.rest) {
-                Some(i) => {
-                    (self.rest.get(..i).unwrap_or_default(), self.rest.get(i + 1..).unwrap_or_default())
-                }
+                Some(i) => (
+                    self.rest.get(..i).unwrap_or_default(),
+                    self.rest.get(i + 1..).unwrap_or_default(),
+                ),
                 None => (self.rest, &b""[..]),
             };
             self.rest = rest;
@@ -672,82 +673,226 @@ mod tests {
         })
     );
 
-    case!(defaults, q(""), Ok(|r| {
-        assert_eq!((r.uploaded, r.downloaded, r.left, r.numwant), (0, 0, None, None));
-        assert_eq!(r.event, AnnounceEvent::None);
-        assert!(r.compact && !r.no_peer_id);
-        assert_eq!((r.key, r.tracker_id, r.ip, r.ipv4, r.ipv6), (None, None, None, None, None));
-    }));
-    case!(compact_zero, q("&compact=0&no_peer_id=0"), Ok(|r| { assert!(!r.compact && !r.no_peer_id); }));
-    case!(first_occurrence_wins, q("&port=2&left=5&left=zz&event=paused&event=bogus"), Ok(|r| {
-        assert_eq!((r.port, r.left, r.event), (1, Some(5), AnnounceEvent::Paused));
-    }));
-    case!(empty_event, q("&event="), Ok(|r| { assert_eq!(r.event, AnnounceEvent::None); }));
-    case!(events, q("&event=stopped"), Ok(|r| { assert_eq!(r.event, AnnounceEvent::Stopped); }));
-    case!(completed, q("&event=completed"), Ok(|r| { assert_eq!(r.event, AnnounceEvent::Completed); }));
-    case!(numwant_saturates, q("&numwant=99999999999"), Ok(|r| { assert_eq!(r.numwant, Some(u32::MAX)); }));
-    case!(max_numbers, q("&uploaded=18446744073709551615&left=0"), Ok(|r| {
-        assert_eq!((r.uploaded, r.left), (u64::MAX, Some(0)));
-    }));
-    case!(port_max, b"port=65535&info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb", Ok(|r| {
-        assert_eq!(r.port, 65535);
-    }));
-    case!(ip_hostname_ignored, q("&ip=tracker.example&ipv4=nope&ipv6=1.2.3.4"), Ok(|r| {
-        assert_eq!((r.ip, r.ipv4, r.ipv6), (None, None, None));
-    }));
-    case!(ip_literals, q("&ip=%5B%3A%3A1%5D&ipv6=%5B2001%3Adb8%3A%3A1%5D%3A6881"), Ok(|r| {
-        assert_eq!(r.ip, Some("::1".parse().unwrap()));
-        assert_eq!(r.ipv6, Some("2001:db8::1".parse().unwrap()));
-    }));
-    case!(ip_v4_literal, q("&ip=10.1.2.3&ipv6=%3A%3Affff%3A1.2.3.4"), Ok(|r| {
-        assert_eq!(r.ip, Some("10.1.2.3".parse().unwrap()));
-        assert_eq!(r.ipv6, Some("::ffff:1.2.3.4".parse().unwrap()));
-    }));
-    case!(key_at_limit, q(&format!("&key={}", "k".repeat(64))), Ok(|r| {
-        assert_eq!(r.key.map(|k| k.len()), Some(64));
-    }));
-    case!(empty_segments_and_unknown_keys, q("&&=&foo&bar=baz&&supportcrypto=1&requirecrypto=1&"), Ok(|r| {
-        assert_eq!(r.port, 1);
-    }));
-    case!(plus_in_binary_is_space, b"info_hash=a+aaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1", Ok(|r| {
-        assert_eq!(r.info_hash.0[1], b' ');
-    }));
+    case!(
+        defaults,
+        q(""),
+        Ok(|r| {
+            assert_eq!((r.uploaded, r.downloaded, r.left, r.numwant), (0, 0, None, None));
+            assert_eq!(r.event, AnnounceEvent::None);
+            assert!(r.compact && !r.no_peer_id);
+            assert_eq!((r.key, r.tracker_id, r.ip, r.ipv4, r.ipv6), (None, None, None, None, None));
+        })
+    );
+    case!(
+        compact_zero,
+        q("&compact=0&no_peer_id=0"),
+        Ok(|r| {
+            assert!(!r.compact && !r.no_peer_id);
+        })
+    );
+    case!(
+        first_occurrence_wins,
+        q("&port=2&left=5&left=zz&event=paused&event=bogus"),
+        Ok(|r| {
+            assert_eq!((r.port, r.left, r.event), (1, Some(5), AnnounceEvent::Paused));
+        })
+    );
+    case!(
+        empty_event,
+        q("&event="),
+        Ok(|r| {
+            assert_eq!(r.event, AnnounceEvent::None);
+        })
+    );
+    case!(
+        events,
+        q("&event=stopped"),
+        Ok(|r| {
+            assert_eq!(r.event, AnnounceEvent::Stopped);
+        })
+    );
+    case!(
+        completed,
+        q("&event=completed"),
+        Ok(|r| {
+            assert_eq!(r.event, AnnounceEvent::Completed);
+        })
+    );
+    case!(
+        numwant_saturates,
+        q("&numwant=99999999999"),
+        Ok(|r| {
+            assert_eq!(r.numwant, Some(u32::MAX));
+        })
+    );
+    case!(
+        max_numbers,
+        q("&uploaded=18446744073709551615&left=0"),
+        Ok(|r| {
+            assert_eq!((r.uploaded, r.left), (u64::MAX, Some(0)));
+        })
+    );
+    case!(
+        port_max,
+        b"port=65535&info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb",
+        Ok(|r| {
+            assert_eq!(r.port, 65535);
+        })
+    );
+    case!(
+        ip_hostname_ignored,
+        q("&ip=tracker.example&ipv4=nope&ipv6=1.2.3.4"),
+        Ok(|r| {
+            assert_eq!((r.ip, r.ipv4, r.ipv6), (None, None, None));
+        })
+    );
+    case!(
+        ip_literals,
+        q("&ip=%5B%3A%3A1%5D&ipv6=%5B2001%3Adb8%3A%3A1%5D%3A6881"),
+        Ok(|r| {
+            assert_eq!(r.ip, Some("::1".parse().unwrap()));
+            assert_eq!(r.ipv6, Some("2001:db8::1".parse().unwrap()));
+        })
+    );
+    case!(
+        ip_v4_literal,
+        q("&ip=10.1.2.3&ipv6=%3A%3Affff%3A1.2.3.4"),
+        Ok(|r| {
+            assert_eq!(r.ip, Some("10.1.2.3".parse().unwrap()));
+            assert_eq!(r.ipv6, Some("::ffff:1.2.3.4".parse().unwrap()));
+        })
+    );
+    case!(
+        key_at_limit,
+        q(&format!("&key={}", "k".repeat(64))),
+        Ok(|r| {
+            assert_eq!(r.key.map(|k| k.len()), Some(64));
+        })
+    );
+    case!(
+        empty_segments_and_unknown_keys,
+        q("&&=&foo&bar=baz&&supportcrypto=1&requirecrypto=1&"),
+        Ok(|r| {
+            assert_eq!(r.port, 1);
+        })
+    );
+    case!(
+        plus_in_binary_is_space,
+        b"info_hash=a+aaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
+        Ok(|r| {
+            assert_eq!(r.info_hash.0[1], b' ');
+        })
+    );
 
     // Every QueryError variant, with the exact text a client sees.
-    case!(missing_info_hash, b"peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
-        Err(QueryError::MissingInfoHash, "missing info_hash"));
-    case!(short_info_hash, b"info_hash=abc&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
-        Err(QueryError::InvalidInfoHash { len: 3 }, "invalid info_hash: expected 20 bytes, got 3"));
-    case!(long_info_hash, b"info_hash=aaaaaaaaaaaaaaaaaaaa%00&port=1",
-        Err(QueryError::InvalidInfoHash { len: 21 }, "invalid info_hash: expected 20 bytes, got 21"));
-    case!(missing_peer_id, b"info_hash=aaaaaaaaaaaaaaaaaaaa&port=1",
-        Err(QueryError::MissingPeerId, "missing peer_id"));
-    case!(bad_peer_id, b"peer_id=&info_hash=aaaaaaaaaaaaaaaaaaaa&port=1",
-        Err(QueryError::InvalidPeerId { len: 0 }, "invalid peer_id: expected 20 bytes, got 0"));
-    case!(missing_port, b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb",
-        Err(QueryError::MissingPort, "missing port"));
-    case!(port_zero, b"port=0",
-        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535"));
-    case!(port_too_big, b"port=65536", Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535"));
-    case!(port_negative, b"port=-1", Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535"));
-    case!(uploaded_negative, q("&uploaded=-5"),
-        Err(QueryError::InvalidNumber { param: "uploaded" }, "invalid uploaded: expected a decimal number"));
-    case!(downloaded_plus, q("&downloaded=%2B5"),
-        Err(QueryError::InvalidNumber { param: "downloaded" }, "invalid downloaded: expected a decimal number"));
-    case!(left_overflow, q("&left=18446744073709551616"),
-        Err(QueryError::InvalidNumber { param: "left" }, "invalid left: expected a decimal number"));
-    case!(numwant_empty, q("&numwant="),
-        Err(QueryError::InvalidNumber { param: "numwant" }, "invalid numwant: expected a decimal number"));
-    case!(bad_event, q("&event=Started"),
-        Err(QueryError::InvalidEvent, "invalid event: expected started, stopped, completed, paused or empty"));
-    case!(bad_escape, b"info_hash=%zzaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
-        Err(QueryError::InvalidPercentEncoding, "invalid percent-encoding in query"));
-    case!(truncated_escape, q("&key=ab%4"),
-        Err(QueryError::InvalidPercentEncoding, "invalid percent-encoding in query"));
-    case!(key_too_long, q(&format!("&key={}", "k".repeat(65))),
-        Err(QueryError::ValueTooLong { param: "key" }, "key too long: at most 64 bytes"));
-    case!(trackerid_too_long, q(&format!("&trackerid={}", "%41".repeat(65))),
-        Err(QueryError::ValueTooLong { param: "trackerid" }, "trackerid too long: at most 64 bytes"));
+    case!(
+        missing_info_hash,
+        b"peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
+        Err(QueryError::MissingInfoHash, "missing info_hash")
+    );
+    case!(
+        short_info_hash,
+        b"info_hash=abc&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
+        Err(QueryError::InvalidInfoHash { len: 3 }, "invalid info_hash: expected 20 bytes, got 3")
+    );
+    case!(
+        long_info_hash,
+        b"info_hash=aaaaaaaaaaaaaaaaaaaa%00&port=1",
+        Err(
+            QueryError::InvalidInfoHash { len: 21 },
+            "invalid info_hash: expected 20 bytes, got 21"
+        )
+    );
+    case!(
+        missing_peer_id,
+        b"info_hash=aaaaaaaaaaaaaaaaaaaa&port=1",
+        Err(QueryError::MissingPeerId, "missing peer_id")
+    );
+    case!(
+        bad_peer_id,
+        b"peer_id=&info_hash=aaaaaaaaaaaaaaaaaaaa&port=1",
+        Err(QueryError::InvalidPeerId { len: 0 }, "invalid peer_id: expected 20 bytes, got 0")
+    );
+    case!(
+        missing_port,
+        b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb",
+        Err(QueryError::MissingPort, "missing port")
+    );
+    case!(
+        port_zero,
+        b"port=0",
+        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
+    );
+    case!(
+        port_too_big,
+        b"port=65536",
+        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
+    );
+    case!(
+        port_negative,
+        b"port=-1",
+        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
+    );
+    case!(
+        uploaded_negative,
+        q("&uploaded=-5"),
+        Err(
+            QueryError::InvalidNumber { param: "uploaded" },
+            "invalid uploaded: expected a decimal number"
+        )
+    );
+    case!(
+        downloaded_plus,
+        q("&downloaded=%2B5"),
+        Err(
+            QueryError::InvalidNumber { param: "downloaded" },
+            "invalid downloaded: expected a decimal number"
+        )
+    );
+    case!(
+        left_overflow,
+        q("&left=18446744073709551616"),
+        Err(QueryError::InvalidNumber { param: "left" }, "invalid left: expected a decimal number")
+    );
+    case!(
+        numwant_empty,
+        q("&numwant="),
+        Err(
+            QueryError::InvalidNumber { param: "numwant" },
+            "invalid numwant: expected a decimal number"
+        )
+    );
+    case!(
+        bad_event,
+        q("&event=Started"),
+        Err(
+            QueryError::InvalidEvent,
+            "invalid event: expected started, stopped, completed, paused or empty"
+        )
+    );
+    case!(
+        bad_escape,
+        b"info_hash=%zzaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=1",
+        Err(QueryError::InvalidPercentEncoding, "invalid percent-encoding in query")
+    );
+    case!(
+        truncated_escape,
+        q("&key=ab%4"),
+        Err(QueryError::InvalidPercentEncoding, "invalid percent-encoding in query")
+    );
+    case!(
+        key_too_long,
+        q(&format!("&key={}", "k".repeat(65))),
+        Err(QueryError::ValueTooLong { param: "key" }, "key too long: at most 64 bytes")
+    );
+    case!(
+        trackerid_too_long,
+        q(&format!("&trackerid={}", "%41".repeat(65))),
+        Err(
+            QueryError::ValueTooLong { param: "trackerid" },
+            "trackerid too long: at most 64 bytes"
+        )
+    );
 
     #[test]
     fn too_many_info_hashes() {
@@ -770,13 +915,17 @@ mod tests {
             parse_scrape(b"info_hash=aaaaaaaaaaaaaaaaaaaa&info_hash=short", 2),
             Err(QueryError::InvalidInfoHash { len: 5 })
         );
-        assert_eq!(parse_scrape(b"info_hash=a", 0), Err(QueryError::TooManyInfoHashes { limit: 0 }));
+        assert_eq!(
+            parse_scrape(b"info_hash=a", 0),
+            Err(QueryError::TooManyInfoHashes { limit: 0 })
+        );
         let hashes = [ih(&[0xff; 20]), ih(b"01234567890123456789")];
         let mut out = b"/scrape?".to_vec();
         write_scrape_query(&hashes, &mut out);
         assert_eq!(
             out,
-            format!("/scrape?info_hash={}&info_hash=01234567890123456789", "%FF".repeat(20)).as_bytes()
+            format!("/scrape?info_hash={}&info_hash=01234567890123456789", "%FF".repeat(20))
+                .as_bytes()
         );
         assert_eq!(parse_scrape(&out[8..], 2), Ok(hashes.to_vec()));
     }
@@ -784,10 +933,7 @@ mod tests {
     #[test]
     fn pairs_splitting() {
         let got: Vec<_> = pairs(b"a=1&&b&=c&d==e&").collect();
-        assert_eq!(
-            got,
-            [(&b"a"[..], &b"1"[..]), (b"b", b""), (b"", b"c"), (b"d", b"=e")]
-        );
+        assert_eq!(got, [(&b"a"[..], &b"1"[..]), (b"b", b""), (b"", b"c"), (b"d", b"=e")]);
         assert_eq!(pairs(b"").count(), 0);
         assert_eq!(pairs(b"&&&").count(), 0);
         assert_eq!(pairs(b"a;b=1").collect::<Vec<_>>(), [(&b"a;b"[..], &b"1"[..])]);
@@ -862,5 +1008,4 @@ mod tests {
         assert_eq!(String::from_utf8_lossy(&out), expected);
         assert_eq!(parse_announce(&out[10..]), Ok(req));
     }
-
 }

@@ -704,57 +704,212 @@ mod tests {
         assert_eq!(req.host, Some(&b""[..]));
     });
 
-    case!(obs_text_in_target_and_value, b"GET /\xff?\x80 HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n", |req, _used| {
-        assert_eq!((req.path, req.query), (&b"/\xff"[..], &b"\x80"[..]));
-    });
+    case!(
+        obs_text_in_target_and_value,
+        b"GET /\xff?\x80 HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n",
+        |req, _used| {
+            assert_eq!((req.path, req.query), (&b"/\xff"[..], &b"\x80"[..]));
+        }
+    );
 
-    case!(identical_duplicate_content_length, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", |req, used| {
-        assert_eq!((req.body, used), (&b"abc"[..], 60));
-    });
+    case!(
+        identical_duplicate_content_length,
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        |req, used| {
+            assert_eq!((req.body, used), (&b"abc"[..], 60));
+        }
+    );
 
     case!(zero_content_length, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\nrest", |req, used| {
         assert_eq!((req.body, used), (&b""[..], 38));
     });
 
     // Connection handling for both versions.
-    case!(http11_default_keep_alive, b"GET / HTTP/1.1\r\n\r\n", |req, _u| { assert!(req.keep_alive); });
-    case!(http11_close, b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", |req, _u| { assert!(!req.keep_alive); });
-    case!(http11_close_in_list, b"GET / HTTP/1.1\r\nConnection: upgrade ,  close\r\n\r\n", |req, _u| { assert!(!req.keep_alive); });
-    case!(http11_close_in_second_header, b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n", |req, _u| { assert!(!req.keep_alive); });
-    case!(http10_default_close, b"GET / HTTP/1.0\r\n\r\n", |req, _u| { assert!(!req.keep_alive); });
-    case!(http10_keep_alive, b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", |req, _u| { assert!(req.keep_alive); });
-    case!(http10_keep_alive_and_close, b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", |req, _u| { assert!(!req.keep_alive); });
-    case!(connection_token_not_substring, b"GET / HTTP/1.1\r\nConnection: closed\r\n\r\n", |req, _u| { assert!(req.keep_alive); });
+    case!(http11_default_keep_alive, b"GET / HTTP/1.1\r\n\r\n", |req, _u| {
+        assert!(req.keep_alive);
+    });
+    case!(http11_close, b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n", |req, _u| {
+        assert!(!req.keep_alive);
+    });
+    case!(
+        http11_close_in_list,
+        b"GET / HTTP/1.1\r\nConnection: upgrade ,  close\r\n\r\n",
+        |req, _u| {
+            assert!(!req.keep_alive);
+        }
+    );
+    case!(
+        http11_close_in_second_header,
+        b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+        |req, _u| {
+            assert!(!req.keep_alive);
+        }
+    );
+    case!(http10_default_close, b"GET / HTTP/1.0\r\n\r\n", |req, _u| {
+        assert!(!req.keep_alive);
+    });
+    case!(http10_keep_alive, b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", |req, _u| {
+        assert!(req.keep_alive);
+    });
+    case!(
+        http10_keep_alive_and_close,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+        |req, _u| {
+            assert!(!req.keep_alive);
+        }
+    );
+    case!(
+        connection_token_not_substring,
+        b"GET / HTTP/1.1\r\nConnection: closed\r\n\r\n",
+        |req, _u| {
+            assert!(req.keep_alive);
+        }
+    );
 
     // Errors.
     const SMALL: Limits = Limits { max_header_bytes: 32, max_headers: 2, max_body_bytes: 4 };
-    case!(bad_version_http2, b"GET / HTTP/2.0\r\n\r\n", L, Err(ParseError::UnsupportedVersion { major: 2, minor: 0 }));
-    case!(bad_version_http12, b"GET / HTTP/1.2\r\n\r\n", L, Err(ParseError::UnsupportedVersion { major: 1, minor: 2 }));
+    case!(
+        bad_version_http2,
+        b"GET / HTTP/2.0\r\n\r\n",
+        L,
+        Err(ParseError::UnsupportedVersion { major: 2, minor: 0 })
+    );
+    case!(
+        bad_version_http12,
+        b"GET / HTTP/1.2\r\n\r\n",
+        L,
+        Err(ParseError::UnsupportedVersion { major: 1, minor: 2 })
+    );
     case!(bad_version_lowercase, b"GET / http/1.1\r\n\r\n", L, Err(ParseError::InvalidVersion));
     case!(bad_version_garbage, b"GET / HTTP/1.1x\r\n\r\n", L, Err(ParseError::InvalidVersion));
-    case!(bad_version_trailing_space, b"GET / HTTP/1.1 \r\n\r\n", L, Err(ParseError::InvalidVersion));
+    case!(
+        bad_version_trailing_space,
+        b"GET / HTTP/1.1 \r\n\r\n",
+        L,
+        Err(ParseError::InvalidVersion)
+    );
     case!(bad_version_http09, b"GET /\r\n\r\n", L, Err(ParseError::InvalidRequestLine));
-    case!(bad_request_line_double_space, b"GET  / HTTP/1.1\r\n\r\n", L, Err(ParseError::InvalidRequestLine));
+    case!(
+        bad_request_line_double_space,
+        b"GET  / HTTP/1.1\r\n\r\n",
+        L,
+        Err(ParseError::InvalidRequestLine)
+    );
     case!(bad_method_char, b"G(T / HTTP/1.1\r\n\r\n", L, Err(ParseError::InvalidRequestLine));
-    case!(bad_target_control, b"GET /\x01 HTTP/1.1\r\n\r\n", L, Err(ParseError::InvalidRequestLine));
-    case!(bad_request_line_bare_cr, b"GET / HTTP/1.1\r\r\n\r\n", L, Err(ParseError::InvalidVersion));
-    case!(bad_line_rejected_before_complete, b"GET\x00 / HTTP/1.1\r\nHost: a\r\n", L, Err(ParseError::InvalidRequestLine));
-    case!(bad_header_no_colon, b"GET / HTTP/1.1\r\nHost a\r\n\r\n", L, Err(ParseError::InvalidHeader));
-    case!(bad_header_space_before_colon, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", L, Err(ParseError::InvalidHeader));
-    case!(bad_header_empty_name, b"GET / HTTP/1.1\r\n: a\r\n\r\n", L, Err(ParseError::InvalidHeader));
-    case!(bad_header_obs_fold, b"GET / HTTP/1.1\r\nA: b\r\n  c\r\n\r\n", L, Err(ParseError::InvalidHeader));
-    case!(bad_header_control_in_value, b"GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n", L, Err(ParseError::InvalidHeader));
-    case!(bad_content_length, b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc", L, Err(ParseError::InvalidContentLength));
-    case!(bad_content_length_empty, b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", L, Err(ParseError::InvalidContentLength));
-    case!(bad_content_length_huge, b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", L, Err(ParseError::InvalidContentLength));
-    case!(conflicting_content_length, b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", L, Err(ParseError::InvalidContentLength));
-    case!(chunked_rejected, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", L, Err(ParseError::TransferEncodingUnsupported));
-    case!(te_and_cl_rejected, b"POST / HTTP/1.1\r\nContent-Length: 3\r\ntransfer-encoding: identity\r\n\r\nabc", L, Err(ParseError::TransferEncodingUnsupported));
-    case!(body_too_large, b"POST / HTTP/1.1\r\nContent-Length: 5\r\n", Limits { max_body_bytes: 4, ..L }, Err(ParseError::BodyTooLarge { got: 5, limit: 4 }));
-    case!(body_at_limit, b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc", Limits { max_body_bytes: 4, ..L }, Partial);
-    case!(too_many_headers, b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n", Limits { max_headers: 2, ..L }, Err(ParseError::TooManyHeaders { limit: 2 }));
-    case!(headers_too_large_incomplete, b"GET /0123456789012345678901234567890 HTTP/1.1", SMALL, Err(ParseError::HeadersTooLarge { limit: 32 }));
-    case!(headers_too_large_complete_beyond_limit, b"GET /012345678901234 HTTP/1.1\r\n\r\n", SMALL, Err(ParseError::HeadersTooLarge { limit: 32 }));
+    case!(
+        bad_target_control,
+        b"GET /\x01 HTTP/1.1\r\n\r\n",
+        L,
+        Err(ParseError::InvalidRequestLine)
+    );
+    case!(
+        bad_request_line_bare_cr,
+        b"GET / HTTP/1.1\r\r\n\r\n",
+        L,
+        Err(ParseError::InvalidVersion)
+    );
+    case!(
+        bad_line_rejected_before_complete,
+        b"GET\x00 / HTTP/1.1\r\nHost: a\r\n",
+        L,
+        Err(ParseError::InvalidRequestLine)
+    );
+    case!(
+        bad_header_no_colon,
+        b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        L,
+        Err(ParseError::InvalidHeader)
+    );
+    case!(
+        bad_header_space_before_colon,
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        L,
+        Err(ParseError::InvalidHeader)
+    );
+    case!(
+        bad_header_empty_name,
+        b"GET / HTTP/1.1\r\n: a\r\n\r\n",
+        L,
+        Err(ParseError::InvalidHeader)
+    );
+    case!(
+        bad_header_obs_fold,
+        b"GET / HTTP/1.1\r\nA: b\r\n  c\r\n\r\n",
+        L,
+        Err(ParseError::InvalidHeader)
+    );
+    case!(
+        bad_header_control_in_value,
+        b"GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n",
+        L,
+        Err(ParseError::InvalidHeader)
+    );
+    case!(
+        bad_content_length,
+        b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+        L,
+        Err(ParseError::InvalidContentLength)
+    );
+    case!(
+        bad_content_length_empty,
+        b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+        L,
+        Err(ParseError::InvalidContentLength)
+    );
+    case!(
+        bad_content_length_huge,
+        b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        L,
+        Err(ParseError::InvalidContentLength)
+    );
+    case!(
+        conflicting_content_length,
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        L,
+        Err(ParseError::InvalidContentLength)
+    );
+    case!(
+        chunked_rejected,
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        L,
+        Err(ParseError::TransferEncodingUnsupported)
+    );
+    case!(
+        te_and_cl_rejected,
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\ntransfer-encoding: identity\r\n\r\nabc",
+        L,
+        Err(ParseError::TransferEncodingUnsupported)
+    );
+    case!(
+        body_too_large,
+        b"POST / HTTP/1.1\r\nContent-Length: 5\r\n",
+        Limits { max_body_bytes: 4, ..L },
+        Err(ParseError::BodyTooLarge { got: 5, limit: 4 })
+    );
+    case!(
+        body_at_limit,
+        b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc",
+        Limits { max_body_bytes: 4, ..L },
+        Partial
+    );
+    case!(
+        too_many_headers,
+        b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n",
+        Limits { max_headers: 2, ..L },
+        Err(ParseError::TooManyHeaders { limit: 2 })
+    );
+    case!(
+        headers_too_large_incomplete,
+        b"GET /0123456789012345678901234567890 HTTP/1.1",
+        SMALL,
+        Err(ParseError::HeadersTooLarge { limit: 32 })
+    );
+    case!(
+        headers_too_large_complete_beyond_limit,
+        b"GET /012345678901234 HTTP/1.1\r\n\r\n",
+        SMALL,
+        Err(ParseError::HeadersTooLarge { limit: 32 })
+    );
     case!(endless_empty_lines, &[b'\n'; 33], SMALL, Err(ParseError::HeadersTooLarge { limit: 32 }));
     case!(empty_buffer, b"", L, Partial);
     case!(only_cr, b"\r", L, Partial);
@@ -766,10 +921,7 @@ mod tests {
         let limits = Limits { max_header_bytes: 30, ..SMALL };
         assert!(parse_request(buf, &limits).unwrap().is_complete());
         let limits = Limits { max_header_bytes: 29, ..SMALL };
-        assert_eq!(
-            parse_request(buf, &limits),
-            Err(ParseError::HeadersTooLarge { limit: 29 })
-        );
+        assert_eq!(parse_request(buf, &limits), Err(ParseError::HeadersTooLarge { limit: 29 }));
     }
 
     #[test]
@@ -777,10 +929,11 @@ mod tests {
         let buf = b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET";
         let Status::Complete(first, n1) = parse_request(buf, &L).unwrap() else { panic!() };
         assert_eq!((first.method, first.path, first.query), (Method::Get, &b"/a"[..], &b"x=1"[..]));
-        let Status::Complete(second, n2) = parse_request(&buf[n1..], &L).unwrap() else {
-            panic!()
-        };
-        assert_eq!((second.method, second.path, second.body), (Method::Post, &b"/b"[..], &b"hi"[..]));
+        let Status::Complete(second, n2) = parse_request(&buf[n1..], &L).unwrap() else { panic!() };
+        assert_eq!(
+            (second.method, second.path, second.body),
+            (Method::Post, &b"/b"[..], &b"hi"[..])
+        );
         assert_eq!(&buf[n1 + n2..], b"GET");
         assert_eq!(parse_request(&buf[n1 + n2..], &L), Ok(Status::Partial));
     }
@@ -809,7 +962,11 @@ mod tests {
             (BodyTooLarge { got: 9, limit: 4 }, 413, "request body too large (9 bytes, limit 4)"),
             (InvalidRequestLine, 400, "invalid request line"),
             (InvalidVersion, 400, "invalid HTTP version"),
-            (UnsupportedVersion { major: 2, minor: 0 }, 505, "HTTP version not supported (HTTP/2.0)"),
+            (
+                UnsupportedVersion { major: 2, minor: 0 },
+                505,
+                "HTTP version not supported (HTTP/2.0)",
+            ),
             (InvalidHeader, 400, "invalid header line"),
             (InvalidContentLength, 400, "invalid Content-Length"),
             (TransferEncodingUnsupported, 501, "Transfer-Encoding is not supported"),
@@ -828,7 +985,12 @@ mod tests {
         assert_eq!(
             ok,
             Ok(Status::Complete(
-                ResponseHead { status: 200, content_length: Some(12), keep_alive: true, head_len: 65 },
+                ResponseHead {
+                    status: 200,
+                    content_length: Some(12),
+                    keep_alive: true,
+                    head_len: 65
+                },
                 65
             ))
         );
@@ -841,7 +1003,12 @@ mod tests {
             ))
         );
         assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\n"), Ok(Status::Partial));
-        for bad in [&b"HTTP/1.1 20 OK\r\n\r\n"[..], b"HTTP/1.1 2000\r\n\r\n", b"HTTP/1.1\r\n\r\n", b"HTTP/1.1 099 x\r\n\r\n"] {
+        for bad in [
+            &b"HTTP/1.1 20 OK\r\n\r\n"[..],
+            b"HTTP/1.1 2000\r\n\r\n",
+            b"HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 099 x\r\n\r\n",
+        ] {
             assert_eq!(parse_response_head(bad), Err(ParseError::InvalidStatusLine), "{bad:?}");
         }
         assert_eq!(

@@ -385,7 +385,8 @@ mod tests {
         resp.external_ip = Some(IpAddr::V6(v6("::1")));
         let mut expected = b"d8:completei3e10:downloadedi7e11:external ip16:".to_vec();
         expected.extend_from_slice(&v6("::1").octets());
-        expected.extend_from_slice(b"10:incompletei2e8:intervali1800e12:min intervali900e5:peers0:e");
+        expected
+            .extend_from_slice(b"10:incompletei2e8:intervali1800e12:min intervali900e5:peers0:e");
         assert_eq!(body(&resp), expected);
     }
 
@@ -408,8 +409,18 @@ mod tests {
 
     #[test]
     fn scrape_two_hashes_any_order() {
-        let a = ScrapeEntry { info_hash: InfoHash([0x11; 20]), complete: 1, downloaded: 20, incomplete: 3 };
-        let b = ScrapeEntry { info_hash: InfoHash([0xee; 20]), complete: 0, downloaded: 0, incomplete: 0 };
+        let a = ScrapeEntry {
+            info_hash: InfoHash([0x11; 20]),
+            complete: 1,
+            downloaded: 20,
+            incomplete: 3,
+        };
+        let b = ScrapeEntry {
+            info_hash: InfoHash([0xee; 20]),
+            complete: 0,
+            downloaded: 0,
+            incomplete: 0,
+        };
         let mut expected = b"d5:filesd20:".to_vec();
         expected.extend_from_slice(&[0x11; 20]);
         expected.extend_from_slice(b"d8:completei1e10:downloadedi20e10:incompletei3ee20:");
@@ -438,7 +449,10 @@ mod tests {
         for (secs, int) in table {
             let mut out = Vec::new();
             write_failure_body_retry("busy", secs, &mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), format!("d14:failure reason4:busy8:retry in{int}e"));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("d14:failure reason4:busy8:retry in{int}e")
+            );
         }
         let mut out = Vec::new();
         write_failure_body_retry("x", None, &mut out);

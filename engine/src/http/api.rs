@@ -87,7 +87,12 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
         }
         (_, path) if path.starts_with(b"/admin/") => {
             if !is_admin(core, req, peer) {
-                return error(out, 403, "admin access requires a loopback client or the admin token", ka);
+                return error(
+                    out,
+                    403,
+                    "admin access requires a loopback client or the admin token",
+                    ka,
+                );
             }
             admin(core, req, out).await;
         }
@@ -147,7 +152,10 @@ fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> 
     serde_json::from_slice(req.body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
-async fn ask<T>(core: &Core, make: impl FnOnce(crate::store::Reply<T>) -> StoreCmd) -> Result<T, StoreError> {
+async fn ask<T>(
+    core: &Core,
+    make: impl FnOnce(crate::store::Reply<T>) -> StoreCmd,
+) -> Result<T, StoreError> {
     let (tx, rx) = flume::bounded(1);
     core.state.store_tx.send(make(tx)).map_err(|_| StoreError::Closed)?;
     rx.recv_async().await.map_err(|_| StoreError::Closed)?

@@ -70,6 +70,9 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Sends a command's reply once the batch's commit outcome is known.
+type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;
+
 /// The open database.
 #[derive(Debug)]
 pub struct Db {
@@ -82,8 +85,7 @@ impl Db {
     /// # Errors
     /// I/O or database errors, or a database locked by another process.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
         let db = Database::create(dir.join("pbts.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(USERS)?;
@@ -163,7 +165,7 @@ impl Db {
     }
 
     fn apply(&self, batch: Vec<StoreCmd>, accounts: &Accounts) {
-        let mut replies: Vec<Box<dyn FnOnce(Option<&StoreError>)>> = Vec::new();
+        let mut replies: Vec<ReplyFn> = Vec::new();
         let mut created = Vec::new();
         let result = (|| -> Result<(), StoreError> {
             let tx = self.db.begin_write()?;
@@ -193,7 +195,8 @@ impl Db {
                                 uploaded: 0,
                                 downloaded: 0,
                             };
-                            let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
+                            let json =
+                                serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
                             users.insert(id, json.as_slice())?;
                             names.insert(name.as_str(), id)?;
                             created.push(record.clone());

@@ -446,8 +446,7 @@ fn upsert<I: Copy + Eq + Hash>(
             // Session counters start at zero on `started`; any other first sight (tracker
             // restart, expired peer) has unknown history, so it only sets the baseline.
             if event == AnnounceEvent::Started {
-                change.credit =
-                    Credit { uploaded: input.uploaded, downloaded: input.downloaded };
+                change.credit = Credit { uploaded: input.uploaded, downloaded: input.downloaded };
             }
             change.snatch = event == AnnounceEvent::Completed;
             map.push(Peer {
@@ -591,11 +590,10 @@ mod tests {
         c.event = AnnounceEvent::Stopped;
         c.left = Some(0);
         assert!(announce(&s, &c).0.new_snatch);
-        assert_eq!(s.scrape(&InfoHash([1; 20])).unwrap(), ScrapeCounts {
-            complete: 2,
-            downloaded: 3,
-            incomplete: 0
-        });
+        assert_eq!(
+            s.scrape(&InfoHash([1; 20])).unwrap(),
+            ScrapeCounts { complete: 2, downloaded: 3, incomplete: 0 }
+        );
     }
 
     #[test]
@@ -608,13 +606,10 @@ mod tests {
         }
         announce(&s, &input(3, "10.0.0.9", 9));
         assert_eq!(s.expire(60), 20);
-        assert_eq!(s.totals(), StoreTotals {
-            torrents: 2,
-            peers_v4: 1,
-            peers_v6: 20,
-            seeders: 0,
-            leechers: 21
-        });
+        assert_eq!(
+            s.totals(),
+            StoreTotals { torrents: 2, peers_v4: 1, peers_v6: 20, seeders: 0, leechers: 21 }
+        );
         assert_eq!(s.expire(300), 21);
         assert_eq!(s.totals(), StoreTotals::default());
         // A swarm with snatches stays (its count is served by scrape) but holds no peers.

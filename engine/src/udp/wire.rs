@@ -159,7 +159,7 @@ pub fn parse_request(b: &[u8]) -> Result<Request<'_>, RequestError> {
         }
         ACTION_SCRAPE => {
             let hashes = &b[16..];
-            if hashes.is_empty() || hashes.len() % 20 != 0 {
+            if hashes.is_empty() || !hashes.len().is_multiple_of(20) {
                 return Err(sendable("scrape request must carry whole 20-byte info hashes"));
             }
             Ok(Request::Scrape { connection_id, transaction_id, info_hashes: hashes })
@@ -354,10 +354,13 @@ mod tests {
         // Truncated option.
         let mut d = b[..98].to_vec();
         d.extend_from_slice(&[2, 9, b'/']);
-        assert_eq!(parse_request(&d), Err(RequestError::Sendable {
-            transaction_id: TransactionId(7),
-            message: "truncated BEP 41 option"
-        }));
+        assert_eq!(
+            parse_request(&d),
+            Err(RequestError::Sendable {
+                transaction_id: TransactionId(7),
+                message: "truncated BEP 41 option"
+            })
+        );
     }
 
     #[test]
@@ -372,10 +375,13 @@ mod tests {
         assert_eq!(parse_request(&c), Ok(Request::Connect { transaction_id: TransactionId(9) }));
         let mut bad = c.clone();
         bad[11] = 9;
-        assert_eq!(parse_request(&bad), Err(RequestError::Sendable {
-            transaction_id: TransactionId(9),
-            message: "unknown action"
-        }));
+        assert_eq!(
+            parse_request(&bad),
+            Err(RequestError::Sendable {
+                transaction_id: TransactionId(9),
+                message: "unknown action"
+            })
+        );
         let mut s = Vec::new();
         write_scrape_request(&mut s, ConnectionId(1), TransactionId(2), &[InfoHash([1; 20])]);
         s.pop();
@@ -390,9 +396,10 @@ mod tests {
         out.clear();
         write_announce_head(&mut out, TransactionId(1), 1800, 2, 3);
         write_peer_v4(&mut out, Ipv4Addr::new(127, 0, 0, 1), 0x1ae1);
-        assert_eq!(out, [
-            0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3, 127, 0, 0, 1, 0x1a, 0xe1
-        ]);
+        assert_eq!(
+            out,
+            [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3, 127, 0, 0, 1, 0x1a, 0xe1]
+        );
         out.clear();
         write_error(&mut out, TransactionId(5), "no");
         assert_eq!(out, [0, 0, 0, 3, 0, 0, 0, 5, b'n', b'o']);

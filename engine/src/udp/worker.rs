@@ -35,10 +35,10 @@ async fn receive_loop(core: Rc<Core>, socket: Rc<UdpSocket>) {
         };
         out.clear();
         handle(&core, &buf[..n], src, &mut out);
-        if !out.is_empty() {
-            if let Err(e) = socket.send_to(&out, src).await {
-                tracing::debug!("udp send to {src}: {e:#}");
-            }
+        if !out.is_empty()
+            && let Err(e) = socket.send_to(&out, src).await
+        {
+            tracing::debug!("udp send to {src}: {e:#}");
         }
     }
 }

@@ -3,8 +3,8 @@
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pbts_engine::config::{Config, TrackerMode};
@@ -209,11 +209,11 @@ impl Drop for Proc {
 }
 
 impl Proc {
-/// Runs the real `pbts` binary on 127.0.0.1:0 with its data in `dir`; `extra` is appended to
-/// the generated TOML config. Returns once it printed its address.
-pub fn spawn(dir: &std::path::Path, extra: &str) -> Proc {
-    let config = dir.join("pbts.toml");
-    std::fs::write(
+    /// Runs the real `pbts` binary on 127.0.0.1:0 with its data in `dir`; `extra` is appended to
+    /// the generated TOML config. Returns once it printed its address.
+    pub fn spawn(dir: &std::path::Path, extra: &str) -> Self {
+        let config = dir.join("pbts.toml");
+        std::fs::write(
         &config,
         format!(
             "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
@@ -223,19 +223,18 @@ pub fn spawn(dir: &std::path::Path, extra: &str) -> Proc {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
-        .args(["serve", "-c"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    // "pbts listening on udp://127.0.0.1:PORT and http://127.0.0.1:PORT"
-    let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
-    Proc { child, addr }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        // "pbts listening on udp://127.0.0.1:PORT and http://127.0.0.1:PORT"
+        let addr = line.rsplit("http://").next().unwrap().trim().parse().unwrap();
+        Self { child, addr }
+    }
 }
-}
-

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Status::Complete(req, used)) = &ours {
         assert!(*used <= data.len());
         // The consumed bytes alone parse to the same request.
-        assert_eq!(parse_request(&data[..*used], &limits), Ok(Status::Complete(req.clone(), *used)));
+        assert_eq!(
+            parse_request(&data[..*used], &limits),
+            Ok(Status::Complete(req.clone(), *used))
+        );
         // Every proper prefix is incomplete.
         if *used > 0 {
             assert_eq!(parse_request(&data[..used - 1], &limits), Ok(Status::Partial));

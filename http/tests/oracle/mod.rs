@@ -114,21 +114,9 @@ pub(crate) fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Status<Request
         }
         let value = trim(raw_value);
         match name.to_ascii_lowercase().as_slice() {
-            b"host" => {
-                if host.is_none() {
-                    host = Some(value);
-                }
-            }
-            b"content-type" => {
-                if content_type.is_none() {
-                    content_type = Some(value);
-                }
-            }
-            b"authorization" => {
-                if authorization.is_none() {
-                    authorization = Some(value);
-                }
-            }
+            b"host" if host.is_none() => host = Some(value),
+            b"content-type" if content_type.is_none() => content_type = Some(value),
+            b"authorization" if authorization.is_none() => authorization = Some(value),
             b"x-forwarded-for" => x_forwarded_for = Some(value),
             b"x-real-ip" => x_real_ip = Some(value),
             b"transfer-encoding" => return Err(ParseError::TransferEncodingUnsupported),
@@ -143,8 +131,7 @@ pub(crate) fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Status<Request
             }
             b"content-length" => {
                 let text = std::str::from_utf8(value).unwrap_or("x");
-                if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit())
-                {
+                if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(ParseError::InvalidContentLength);
                 }
                 let n: u64 = text.parse().expect("at most 19 digits fit a u64");

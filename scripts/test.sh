@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs them.
+# Usage: ./scripts/test.sh            (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+# Real BitTorrent clients for the end-to-end tests (Debian): aria2c and python3-libtorrent.
+need_apt=()
+command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
+/usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need_apt+=(python3-libtorrent)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --no-fail-fast
+# Benches must keep compiling (they are run by hand or by the experiments harness).
+cargo bench --workspace --no-run --quiet
