@@ -39,8 +39,8 @@
 //! };
 //!
 //! // 1. Parse the request head from what the socket delivered so far.
-//! let buf = b"GET /announce?info_hash=%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13%14\
-//!             &peer_id=-TR4040-abcdefghijkl&port=51413&left=0&compact=1 HTTP/1.1\r\n\
+//! let buf = b"GET /announce?info_hash=%01%02%03%04%05%06%07%08%09%0A\
+//!             %0B%0C%0D%0E%0F%10%11%12%13%14&peer_id=-TR4040-abcdefghijkl&port=51413&left=0&compact=1 HTTP/1.1\r\n\
 //!             Host: tracker.example\r\n\r\n";
 //! let Status::Complete(req, _used) = parse_request(buf, &Limits::default())? else {
 //!     unreachable!("the whole request is in the buffer");

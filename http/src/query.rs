@@ -288,7 +288,7 @@ pub struct AnnounceRequest {
     pub compact: bool,
     /// Omit peer ids from dictionary-mode peer lists.
     pub no_peer_id: bool,
-    /// Peers wanted; `None` when absent. The tracker caps it.
+    /// Peers wanted; `None` when absent. Values above `u32::MAX` saturate. The tracker caps it.
     pub numwant: Option<u32>,
     /// The client's `key` (raw decoded bytes, at most [`MAX_KEY_LEN`]).
     pub key: Option<Vec<u8>>,

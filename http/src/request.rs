@@ -639,16 +639,22 @@ mod tests {
         };
     }
 
-    case!(get_with_query, b"GET /abc/announce?info_hash=%00&port=6881 HTTP/1.1\r\nHost: tracker.example:8000\r\nUser-Agent: qBittorrent/4.6.2\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n", |req, used| {
-        assert_eq!(req.method, Method::Get);
-        assert_eq!(req.path, b"/abc/announce");
-        assert_eq!(req.query, b"info_hash=%00&port=6881");
-        assert_eq!(req.minor_version, 1);
-        assert_eq!(req.host, Some(&b"tracker.example:8000"[..]));
-        assert!(!req.keep_alive);
-        assert_eq!(req.body, b"");
-        assert_eq!(used, 155);
-    });
+    case!(
+        get_with_query,
+        b"GET /abc/announce?info_hash=%00&port=6881 HTTP/1.1\r\n\
+        Host: tracker.example:8000\r\nUser-Agent: qBittorrent/4.6.2\r\nAccept-Encoding: gzip\r\n\
+        Connection: close\r\n\r\n",
+        |req, used| {
+            assert_eq!(req.method, Method::Get);
+            assert_eq!(req.path, b"/abc/announce");
+            assert_eq!(req.query, b"info_hash=%00&port=6881");
+            assert_eq!(req.minor_version, 1);
+            assert_eq!(req.host, Some(&b"tracker.example:8000"[..]));
+            assert!(!req.keep_alive);
+            assert_eq!(req.body, b"");
+            assert_eq!(used, 155);
+        }
+    );
 
     case!(no_query, b"GET /scrape HTTP/1.1\r\n\r\n", |req, used| {
         assert_eq!((req.path, req.query, used), (&b"/scrape"[..], &b""[..], 24));
@@ -685,15 +691,20 @@ mod tests {
         assert_eq!(req.method, Method::Other);
     });
 
-    case!(header_names_case_insensitive_values_trimmed, b"POST /register HTTP/1.1\r\nhOsT:  a.b \t\r\ncontent-TYPE:application/json\r\nCONTENT-LENGTH: 2\r\nAuthorization: Bearer t0k\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 10.0.0.1, 2.2.2.2\r\nX-Real-IP: 3.3.3.3\r\n\r\n{}tail", |req, used| {
+    const MANY_HEADERS: &[u8] = b"POST /register HTTP/1.1\r\nhOsT:  a.b \t\r\n\
+        content-TYPE:application/json\r\nCONTENT-LENGTH: 2\r\nAuthorization: Bearer t0k\r\n\
+        X-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 10.0.0.1, 2.2.2.2\r\n\
+        X-Real-IP: 3.3.3.3\r\n\r\n{}tail";
+
+    case!(header_names_case_insensitive_values_trimmed, MANY_HEADERS, |req, used| {
         assert_eq!(req.method, Method::Post);
         assert_eq!(req.host, Some(&b"a.b"[..]));
         assert_eq!(req.content_type, Some(&b"application/json"[..]));
         assert_eq!(req.authorization, Some(&b"Bearer t0k"[..]));
-        assert_eq!(req.x_forwarded_for, Some(&b"10.0.0.1, 2.2.2.2"[..]));
+        assert_eq!(req.x_forwarded_for, Some(&b"10.0.0.1, 2.2.2.2"[..]), "last one wins");
         assert_eq!(req.x_real_ip, Some(&b"3.3.3.3"[..]));
         assert_eq!(req.body, b"{}");
-        assert_eq!(&b"POST /register HTTP/1.1\r\nhOsT:  a.b \t\r\ncontent-TYPE:application/json\r\nCONTENT-LENGTH: 2\r\nAuthorization: Bearer t0k\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 10.0.0.1, 2.2.2.2\r\nX-Real-IP: 3.3.3.3\r\n\r\n{}tail"[used..], b"tail");
+        assert_eq!(&MANY_HEADERS[used..], b"tail");
     });
 
     case!(first_host_wins, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", |req, _used| {

@@ -7,6 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::bencode::Encoder;
+/// The client-side response-head parser lives with the request parser (they share the line
+/// scanner); re-exported here for clients looking next to the writers.
+pub use crate::request::{ResponseHead, parse_response_head};
 use crate::types::{InfoHash, PeerId};
 use crate::util::{ip_text, push_u64};
 
@@ -349,7 +352,7 @@ mod tests {
 
     #[test]
     fn response_round_trips_through_client_parser() {
-        use crate::request::{ResponseHead, Status, parse_response_head};
+        use crate::request::Status;
         let mut out = Vec::new();
         write_response(&mut out, 200, BENCODE_CONTENT_TYPE, b"d8:intervali1ee", false);
         let Ok(Status::Complete(head, n)) = parse_response_head(&out) else { panic!() };

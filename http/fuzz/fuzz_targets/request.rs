@@ -45,10 +45,10 @@ fuzz_target!(|data: &[u8]| {
         }
         // httparse rejects non-UTF-8 targets (it returns the path as `&str`); we accept
         // obs-text. Otherwise a request we accept must be one httparse accepts.
-        (Ok(Status::Complete(req, _)), other) => {
-            if std::str::from_utf8(req.path).is_ok() && std::str::from_utf8(req.query).is_ok() {
-                panic!("accepted a request httparse did not: {other:?}");
-            }
+        (Ok(Status::Complete(req, _)), other)
+            if std::str::from_utf8(req.path).is_ok() && std::str::from_utf8(req.query).is_ok() =>
+        {
+            panic!("accepted a request httparse did not: {other:?}");
         }
         // A request httparse accepts may only fail our semantic checks, never syntax ones.
         (Err(e), Ok(httparse::Status::Complete(_))) => assert!(
