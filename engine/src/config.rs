@@ -56,8 +56,9 @@ pub struct NetworkConfig {
     pub io_memory_kib: usize,
     /// Requested UDP receive buffer, bytes (capped by net.core.rmem_max). Default 8 MiB.
     pub udp_recv_buffer_bytes: usize,
-    /// UDP receives kept in flight per socket and core. Default 32.
-    pub udp_inflight: usize,
+    /// Most datagrams received (`recvmmsg`) and answered (`sendmmsg`) per system call on each
+    /// UDP socket and core. Default 64.
+    pub udp_batch_size: usize,
     /// Open HTTP connections allowed per core; beyond it new connections are closed at once.
     /// Default 16384.
     pub max_connections_per_core: usize,
@@ -80,7 +81,7 @@ impl Default for NetworkConfig {
             first_cpu: 0,
             io_memory_kib: 1024,
             udp_recv_buffer_bytes: 8 << 20,
-            udp_inflight: 32,
+            udp_batch_size: 64,
             max_connections_per_core: 16384,
             idle_timeout_secs: 60,
             request_timeout_secs: 10,
@@ -340,8 +341,8 @@ impl Config {
         if n.io_memory_kib < 64 {
             problems.push(format!("network.io_memory_kib: {} is below 64", n.io_memory_kib));
         }
-        if n.udp_inflight == 0 || n.udp_inflight > 1024 {
-            problems.push(format!("network.udp_inflight: {} not in 1..=1024", n.udp_inflight));
+        if n.udp_batch_size == 0 || n.udp_batch_size > 1024 {
+            problems.push(format!("network.udp_batch_size: {} not in 1..=1024", n.udp_batch_size));
         }
         if n.max_connections_per_core == 0 {
             problems.push("network.max_connections_per_core: must be at least 1".to_owned());
@@ -412,8 +413,8 @@ first_cpu = {first_cpu}
 io_memory_kib = {io}
 # Requested UDP receive buffer, bytes (capped by net.core.rmem_max).
 udp_recv_buffer_bytes = {rcvbuf}
-# UDP receives in flight per socket and core.
-udp_inflight = {inflight}
+# Datagrams received and answered per system call (recvmmsg/sendmmsg), per socket and core.
+udp_batch_size = {inflight}
 # Open HTTP connections per core; more are closed at once.
 max_connections_per_core = {maxconn}
 # Idle keep-alive connections are closed after this many seconds.
@@ -469,7 +470,7 @@ token_env = "{token_env}"
             first_cpu = d.network.first_cpu,
             io = d.network.io_memory_kib,
             rcvbuf = d.network.udp_recv_buffer_bytes,
-            inflight = d.network.udp_inflight,
+            inflight = d.network.udp_batch_size,
             maxconn = d.network.max_connections_per_core,
             idle = d.network.idle_timeout_secs,
             reqto = d.network.request_timeout_secs,

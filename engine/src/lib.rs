@@ -298,11 +298,11 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
 
 async fn run_core(state: Arc<State>, index: usize, sockets: CoreSockets) {
     let core = Rc::new(Core::new(state, index));
-    let inflight = core.state.config.network.udp_inflight;
+    let batch = core.state.config.network.udp_batch_size;
     let mut tasks = Vec::new();
     for (udp, tcp) in sockets {
         let udp = glommio::net::UdpSocket::from(udp);
-        tasks.push(glommio::spawn_local(udp::worker::run_udp_worker(core.clone(), udp, inflight)));
+        tasks.push(glommio::spawn_local(udp::worker::run_udp_worker(core.clone(), udp, batch)));
         let listener = sys::adopt_listener(tcp);
         tasks.push(glommio::spawn_local(http::worker::run_http_worker(core.clone(), listener)));
     }

@@ -64,7 +64,7 @@ pub fn test_config(mode: TrackerMode, dir: &std::path::Path) -> Config {
     c.network.cores = 1;
     c.network.first_cpu = -1;
     c.network.io_memory_kib = 256;
-    c.network.udp_inflight = 4;
+    c.network.udp_batch_size = 4;
     c.tracker.mode = mode;
     c.tracker.interval_jitter_secs = 0;
     c.storage.data_dir = dir.to_owned();

@@ -1,0 +1,368 @@
+//! # pbts-experiments
+//!
+//! Side-by-side load runs of pbts against aquatic, in one run on one machine, with each tracker
+//! pinned to one CPU and the load generator to another:
+//!
+//! ```text
+//! cargo install aquatic_udp aquatic_udp_load_test aquatic_http aquatic_http_load_test
+//! cargo build --release -p pbts-engine -p pbts-experiments
+//! target/release/pbts-experiments vs-aquatic --duration 20 --out experiments/results
+//! ```
+//!
+//! For each protocol it starts the tracker (`taskset -c 0`), runs aquatic's load tester
+//! (`taskset -c 1`) for `--duration` seconds, and reads the tracker's CPU time from
+//! `/proc/<pid>/stat` around the run. It reports responses per second and responses per tracker
+//! CPU-second (the fair figure when the one-core load generator, not the tracker, is the
+//! ceiling), prints a table and writes `aquatic_comparison.csv`.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+/// pbts experiments harness.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// UDP and HTTP announce throughput of pbts vs aquatic_udp / aquatic_http, side by side.
+    VsAquatic {
+        /// Seconds of load per tracker and protocol.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Output directory for the CSV.
+        #[arg(long, default_value = "experiments/results")]
+        out: PathBuf,
+        /// The pbts binary.
+        #[arg(long, default_value = "target/release/pbts")]
+        pbts: PathBuf,
+        /// CPU for the tracker.
+        #[arg(long, default_value_t = 0)]
+        tracker_cpu: usize,
+        /// CPU(s) for the load generator (taskset list).
+        #[arg(long, default_value = "1")]
+        load_cpus: String,
+        /// Repetitions of each run (results are reported per run).
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+        /// Only UDP or only HTTP.
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields[11].parse()?;
+    let stime: f64 = fields[12].parse()?;
+    Ok((utime + stime) / ticks_per_second())
+}
+
+/// `/proc/<pid>/stat` counts in USER_HZ ticks, which Linux fixes at 100 per second on every
+/// architecture we run on (sysconf(_SC_CLK_TCK) reports the same constant).
+fn ticks_per_second() -> f64 {
+    100.0
+}
+
+fn which(bin: &str) -> anyhow::Result<PathBuf> {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?;
+    if !out.status.success() {
+        bail!(
+            "{bin} not found: cargo install aquatic_udp aquatic_udp_load_test aquatic_http aquatic_http_load_test"
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let u = std::net::UdpSocket::bind(l.local_addr()?)?;
+    Ok(u.local_addr()?.port())
+}
+
+/// Prints a binary's default config (`-p`) and applies `key = value` replacements.
+fn config_from(bin: &Path, replace: &[(&str, String)]) -> anyhow::Result<String> {
+    let out = Command::new(bin).arg("-p").output().context("print config")?;
+    let mut text = String::from_utf8(out.stdout)?;
+    for (key, value) in replace {
+        let mut found = false;
+        text = text
+            .lines()
+            .map(|line| {
+                let trimmed = line.trim_start();
+                if !found && trimmed.starts_with(&format!("{key} =")) {
+                    found = true;
+                    format!("{key} = {value}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !found {
+            bail!("{}: no key {key} in its printed config", bin.display());
+        }
+    }
+    Ok(text)
+}
+
+fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("tracker did not open port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Waits until a BEP 15 connect request on `port` is answered.
+fn wait_for_udp(port: u16) -> anyhow::Result<()> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut req = 0x0417_2710_1980u64.to_be_bytes().to_vec();
+    req.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    loop {
+        sock.send_to(&req, ("127.0.0.1", port))?;
+        if sock.recv_from(&mut buf).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("UDP tracker on port {port} never answered");
+        }
+    }
+}
+
+struct RunResult {
+    tracker: &'static str,
+    protocol: &'static str,
+    responses_per_sec: f64,
+    tracker_cpu_secs: f64,
+    duration: f64,
+}
+
+impl RunResult {
+    /// Responses over the load window (the load tester's average × its configured duration)
+    /// per second of tracker CPU time.
+    fn per_cpu_sec(&self) -> f64 {
+        self.responses_per_sec * self.duration / self.tracker_cpu_secs.max(1e-9)
+    }
+}
+
+/// Runs a load tester against a started tracker and measures.
+fn measure(
+    tracker: &Killed,
+    load_bin: &Path,
+    load_cfg: &Path,
+    load_cpus: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let pid = tracker.0.id();
+    let cpu0 = cpu_seconds(pid)?;
+    let t0 = Instant::now();
+    let out = Command::new("taskset")
+        .args(["-c", load_cpus])
+        .arg(load_bin)
+        .arg("-c")
+        .arg(load_cfg)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run load tester")?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds(pid)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Average responses per second:")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .with_context(|| {
+            format!("no 'Average responses per second' in load tester output:\n{text}")
+        })?;
+    Ok((rps, cpu1 - cpu0, elapsed))
+}
+
+fn spawn_tracker(cpu: usize, bin: &Path, args: &[&str]) -> anyhow::Result<Killed> {
+    let child = Command::new("taskset")
+        .args(["-c", &cpu.to_string()])
+        .arg(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    Ok(Killed(child))
+}
+
+#[allow(clippy::too_many_lines)]
+fn vs_aquatic(
+    duration: u64,
+    out: &Path,
+    pbts: &Path,
+    tracker_cpu: usize,
+    load_cpus: &str,
+    runs: usize,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut results = Vec::new();
+    let protocols: Vec<&str> = match only {
+        Some(p) => vec![if p == "udp" { "udp" } else { "http" }],
+        None => vec!["udp", "http"],
+    };
+    for _ in 0..runs {
+        for &proto in &protocols {
+            let (server_bin, load_bin) = match proto {
+                "udp" => (which("aquatic_udp")?, which("aquatic_udp_load_test")?),
+                _ => (which("aquatic_http")?, which("aquatic_http_load_test")?),
+            };
+            for tracker in ["pbts", "aquatic"] {
+                let port = free_port()?;
+                let addr = format!("\"127.0.0.1:{port}\"");
+                let load_cfg = dir.path().join(format!("load_{proto}.toml"));
+                let mut replace =
+                    vec![("server_address", addr.clone()), ("duration", duration.to_string())];
+                if proto == "http" {
+                    replace.push(("enable_tls", "false".into()));
+                }
+                std::fs::write(&load_cfg, config_from(&load_bin, &replace)?)?;
+                let handle = if tracker == "pbts" {
+                    let cfg = dir.path().join("pbts.toml");
+                    let data = dir.path().join(format!("data-{proto}-{port}"));
+                    std::fs::write(
+                        &cfg,
+                        format!(
+                            "[network]\nlisten = [\"127.0.0.1:{port}\"]\ncores = 1\nfirst_cpu = {tracker_cpu}\n\
+                             [tracker]\nmode = \"open\"\n[ratio]\nenabled = false\n\
+                             [storage]\ndata_dir = \"{}\"\n",
+                            data.display()
+                        ),
+                    )?;
+                    let mut h = spawn_tracker(
+                        tracker_cpu,
+                        pbts,
+                        &["serve", "-c", cfg.to_str().context("path")?],
+                    )?;
+                    let mut line = String::new();
+                    BufReader::new(h.0.stdout.take().context("stdout")?).read_line(&mut line)?;
+                    if line.is_empty() {
+                        bail!(
+                            "pbts did not start (run it by hand with the same config to see why)"
+                        );
+                    }
+                    h
+                } else {
+                    let cfg = dir.path().join(format!("aquatic_{proto}.toml"));
+                    std::fs::write(&cfg, config_from(&server_bin, &[("address", addr.clone())])?)?;
+                    let h = spawn_tracker(
+                        tracker_cpu,
+                        &server_bin,
+                        &["-c", cfg.to_str().context("path")?],
+                    )?;
+                    if proto == "udp" {
+                        wait_for_udp(port)?
+                    } else {
+                        wait_for_port(port)?
+                    }
+                    h
+                };
+                let (rps, cpu, _elapsed) = measure(&handle, &load_bin, &load_cfg, load_cpus)?;
+                drop(handle);
+                let r = RunResult {
+                    tracker: if tracker == "pbts" {
+                        "pbts"
+                    } else if proto == "udp" {
+                        "aquatic_udp"
+                    } else {
+                        "aquatic_http"
+                    },
+                    protocol: if proto == "udp" { "udp" } else { "http" },
+                    responses_per_sec: rps,
+                    tracker_cpu_secs: cpu,
+                    duration: duration as f64,
+                };
+                eprintln!(
+                    "{:<13} {:<5} {:>10.0} responses/s  {:>6.2} tracker CPU-s  {:>10.0} responses per CPU-s",
+                    r.tracker,
+                    r.protocol,
+                    r.responses_per_sec,
+                    r.tracker_cpu_secs,
+                    r.per_cpu_sec()
+                );
+                results.push(r);
+            }
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    let mut csv = String::from(
+        "tracker,protocol,duration_s,responses_per_s,tracker_cpu_s,responses_per_cpu_s\n",
+    );
+    for r in &results {
+        csv.push_str(&format!(
+            "{},{},{:.1},{:.0},{:.2},{:.0}\n",
+            r.tracker,
+            r.protocol,
+            r.duration,
+            r.responses_per_sec,
+            r.tracker_cpu_secs,
+            r.per_cpu_sec()
+        ));
+    }
+    let path = out.join("aquatic_comparison.csv");
+    std::fs::write(&path, &csv)?;
+    println!("{csv}");
+    for proto in ["udp", "http"] {
+        let pick = |name: &str| -> Vec<&RunResult> {
+            results.iter().filter(|r| r.protocol == proto && r.tracker.starts_with(name)).collect()
+        };
+        let (p, a) = (pick("pbts"), pick("aquatic"));
+        if p.is_empty() || a.is_empty() {
+            continue;
+        }
+        let avg = |v: &[&RunResult], f: fn(&RunResult) -> f64| {
+            v.iter().map(|r| f(r)).sum::<f64>() / v.len() as f64
+        };
+        println!(
+            "{proto}: pbts/aquatic responses/s = {:.2}x, responses per tracker CPU-second = {:.2}x",
+            avg(&p, |r| r.responses_per_sec) / avg(&a, |r| r.responses_per_sec),
+            avg(&p, RunResult::per_cpu_sec) / avg(&a, RunResult::per_cpu_sec),
+        );
+    }
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::VsAquatic { duration, out, pbts, tracker_cpu, load_cpus, runs, only } => {
+            vs_aquatic(duration, &out, &pbts, tracker_cpu, &load_cpus, runs, only.as_deref())
+        }
+    }
+}
