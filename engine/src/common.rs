@@ -167,6 +167,8 @@ pub struct Announce<'a> {
     pub both_families: bool,
     /// Passkey bytes from the URL, if any.
     pub passkey: Option<&'a [u8]>,
+    /// Seconds since start-up ([`State::now`]), read once per request or batch.
+    pub now: u32,
 }
 
 /// Why an announce or scrape was refused: the text goes to the client.
@@ -206,7 +208,7 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
     {
         return Err(Cow::Borrowed("unregistered torrent"));
     }
-    let now = state.now();
+    let now = a.now;
     let t = &state.config.tracker;
     let mut input = AnnounceInput {
         info_hash: a.info_hash,

@@ -423,3 +423,44 @@ fn registered_torrents_only_when_required() {
     assert_eq!(status, 201);
     assert!(get_body(srv.v4, &format!("/announce?{q}")).starts_with(b"d8:complete"));
 }
+
+#[test]
+fn connection_cap_refuses_extra_connections() {
+    let srv = TestServer::start(TrackerMode::Open, |c| c.network.max_connections_per_core = 2);
+    let open = || {
+        let mut s = TcpStream::connect(srv.v4).unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+        s
+    };
+    let mut held: Vec<TcpStream> = (0..2).map(|_| open()).collect();
+    for s in &mut held {
+        let (status, ..) = split_response(&read_response(s, &mut Vec::new()));
+        assert_eq!(status, 200);
+    }
+    // The third is closed without an answer.
+    let mut third = open();
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut third, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "got {:?}", String::from_utf8_lossy(&buf[..n]));
+    let stats: serde_json::Value = serde_json::from_slice(&{
+        let mut s = held.pop().unwrap();
+        s.write_all(b"GET /stats HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        split_response(&read_response(&mut s, &mut Vec::new())).2
+    })
+    .unwrap();
+    assert_eq!(stats["open_connections"], 2);
+    // Once one is closed, new connections are served again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = open();
+        if let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+            if n > 0 {
+                assert!(buf.starts_with(b"HTTP/1.1 200"));
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "capacity never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

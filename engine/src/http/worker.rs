@@ -214,6 +214,7 @@ fn http_announce(core: &Core, q: &[u8], ip: IpAddr, passkey: Option<&[u8]>, body
         numwant: parsed.numwant,
         both_families: true,
         passkey,
+        now: core.state.now(),
     };
     match common::announce(core, &a) {
         Ok(outcome) => {

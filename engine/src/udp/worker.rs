@@ -120,6 +120,7 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, out: &mut Ve
                 numwant: a.num_want,
                 both_families: false,
                 passkey,
+                now: now as u32,
             };
             match common::announce(core, &announce) {
                 Ok(outcome) => {
