@@ -33,12 +33,12 @@ pub(crate) fn set_memlock_limit(soft: u64, hard: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Buffers for receiving and sending up to `capacity` datagrams with one `recvmmsg` /
-/// `sendmmsg` system call each.
+/// Buffers for receiving up to `capacity` datagrams with one `recvmmsg` system call.
 ///
-/// The kernel structures (`mmsghdr`, `iovec`) point into this struct's own vectors, so they are
-/// rebuilt right before every call, from vectors that are never resized after construction.
-pub(crate) struct MmsgBatch {
+/// The kernel structures (`mmsghdr`, `iovec`) point into this struct's own heap vectors, set
+/// once at construction; the vectors are never resized and nothing re-points the headers, so
+/// they stay valid when the struct moves.
+pub(crate) struct RecvBatch {
     slot: usize,
     bufs: Vec<u8>,
     lens: Vec<usize>,
@@ -47,9 +47,9 @@ pub(crate) struct MmsgBatch {
     hdrs: Vec<libc::mmsghdr>,
 }
 
-impl std::fmt::Debug for MmsgBatch {
+impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmsgBatch").field("capacity", &self.lens.len()).finish()
+        f.debug_struct("RecvBatch").field("capacity", &self.lens.len()).finish()
     }
 }
 
@@ -116,38 +116,41 @@ fn to_storage(addr: std::net::SocketAddr, s: &mut libc::sockaddr_storage) -> lib
     }
 }
 
-impl MmsgBatch {
+impl RecvBatch {
     /// Room for `capacity` datagrams of up to `slot` bytes each.
     pub(crate) fn new(capacity: usize, slot: usize) -> Self {
-        Self {
+        let mut batch = Self {
             slot,
             bufs: vec![0; capacity * slot],
             lens: vec![0; capacity],
             addrs: vec![zeroed_storage(); capacity],
             iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; capacity],
             hdrs: vec![zeroed_hdr(); capacity],
+        };
+        // The pointers target heap buffers that are never resized, so they stay valid when
+        // the struct moves; `recv` only resets the fields the kernel writes.
+        for i in 0..capacity {
+            batch.iov[i] =
+                libc::iovec { iov_base: batch.bufs[i * slot..].as_mut_ptr().cast(), iov_len: slot };
+            batch.hdrs[i].msg_hdr.msg_name = (&raw mut batch.addrs[i]).cast();
+            batch.hdrs[i].msg_hdr.msg_iov = &raw mut batch.iov[i];
+            batch.hdrs[i].msg_hdr.msg_iovlen = 1;
         }
+        batch
     }
 
     /// Receives up to `capacity` datagrams without blocking. Returns how many arrived (0 when
     /// none is queued).
     pub(crate) fn recv(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
         let n = self.lens.len();
-        for i in 0..n {
-            self.iov[i] = libc::iovec {
-                iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(),
-                iov_len: self.slot,
-            };
-            self.hdrs[i] = zeroed_hdr();
-            self.hdrs[i].msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
-            self.hdrs[i].msg_hdr.msg_namelen =
+        for hdr in &mut self.hdrs {
+            hdr.msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            self.hdrs[i].msg_hdr.msg_iov = &raw mut self.iov[i];
-            self.hdrs[i].msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: `hdrs` holds `n` initialised headers whose name and iovec pointers point into
-        // `addrs`, `iov` and `bufs`, which live (unmoved, unresized) for the whole call; every
-        // buffer length given is the real length of its slot.
+        // SAFETY: `hdrs` holds `n` headers whose name and iovec pointers were set in `new` to
+        // point into `addrs`, `iov` and `bufs` (heap buffers never resized since), with the real
+        // lengths of those buffers; `send` restores them after using the same headers... it
+        // does not: sending uses a separate batch (`new(_, 0)`), so these stay untouched.
         let got = unsafe {
             libc::recvmmsg(
                 fd,
@@ -176,6 +179,30 @@ impl MmsgBatch {
         let bytes = (len <= self.slot).then(|| &self.bufs[i * self.slot..i * self.slot + len]);
         (bytes, from_storage(&self.addrs[i]))
     }
+}
+
+/// Headers for sending up to `capacity` datagrams with one `sendmmsg` system call.
+pub(crate) struct SendBatch {
+    addrs: Vec<libc::sockaddr_storage>,
+    iov: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch").field("capacity", &self.hdrs.len()).finish()
+    }
+}
+
+impl SendBatch {
+    /// Room for `capacity` datagrams per call.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            addrs: vec![zeroed_storage(); capacity],
+            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; capacity],
+            hdrs: vec![zeroed_hdr(); capacity],
+        }
+    }
 
     /// Sends `items` (ranges of `out` to addresses) with one `sendmmsg`, without blocking.
     /// Returns how many were handed to the kernel (the rest: retry or drop).
@@ -185,7 +212,7 @@ impl MmsgBatch {
         out: &[u8],
         items: &[(std::ops::Range<usize>, std::net::SocketAddr)],
     ) -> std::io::Result<usize> {
-        let n = items.len().min(self.lens.len());
+        let n = items.len().min(self.hdrs.len());
         for (i, (range, addr)) in items.iter().take(n).enumerate() {
             let len = to_storage(*addr, &mut self.addrs[i]);
             let bytes = &out[range.clone()];
@@ -229,7 +256,7 @@ mod tests {
                 client.send_to(&[i; 5], to).unwrap();
             }
             client.send_to(&[9; 100], to).unwrap();
-            let mut batch = MmsgBatch::new(8, 16);
+            let mut batch = RecvBatch::new(8, 16);
             let mut got = 0;
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
             let mut seen = Vec::new();
@@ -245,7 +272,9 @@ mod tests {
             assert_eq!(seen, vec![Some(vec![0; 5]), Some(vec![1; 5]), Some(vec![2; 5]), None]);
             let out = b"helloworld".to_vec();
             let me = client.local_addr().unwrap();
-            let sent = batch.send(server.as_raw_fd(), &out, &[(0..5, me), (5..10, me)]).unwrap();
+            let sent = SendBatch::new(4)
+                .send(server.as_raw_fd(), &out, &[(0..5, me), (5..10, me)])
+                .unwrap();
             assert_eq!(sent, 2);
             let mut buf = [0u8; 16];
             client.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();

@@ -114,3 +114,15 @@ fn starts_under_a_low_memlock_soft_limit() {
     let _ = child.wait();
     assert!(line.starts_with("pbts listening on udp://127.0.0.1:"), "got {line:?}");
 }
+
+#[test]
+fn print_config_output_parses_back_to_defaults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--print-config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = pbts_engine::config::Config::from_toml(&text).unwrap();
+    assert_eq!(parsed, pbts_engine::config::Config::default());
+    let bad = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--bogus").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("pbts: unknown argument \"--bogus\""));
+}

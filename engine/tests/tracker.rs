@@ -464,3 +464,27 @@ fn connection_cap_refuses_extra_connections() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn proxy_header_is_used_only_when_trusted() {
+    let ext = |srv: &TestServer| {
+        let q = announce_query(&IH, &peer_id(1), 6881, "&left=0");
+        let req = format!(
+            "GET /announce?{q} HTTP/1.1\r\nX-Real-IP: 10.1.2.3\r\nX-Forwarded-For: 1.1.1.1, 10.9.8.7\r\nConnection: close\r\n\r\n"
+        );
+        let (_, _, body) = split_response(&raw_exchange(srv.v4, req.as_bytes()));
+        let at = body.windows(14).position(|w| w == b"11:external ip").unwrap() + 16;
+        body[at..at + 4].to_vec()
+    };
+    let plain = TestServer::start(TrackerMode::Open, |_| {});
+    assert_eq!(ext(&plain), [127, 0, 0, 1]);
+    let real_ip = TestServer::start(TrackerMode::Open, |c| {
+        c.network.proxy_header = pbts_engine::config::ProxyHeader::XRealIp;
+    });
+    assert_eq!(ext(&real_ip), [10, 1, 2, 3]);
+    let xff = TestServer::start(TrackerMode::Open, |c| {
+        c.network.proxy_header = pbts_engine::config::ProxyHeader::XForwardedFor;
+    });
+    // The last hop is the one the trusted proxy appended.
+    assert_eq!(ext(&xff), [10, 9, 8, 7]);
+}

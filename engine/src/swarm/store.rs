@@ -67,7 +67,9 @@ struct Peer<I> {
 #[derive(Debug)]
 struct PeerMap<I: Copy + Eq + Hash> {
     peers: Vec<Peer<I>>,
-    index: Option<HashMap<(I, u16), u32, RandomState>>,
+    /// Boxed so an unindexed map (nearly every swarm) stays two words and swarms stay small in
+    /// the table: the table is what misses the cache.
+    index: Option<Box<HashMap<(I, u16), u32, RandomState>>>,
 }
 
 impl<I: Copy + Eq + Hash> Default for PeerMap<I> {
@@ -90,9 +92,9 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
         if let Some(index) = &mut self.index {
             index.insert((peer.ip, peer.port), i as u32);
         } else if self.peers.len() > INLINE_PEERS {
-            self.index = Some(
+            self.index = Some(Box::new(
                 self.peers.iter().enumerate().map(|(i, p)| ((p.ip, p.port), i as u32)).collect(),
-            );
+            ));
         }
     }
 
@@ -504,6 +506,13 @@ mod tests {
         let mut out = SelectedPeers::default();
         let o = store.announce(i, &mut SmallRng::seed_from_u64(1), &mut out);
         (o, out)
+    }
+
+    #[test]
+    fn swarm_layout_stays_small() {
+        // Two peer maps (Vec + boxed index) and three counters: what the table stores per torrent.
+        assert_eq!(std::mem::size_of::<PeerMap<Ipv6Addr>>(), 32);
+        assert_eq!(std::mem::size_of::<Swarm>(), 80);
     }
 
     #[test]

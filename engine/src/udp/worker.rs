@@ -15,13 +15,13 @@ use pbts_http::InfoHash;
 use super::wire::{self, Request, RequestError};
 use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
 use crate::metrics::Counter;
-use crate::sys::MmsgBatch;
+use crate::sys::{RecvBatch, SendBatch};
 
 /// Serves `socket` until the executor stops.
 pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usize) {
     let fd = socket.as_raw_fd();
-    let mut rx = MmsgBatch::new(batch, wire::MAX_REQUEST_BYTES);
-    let mut tx = MmsgBatch::new(batch, 0);
+    let mut rx = RecvBatch::new(batch, wire::MAX_REQUEST_BYTES);
+    let mut tx = SendBatch::new(batch);
     let mut out = Vec::with_capacity(batch * 512);
     let mut replies = Vec::with_capacity(batch);
     let mut peek = [0u8; 1];
@@ -42,12 +42,14 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
         }
         out.clear();
         replies.clear();
+        // One clock read per batch: a batch is served within microseconds.
+        let now = core.state.start.elapsed().as_secs();
         for i in 0..n {
             let (bytes, src) = rx.datagram(i);
             let Some(src) = src else { continue };
             let start = out.len();
             match bytes {
-                Some(bytes) => handle(&core, bytes, src, &mut out),
+                Some(bytes) => handle(&core, bytes, src, now, &mut out),
                 None => core.metrics().inc(Counter::UdpDropped),
             }
             if out.len() > start {
@@ -77,11 +79,11 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
     }
 }
 
-/// Answers one datagram into `out` (left empty when the datagram is dropped).
-pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, out: &mut Vec<u8>) {
+/// Answers one datagram into `out` (nothing is appended when the datagram is dropped). `now` is
+/// seconds since start-up.
+pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, out: &mut Vec<u8>) {
     let ip = canonical_ip(src.ip());
     let state = &core.state;
-    let now = state.start.elapsed().as_secs();
     let m = core.metrics();
     let request = match wire::parse_request(datagram) {
         Ok(r) => r,
