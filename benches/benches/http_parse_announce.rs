@@ -2,6 +2,8 @@
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
+// Benches are test code: a failed invariant should abort loudly.
+#![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pbts_benches::{QBITTORRENT_ANNOUNCE, TRANSMISSION_ANNOUNCE};

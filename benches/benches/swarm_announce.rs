@@ -2,6 +2,8 @@
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
+// Benches are test code: a failed invariant should abort loudly.
+#![allow(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use pbts_engine::swarm::{AnnounceInput, SelectedPeers, SwarmStore};
@@ -18,7 +20,7 @@ fn input(port: u16, ih: u8) -> AnnounceInput {
         ip: IpAddr::V4(Ipv4Addr::new(10, (port >> 8) as u8, port as u8, 1)),
         port,
         event: AnnounceEvent::None,
-        left: Some(if port % 3 == 0 { 0 } else { 100 }),
+        left: Some(if port.is_multiple_of(3) { 0 } else { 100 }),
         uploaded: 0,
         downloaded: 0,
         numwant: 50,

@@ -11,6 +11,8 @@
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
+// Benches are test code: a failed invariant should abort loudly.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -454,11 +454,11 @@ fn connection_cap_refuses_extra_connections() {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let mut s = open();
-        if let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
-            if n > 0 {
-                assert!(buf.starts_with(b"HTTP/1.1 200"));
-                break;
-            }
+        if let Ok(n) = std::io::Read::read(&mut s, &mut buf)
+            && n > 0
+        {
+            assert!(buf.starts_with(b"HTTP/1.1 200"));
+            break;
         }
         assert!(std::time::Instant::now() < deadline, "capacity never came back");
         std::thread::sleep(Duration::from_millis(20));

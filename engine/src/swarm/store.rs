@@ -63,13 +63,16 @@ struct Peer<I> {
     snatched: bool,
 }
 
+/// Position of each `(ip, port)` in a [`PeerMap`]'s vector.
+type PeerIndex<I> = HashMap<(I, u16), u32, RandomState>;
+
 /// Peers of one address family with O(1) lookup and uniform random access.
 #[derive(Debug)]
 struct PeerMap<I: Copy + Eq + Hash> {
     peers: Vec<Peer<I>>,
     /// Boxed so an unindexed map (nearly every swarm) stays two words and swarms stay small in
     /// the table: the table is what misses the cache.
-    index: Option<Box<HashMap<(I, u16), u32, RandomState>>>,
+    index: Option<Box<PeerIndex<I>>>,
 }
 
 impl<I: Copy + Eq + Hash> Default for PeerMap<I> {
