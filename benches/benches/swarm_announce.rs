@@ -25,9 +25,11 @@ fn input(port: u16, ih: u8) -> AnnounceInput {
         downloaded: 0,
         numwant: 50,
         both_families: false,
+        peer_ids: false,
         now: 1,
         valid_until: 3600,
         user: Some(1),
+        durable_snatches: false,
     }
 }
 

@@ -45,9 +45,11 @@ fn input(torrent: u32, peer: u32) -> AnnounceInput {
         downloaded: 0,
         numwant: 50,
         both_families: false,
+        peer_ids: false,
         now: 1,
         valid_until: 3600,
         user: None,
+        durable_snatches: false,
     }
 }
 
@@ -105,7 +107,7 @@ fn run_shared(store: &Arc<SwarmStore>, loads: &[Vec<AnnounceInput>; 2]) -> (Dura
 
 enum Envelope {
     Request(AnnounceInput),
-    Response(AnnounceOutcome, Vec<(Ipv4Addr, u16, PeerId)>),
+    Response(AnnounceOutcome, Vec<(Ipv4Addr, u16)>),
 }
 
 /// Returns (elapsed, sum of counts) for two threads each owning half the swarms.

@@ -70,8 +70,8 @@ impl State {
 /// Accounting accumulated on one core between flushes.
 #[derive(Debug, Default)]
 pub struct Pending {
-    deltas: HashMap<(u32, InfoHash), (u64, u64)>,
-    snatches: HashMap<InfoHash, u32>,
+    deltas: HashMap<(u32, InfoHash), (u64, u64), ahash::RandomState>,
+    snatches: HashMap<InfoHash, u32, ahash::RandomState>,
 }
 
 impl Pending {
@@ -165,6 +165,8 @@ pub struct Announce<'a> {
     pub numwant: Option<u32>,
     /// Hand out peers of both families (HTTP).
     pub both_families: bool,
+    /// Return peer ids too (HTTP dictionary responses).
+    pub peer_ids: bool,
     /// Passkey bytes from the URL, if any.
     pub passkey: Option<&'a [u8]>,
     /// Seconds since start-up ([`State::now`]), read once per request or batch.
@@ -221,10 +223,15 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
         downloaded: a.downloaded,
         numwant: a.numwant.map_or(t.default_numwant, |n| n as usize).min(t.max_peers),
         both_families: a.both_families,
+        peer_ids: a.peer_ids,
         now,
         valid_until: now.saturating_add(t.peer_timeout_secs),
         user: user.as_ref().map(|u| u.id),
+        durable_snatches: false,
     };
+    // Snatch counts are durable for authenticated (private) announces and registered torrents;
+    // in open mode, invented info-hashes must not grow the database.
+    input.durable_snatches = user.is_some() || state.registered.contains(&a.info_hash);
     let rejection = user.as_deref().and_then(|u| ratio_rejection(core, u, a));
     if rejection.is_some() {
         // Take the peer out of the swarm (crediting what it reported) and hand out nothing.
@@ -235,7 +242,7 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
     let outcome = state.swarms.announce(&input, &mut *core.rng.borrow_mut(), &mut selected);
     if let Some(user) = &user {
         credit(core, user, a.info_hash, &outcome);
-    } else if outcome.new_snatch {
+    } else if outcome.new_snatch && input.durable_snatches {
         *core.pending.borrow_mut().snatches.entry(a.info_hash).or_default() += 1;
     }
     match rejection {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use pbts_http::PeerId;
 use pbts_http::query::{self, QueryError};
 use pbts_http::request::{self, Limits, Method, Request, Status};
 use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
@@ -213,6 +214,7 @@ fn http_announce(core: &Core, q: &[u8], ip: IpAddr, passkey: Option<&[u8]>, body
         downloaded: parsed.downloaded,
         numwant: parsed.numwant,
         both_families: true,
+        peer_ids: !parsed.compact && !parsed.no_peer_id,
         passkey,
         now: core.state.now(),
     };
@@ -222,17 +224,25 @@ fn http_announce(core: &Core, q: &[u8], ip: IpAddr, passkey: Option<&[u8]>, body
             let selected = core.selected.borrow();
             let tracker_id = core.state.instance_id.as_bytes();
             let t = &core.state.config.tracker;
-            let mut compact_v4 = Vec::new();
-            let mut compact_v6 = Vec::new();
             let mut dict = Vec::new();
             let peers = if parsed.compact {
-                compact_v4.extend(selected.v4.iter().map(|&(ip, port, _)| (ip, port)));
-                compact_v6.extend(selected.v6.iter().map(|&(ip, port, _)| (ip, port)));
-                PeerList::Compact { v4: &compact_v4, v6: &compact_v6 }
+                PeerList::Compact { v4: &selected.v4, v6: &selected.v6 }
             } else {
-                let id = |pid| (!parsed.no_peer_id).then_some(pid);
-                dict.extend(selected.v4.iter().map(|&(ip, port, pid)| (ip.into(), port, id(pid))));
-                dict.extend(selected.v6.iter().map(|&(ip, port, pid)| (ip.into(), port, id(pid))));
+                let id = |ids: &[PeerId], i: usize| ids.get(i).copied();
+                dict.extend(
+                    selected
+                        .v4
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(ip, port))| (ip.into(), port, id(&selected.v4_ids, i))),
+                );
+                dict.extend(
+                    selected
+                        .v6
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &(ip, port))| (ip.into(), port, id(&selected.v6_ids, i))),
+                );
                 PeerList::Dict { peers: &dict }
             };
             let resp = AnnounceResponse {

@@ -121,6 +121,7 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
                 downloaded: a.downloaded,
                 numwant: a.num_want,
                 both_families: false,
+                peer_ids: false,
                 passkey,
                 now: now as u32,
             };
@@ -137,12 +138,12 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
                     let selected = core.selected.borrow();
                     match ip {
                         IpAddr::V4(_) => {
-                            for &(ip, port, _) in &selected.v4 {
+                            for &(ip, port) in &selected.v4 {
                                 wire::write_peer_v4(out, ip, port);
                             }
                         }
                         IpAddr::V6(_) => {
-                            for &(ip, port, _) in &selected.v6 {
+                            for &(ip, port) in &selected.v6 {
                                 wire::write_peer_v6(out, ip, port);
                             }
                         }
