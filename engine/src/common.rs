@@ -38,7 +38,7 @@ pub struct State {
     /// Users and passkeys.
     pub accounts: Arc<Accounts>,
     /// Torrents registered by the operator.
-    pub registered: DashSet<InfoHash>,
+    pub registered: DashSet<InfoHash, ahash::RandomState>,
     /// UDP connection ids.
     pub validator: ConnectionValidator,
     /// Server start (the zero of [`State::now`]).
@@ -231,7 +231,8 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
     };
     // Snatch counts are durable for authenticated (private) announces and registered torrents;
     // in open mode, invented info-hashes must not grow the database.
-    input.durable_snatches = user.is_some() || state.registered.contains(&a.info_hash);
+    input.durable_snatches =
+        user.is_some() || (!state.registered.is_empty() && state.registered.contains(&a.info_hash));
     let rejection = user.as_deref().and_then(|u| ratio_rejection(core, u, a));
     if rejection.is_some() {
         // Take the peer out of the swarm (crediting what it reported) and hand out nothing.

@@ -233,7 +233,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
     let accounts = Arc::new(Accounts::default());
     let swarms = SwarmStore::new();
-    let registered = dashmap::DashSet::new();
+    let registered = dashmap::DashSet::with_hasher(ahash::RandomState::new());
     for ih in db.load(&accounts, &swarms).context("load database")? {
         registered.insert(ih);
     }

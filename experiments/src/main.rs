@@ -58,6 +58,9 @@ enum Cmd {
         /// Only UDP or only HTTP.
         #[arg(long)]
         only: Option<String>,
+        /// Seconds of a discarded warm-up run of each tracker and protocol before measuring.
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
     },
 }
 
@@ -221,24 +224,42 @@ fn spawn_tracker(cpu: usize, bin: &Path, args: &[&str]) -> anyhow::Result<Killed
     Ok(Killed(child))
 }
 
-#[allow(clippy::too_many_lines)]
-fn vs_aquatic(
+/// What to run.
+struct Plan {
     duration: u64,
-    out: &Path,
-    pbts: &Path,
+    warmup: u64,
+    pbts: PathBuf,
     tracker_cpu: usize,
-    load_cpus: &str,
+    load_cpus: String,
     runs: usize,
-    only: Option<&str>,
-) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut results = Vec::new();
+}
+
+fn vs_aquatic(plan: &Plan, out: &Path, only: Option<&str>) -> anyhow::Result<()> {
     let protocols: Vec<&str> = match only {
         Some(p) => vec![if p == "udp" { "udp" } else { "http" }],
         None => vec!["udp", "http"],
     };
+    if plan.warmup > 0 {
+        eprintln!("warm-up ({} s per tracker, discarded)", plan.warmup);
+        run_all(plan, plan.warmup, 1, &protocols)?;
+    }
+    let results = run_all(plan, plan.duration, plan.runs, &protocols)?;
+    write_results(&results, out)
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_all(
+    plan: &Plan,
+    duration: u64,
+    runs: usize,
+    protocols: &[&str],
+) -> anyhow::Result<Vec<RunResult>> {
+    let Plan { pbts, tracker_cpu, load_cpus, .. } = plan;
+    let (pbts, tracker_cpu, load_cpus) = (pbts.as_path(), *tracker_cpu, load_cpus.as_str());
+    let dir = tempfile::tempdir()?;
+    let mut results = Vec::new();
     for _ in 0..runs {
-        for &proto in &protocols {
+        for &proto in protocols {
             let (server_bin, load_bin) = match proto {
                 "udp" => (which("aquatic_udp")?, which("aquatic_udp_load_test")?),
                 _ => (which("aquatic_http")?, which("aquatic_http_load_test")?),
@@ -320,11 +341,15 @@ fn vs_aquatic(
             }
         }
     }
+    Ok(results)
+}
+
+fn write_results(results: &[RunResult], out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let mut csv = String::from(
         "tracker,protocol,duration_s,responses_per_s,tracker_cpu_s,responses_per_cpu_s\n",
     );
-    for r in &results {
+    for r in results {
         csv.push_str(&format!(
             "{},{},{:.1},{:.0},{:.2},{:.0}\n",
             r.tracker,
@@ -361,8 +386,9 @@ fn vs_aquatic(
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::VsAquatic { duration, out, pbts, tracker_cpu, load_cpus, runs, only } => {
-            vs_aquatic(duration, &out, &pbts, tracker_cpu, &load_cpus, runs, only.as_deref())
+        Cmd::VsAquatic { duration, out, pbts, tracker_cpu, load_cpus, runs, only, warmup } => {
+            let plan = Plan { duration, warmup, pbts, tracker_cpu, load_cpus, runs };
+            vs_aquatic(&plan, &out, only.as_deref())
         }
     }
 }
