@@ -363,6 +363,7 @@ fn write_results(results: &[RunResult], out: &Path) -> anyhow::Result<()> {
     let path = out.join("aquatic_comparison.csv");
     std::fs::write(&path, &csv)?;
     println!("{csv}");
+    let mut summary = String::new();
     for proto in ["udp", "http"] {
         let pick = |name: &str| -> Vec<&RunResult> {
             results.iter().filter(|r| r.protocol == proto && r.tracker.starts_with(name)).collect()
@@ -371,16 +372,27 @@ fn write_results(results: &[RunResult], out: &Path) -> anyhow::Result<()> {
         if p.is_empty() || a.is_empty() {
             continue;
         }
-        let avg = |v: &[&RunResult], f: fn(&RunResult) -> f64| {
-            v.iter().map(|r| f(r)).sum::<f64>() / v.len() as f64
-        };
-        println!(
-            "{proto}: pbts/aquatic responses/s = {:.2}x, responses per tracker CPU-second = {:.2}x",
-            avg(&p, |r| r.responses_per_sec) / avg(&a, |r| r.responses_per_sec),
-            avg(&p, RunResult::per_cpu_sec) / avg(&a, RunResult::per_cpu_sec),
-        );
+        // Runs alternate pbts and aquatic, so each pair shares (nearly) the same machine state;
+        // the median of the per-pair ratios resists the drift of a shared machine better than
+        // a ratio of means.
+        let mut ratios: Vec<f64> =
+            p.iter().zip(&a).map(|(p, a)| p.per_cpu_sec() / a.per_cpu_sec()).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        let mean =
+            |v: &[&RunResult]| v.iter().map(|r| r.per_cpu_sec()).sum::<f64>() / v.len() as f64;
+        summary.push_str(&format!(
+            "{proto}: pbts {:.0} vs aquatic {:.0} responses per tracker CPU-second (mean of {} runs); \
+             per-run ratios {}; median {median:.2}x\n",
+            mean(&p),
+            mean(&a),
+            p.len(),
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+        ));
     }
-    eprintln!("wrote {}", path.display());
+    print!("{summary}");
+    std::fs::write(out.join("aquatic_summary.txt"), &summary)?;
+    eprintln!("wrote {} and aquatic_summary.txt", path.display());
     Ok(())
 }
 
