@@ -17,6 +17,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# py_ecc (PyPI): a second implementation of the BLS ciphersuite, for the verifier's interop test.
+if ! python3 -c 'import py_ecc' >/dev/null 2>&1; then
+    echo "installing: py_ecc (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check py_ecc
+fi
+
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

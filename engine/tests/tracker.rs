@@ -182,6 +182,13 @@ fn keep_alive_pipelining_and_bad_requests() {
     big.extend(std::iter::repeat_n(b'a', 20_000));
     let (status, ..) = split_response(&raw_exchange(srv.v4, &big));
     assert_eq!(status, 431);
+    // HEAD: the GET head without the body; announces refuse HEAD (they change state).
+    let (status, head, body) = http_request(srv.v4, "HEAD", "/health", None);
+    assert_eq!(status, 200);
+    assert!(body.is_empty() && !head.contains("Content-Length: 0"), "{head}");
+    let q = announce_query(&IH, &peer_id(1), 6881, "");
+    let (status, ..) = http_request(srv.v4, "HEAD", &format!("/announce?{q}"), None);
+    assert_eq!(status, 405);
     let (status, _, body) = http_request(srv.v4, "GET", "/nope", None);
     assert_eq!((status, body), (404, br#"{"error":"not found"}"#.to_vec()));
 }

@@ -170,7 +170,8 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
     let tracker_route = matches!(action, b"announce" | b"scrape")
         && (passkey.is_some() || matches!(req.path, b"/announce" | b"/scrape"));
     if tracker_route {
-        if !matches!(req.method, Method::Get | Method::Head) {
+        // Announces change state, so HEAD (which must be safe) is refused like POST.
+        if req.method != Method::Get {
             api::write_json(out, 405, r#"{"error":"method not allowed"}"#, keep_alive);
             return next(keep_alive);
         }
@@ -185,7 +186,14 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
         return next(keep_alive);
     }
     core.metrics().inc(Counter::HttpApi);
+    let start = out.len();
     api::route(core, req, peer, out).await;
+    if req.method == Method::Head {
+        // Same head (Content-Length included) as GET, no body (RFC 9110 §9.3.2).
+        if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+            out.truncate(start + end + 4);
+        }
+    }
     next(keep_alive)
 }
 
