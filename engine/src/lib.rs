@@ -237,6 +237,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
     for ih in db.load(&accounts, &swarms).context("load database")? {
         registered.insert(ih);
     }
+    let instance_id = db.instance_id().context("read instance id")?;
     let (addrs, sockets) = bind_all(&config, cores)?;
 
     let (store_tx, store_rx) = flume::unbounded();
@@ -247,7 +248,6 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         .context("spawn store thread")?;
 
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
-    let instance: [u8; 16] = rand::random();
     let state = Arc::new(State {
         swarms,
         accounts,
@@ -257,7 +257,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         store_tx,
         metrics: Metrics::new(cores),
         shutdown: Default::default(),
-        instance_id: instance.iter().map(|b| format!("{b:02x}")).collect(),
+        instance_id,
         admin_token,
         config,
     });
@@ -289,6 +289,8 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("socket-{:02}", i + 1))
             .io_memory(state.config.network.io_memory_kib * 1024)
+            // Blocking work (signature checks) must not share the serving core.
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
             .spawn(move || run_core(state, i, core_sockets))
             .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
         handles.push(handle);

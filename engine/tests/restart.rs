@@ -47,9 +47,14 @@ fn state_survives_kill_and_restart() {
     announce(p.addr, "&left=0&event=completed&uploaded=0&downloaded=100");
     // Let the batched flush (50 ms) happen, then SIGKILL: no shutdown code runs.
     std::thread::sleep(Duration::from_millis(500));
-    drop(p);
 
+    let health =
+        |addr| -> serde_json::Value { serde_json::from_slice(&get_body(addr, "/health")).unwrap() };
+    let instance = health(p.addr)["instance_id"].clone();
+    drop(p);
     let p = Proc::spawn(dir.path(), "");
+    // The instance id (covered by registration signatures) survives restarts.
+    assert_eq!(health(p.addr)["instance_id"], instance);
     let u = user(p.addr, "alice");
     assert_eq!(u["passkey"], pk.as_str());
     assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(0), Some(100)));

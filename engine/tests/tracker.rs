@@ -495,3 +495,76 @@ fn proxy_header_is_used_only_when_trusted() {
     // The last hop is the one the trusted proxy appended.
     assert_eq!(ext(&xff), [10, 9, 8, 7]);
 }
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn register_binds_a_proven_key_and_returns_a_working_passkey() {
+    use pbts_verifier::keys::SecretKey;
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = SecretKey::from_ikm(&[7; 32]).unwrap();
+    let mallory = SecretKey::from_ikm(&[8; 32]).unwrap();
+    let pk = b64(&alice.public_key().to_bytes().0);
+    let pop = b64(&alice.prove_possession().0);
+    let mut msg = b"register".to_vec();
+    msg.extend_from_slice(srv.instance_id().as_bytes());
+    msg.extend_from_slice(b"alice");
+    let sig = b64(&alice.sign(&msg).0);
+    let post = |body: String| {
+        let (status, _, resp) = http_request(srv.v4, "POST", "/register", Some(&body));
+        (status, serde_json::from_slice::<serde_json::Value>(&resp).unwrap())
+    };
+    let body = |user: &str, pk: &str, pop: &str, sig: Option<&str>| {
+        let mut v =
+            serde_json::json!({"user_id": user, "public_key": pk, "proof_of_possession": pop});
+        if let Some(sig) = sig {
+            v["signature"] = sig.into();
+        }
+        v.to_string()
+    };
+    let (status, v) = post(body("alice", &pk, &pop, Some(&sig)));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["message"], "User registered successfully");
+    assert_eq!(v["instance_id"], srv.instance_id());
+    let passkey = v["passkey"].as_str().unwrap().to_owned();
+    let q = announce_query(&IH, &peer_id(1), 6881, "&left=0");
+    assert!(get_body(srv.v4, &format!("/{passkey}/announce?{q}")).starts_with(b"d8:complete"));
+
+    let err = |status: u16, text: &str, got: (u16, serde_json::Value)| {
+        assert_eq!(got.0, status, "{}", got.1);
+        assert_eq!(got.1, serde_json::json!({"success": false, "error": text}));
+    };
+    err(409, "User already exists", post(body("alice", &pk, &pop, None)));
+    err(409, "public key already registered", post(body("alice2", &pk, &pop, None)));
+    let mallory_pop = b64(&mallory.prove_possession().0);
+    err(401, "invalid proof_of_possession", post(body("bob", &pk, &mallory_pop, None)));
+    let wrong_sig = b64(&alice.sign(b"register-something-else").0);
+    let mallory_pk = b64(&mallory.public_key().to_bytes().0);
+    err(
+        401,
+        "invalid registration signature",
+        post(body("carol", &mallory_pk, &mallory_pop, Some(&wrong_sig))),
+    );
+    err(400, "public_key must decode to 48 bytes, got 3", post(body("dave", "AAAA", &pop, None)));
+    err(400, "public_key is not valid base64", post(body("dave", "!!", &pop, None)));
+    let (status, v) = post(body("dave", &b64(&[0x11; 48]), &pop, None));
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("invalid public_key: "), "{v}");
+    err(
+        400,
+        "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .",
+        post(body("", &pk, &pop, None)),
+    );
+    let (status, v) = post("{}".to_owned());
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("invalid JSON body: missing field"), "{v}");
+
+    let user: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/user/alice")).unwrap();
+    assert_eq!(user["public_key"], pk.as_str());
+    assert_eq!(user["ratio"], serde_json::Value::Null);
+    let (status, _, body404) = http_request(srv.v4, "GET", "/user/nobody", None);
+    assert_eq!((status, body404), (404, br#"{"error":"User not found"}"#.to_vec()));
+}

@@ -85,6 +85,24 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             ]);
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }
+        (Method::Post, b"/register") => register(core, req, out).await,
+        (Method::Get, path) if path.starts_with(b"/user/") => {
+            let name = std::str::from_utf8(&path[b"/user/".len()..]).unwrap_or("");
+            let Some(user) = state.accounts.by_name(name) else {
+                return error(out, 404, "User not found", ka);
+            };
+            let r = user.to_record();
+            let body = json!({
+                "user_id": r.name,
+                "public_key": r.public_key,
+                "total_uploaded": r.uploaded,
+                "total_downloaded": r.downloaded,
+                // JSON has no Infinity (the original emitted it): undefined ratios are null.
+                "ratio": user.ratio(),
+                "registered_at": r.created_at,
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
         (_, path) if path.starts_with(b"/admin/") => {
             if !is_admin(core, req, peer) {
                 return error(
@@ -168,6 +186,108 @@ fn announce_urls(core: &Core, passkey: &str) -> (String, String) {
     (http, format!("udp://{host}/{passkey}/announce"))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    user_id: String,
+    /// Base64 of the 48-byte compressed G1 public key.
+    public_key: String,
+    /// Base64 of the 96-byte proof of possession (PopProve): required, so nobody can register
+    /// a key they do not hold (rogue keys).
+    proof_of_possession: String,
+    /// Optional: base64 of the original's registration signature over
+    /// `"register" ‖ instance_id ‖ user_id`, verified when present.
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8; N], String> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| format!("{field} is not valid base64"))?;
+    let got = raw.len();
+    raw.try_into().map_err(|_| format!("{field} must decode to {N} bytes, got {got}"))
+}
+
+/// Checks a registration's key, proof of possession and optional signature (CPU-heavy: runs
+/// off the serving core). Returns the HTTP status and reason on failure.
+fn check_registration(
+    public_key: [u8; 48],
+    proof: [u8; 96],
+    signature: Option<[u8; 96]>,
+    instance_id: &str,
+    user_id: &str,
+) -> Result<(), (u16, String)> {
+    use pbts_verifier::keys::PublicKey;
+    use pbts_verifier::receipt::{PublicKeyBytes, SignatureBytes};
+    let pk = PublicKey::from_bytes(&PublicKeyBytes(public_key))
+        .map_err(|e| (400, format!("invalid public_key: {e}")))?;
+    pk.verify_possession(&SignatureBytes(proof))
+        .map_err(|_| (401, "invalid proof_of_possession".to_owned()))?;
+    if let Some(sig) = signature {
+        let mut msg = b"register".to_vec();
+        msg.extend_from_slice(instance_id.as_bytes());
+        msg.extend_from_slice(user_id.as_bytes());
+        pk.verify(&msg, &SignatureBytes(sig))
+            .map_err(|_| (401, "invalid registration signature".to_owned()))?;
+    }
+    Ok(())
+}
+
+/// `POST /register`: binds a new user to a BLS public key proven by a proof of possession and
+/// returns the passkey. Failures answer `{"success": false, "error": ...}` as the original did.
+async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let fail = |out: &mut Vec<u8>, status: u16, message: &str| {
+        write_json(out, status, &json!({ "success": false, "error": message }).to_string(), ka);
+    };
+    let r: Registration = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e),
+    };
+    if !valid_name(&r.user_id) {
+        return fail(out, 400, "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .");
+    }
+    let decoded = (|| {
+        let pk = b64_array::<48>("public_key", &r.public_key)?;
+        let proof = b64_array::<96>("proof_of_possession", &r.proof_of_possession)?;
+        let sig = r.signature.as_deref().map(|s| b64_array::<96>("signature", s)).transpose()?;
+        Ok::<_, String>((pk, proof, sig))
+    })();
+    let (pk, proof, sig) = match decoded {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e),
+    };
+    let instance_id = core.state.instance_id.clone();
+    let user_id = r.user_id.clone();
+    let checked = glommio::executor()
+        .spawn_blocking(move || check_registration(pk, proof, sig, &instance_id, &user_id))
+        .await;
+    if let Err((status, message)) = checked {
+        return fail(out, status, &message);
+    }
+    let public_key = Some(pbts_verifier::receipt::PublicKeyBytes(pk));
+    match ask(core, |reply| StoreCmd::CreateUser { name: r.user_id, public_key, reply }).await {
+        Ok(record) => {
+            let (http, udp) = announce_urls(core, &record.passkey);
+            let body = json!({
+                "success": true,
+                "message": "User registered successfully",
+                "instance_id": core.state.instance_id,
+                "user_id": record.name,
+                "passkey": record.passkey,
+                "announce_url": http,
+                "udp_announce_url": udp,
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(StoreError::UserExists(_)) => fail(out, 409, "User already exists"),
+        Err(e @ StoreError::KeyExists) => fail(out, 409, &e.to_string()),
+        Err(e) => fail(out, 503, &e.to_string()),
+    }
+}
+
 async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
     let state = &core.state;
@@ -180,7 +300,13 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             if !valid_name(&new.name) {
                 return error(out, 400, "name must be 1-64 characters of A-Z a-z 0-9 _ - .", ka);
             }
-            match ask(core, |reply| StoreCmd::CreateUser { name: new.name, reply }).await {
+            match ask(core, |reply| StoreCmd::CreateUser {
+                name: new.name,
+                public_key: None,
+                reply,
+            })
+            .await
+            {
                 Ok(record) => {
                     let (http, udp) = announce_urls(core, &record.passkey);
                     let body = json!({

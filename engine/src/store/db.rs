@@ -16,12 +16,16 @@ const USERS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("users");
 const USER_NAMES: TableDefinition<'_, &str, u32> = TableDefinition::new("user_names");
 /// user id (4 bytes BE) ‖ info-hash (20) → uploaded (8 BE) ‖ downloaded (8 BE).
 const USER_TORRENT: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("user_torrent");
+/// public key (48 bytes) → user id (a key belongs to one user).
+const USER_KEYS: TableDefinition<'_, &[u8], u32> = TableDefinition::new("user_keys");
 /// info-hash → snatch count.
 const SNATCHES: TableDefinition<'_, &[u8], u32> = TableDefinition::new("snatches");
 /// info-hash → JSON [`TorrentRecord`].
 const TORRENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("torrents");
 /// Small named values (`next_user_id`).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// Small named texts (`instance_id`).
+const META_TEXT: TableDefinition<'_, &str, &str> = TableDefinition::new("meta_text");
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,9 @@ pub enum StoreError {
     /// A user with that name exists.
     #[error("user {0:?} already exists")]
     UserExists(String),
+    /// Another user registered that public key.
+    #[error("public key already registered")]
+    KeyExists,
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
@@ -90,10 +97,12 @@ impl Db {
         let tx = db.begin_write()?;
         tx.open_table(USERS)?;
         tx.open_table(USER_NAMES)?;
+        tx.open_table(USER_KEYS)?;
         tx.open_table(USER_TORRENT)?;
         tx.open_table(SNATCHES)?;
         tx.open_table(TORRENTS)?;
         tx.open_table(META)?;
+        tx.open_table(META_TEXT)?;
         tx.commit()?;
         Ok(Self { db })
     }
@@ -126,6 +135,26 @@ impl Db {
                 .push(InfoHash::from_slice(k.value()).ok_or_else(|| corrupt("torrents", "key"))?);
         }
         Ok(torrents)
+    }
+
+    /// This tracker's instance id (32 hex characters), created on first start and kept for
+    /// good: registration signatures cover it, so it must not change across restarts.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        {
+            let tx = self.db.begin_read()?;
+            if let Some(v) = tx.open_table(META_TEXT)?.get("instance_id")? {
+                return Ok(v.value().to_owned());
+            }
+        }
+        let raw: [u8; 16] = rand::random();
+        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let tx = self.db.begin_write()?;
+        tx.open_table(META_TEXT)?.insert("instance_id", id.as_str())?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Per-torrent claimed stats of a user: (info-hash, uploaded, downloaded).
@@ -172,6 +201,7 @@ impl Db {
             {
                 let mut users = tx.open_table(USERS)?;
                 let mut names = tx.open_table(USER_NAMES)?;
+                let mut keys = tx.open_table(USER_KEYS)?;
                 let mut user_torrent = tx.open_table(USER_TORRENT)?;
                 let mut snatches = tx.open_table(SNATCHES)?;
                 let mut torrents = tx.open_table(TORRENTS)?;
@@ -179,9 +209,15 @@ impl Db {
                 let mut user_sums = std::collections::HashMap::<u32, (u64, u64)>::new();
                 for cmd in batch {
                     match cmd {
-                        StoreCmd::CreateUser { name, reply } => {
+                        StoreCmd::CreateUser { name, public_key, reply } => {
                             if names.get(name.as_str())?.is_some() {
                                 let _ = reply.send(Err(StoreError::UserExists(name)));
+                                continue;
+                            }
+                            if let Some(pk) = &public_key
+                                && keys.get(&pk.0[..])?.is_some()
+                            {
+                                let _ = reply.send(Err(StoreError::KeyExists));
                                 continue;
                             }
                             let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
@@ -194,11 +230,15 @@ impl Db {
                                 created_at: unix_now(),
                                 uploaded: 0,
                                 downloaded: 0,
+                                public_key: public_key.as_ref().map(super::encode_public_key),
                             };
                             let json =
                                 serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
                             users.insert(id, json.as_slice())?;
                             names.insert(name.as_str(), id)?;
+                            if let Some(pk) = &public_key {
+                                keys.insert(&pk.0[..], id)?;
+                            }
                             created.push(record.clone());
                             replies.push(Box::new(move |err| {
                                 let _ = reply.send(match err {

@@ -20,6 +20,8 @@ use dashmap::DashMap;
 use pbts_http::InfoHash;
 use serde::{Deserialize, Serialize};
 
+use pbts_verifier::receipt::PublicKeyBytes;
+
 use crate::swarm::store::UserId;
 
 /// Length of a passkey in bytes (32 lowercase hex characters on the wire).
@@ -77,6 +79,10 @@ pub struct UserRecord {
     pub uploaded: u64,
     /// Claimed bytes downloaded (sum of announce deltas).
     pub downloaded: u64,
+    /// The user's BLS12-381 public key (base64 of the 48-byte compressed point), once registered
+    /// through `POST /register`.
+    #[serde(default)]
+    pub public_key: Option<String>,
 }
 
 /// A user in memory.
@@ -94,11 +100,18 @@ pub struct User {
     pub uploaded: AtomicU64,
     /// Claimed bytes downloaded.
     pub downloaded: AtomicU64,
+    /// The registered BLS public key, if any.
+    pub public_key: Option<PublicKeyBytes>,
 }
 
 impl User {
     fn from_record(r: &UserRecord) -> Option<Self> {
+        let public_key = match &r.public_key {
+            Some(b64) => Some(decode_public_key(b64)?),
+            None => None,
+        };
         Some(Self {
+            public_key,
             id: r.id,
             name: r.name.clone(),
             passkey: Passkey::parse(r.passkey.as_bytes())?,
@@ -117,6 +130,7 @@ impl User {
             created_at: self.created_at,
             uploaded: self.uploaded.load(Ordering::Relaxed),
             downloaded: self.downloaded.load(Ordering::Relaxed),
+            public_key: self.public_key.map(|pk| encode_public_key(&pk)),
         }
     }
 
@@ -127,12 +141,26 @@ impl User {
     }
 }
 
+/// Base64 (standard, padded) of a public key, as the original API spells keys.
+pub fn encode_public_key(pk: &PublicKeyBytes) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(pk.0)
+}
+
+/// Decodes base64 of exactly 48 bytes (not yet checked to be a valid point).
+pub fn decode_public_key(b64: &str) -> Option<PublicKeyBytes> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    Some(PublicKeyBytes(raw.try_into().ok()?))
+}
+
 /// The in-memory account index the hot path reads.
 #[derive(Debug, Default)]
 pub struct Accounts {
     by_passkey: DashMap<Passkey, Arc<User>>,
     by_name: DashMap<String, Arc<User>>,
     by_id: DashMap<UserId, Arc<User>>,
+    by_key: DashMap<PublicKeyBytes, Arc<User>>,
 }
 
 impl Accounts {
@@ -142,6 +170,9 @@ impl Accounts {
         self.by_passkey.insert(user.passkey, user.clone());
         self.by_name.insert(user.name.clone(), user.clone());
         self.by_id.insert(user.id, user.clone());
+        if let Some(pk) = user.public_key {
+            self.by_key.insert(pk, user.clone());
+        }
         Some(user)
     }
 
@@ -158,6 +189,11 @@ impl Accounts {
     /// The user with an id.
     pub fn by_id(&self, id: UserId) -> Option<Arc<User>> {
         self.by_id.get(&id).map(|u| u.clone())
+    }
+
+    /// The user who registered a public key.
+    pub fn by_key(&self, pk: &PublicKeyBytes) -> Option<Arc<User>> {
+        self.by_key.get(pk).map(|u| u.clone())
     }
 
     /// Number of users.
@@ -205,7 +241,10 @@ pub enum StoreCmd {
     CreateUser {
         /// Unique name.
         name: String,
-        /// Committed record, or `StoreError::UserExists`.
+        /// A BLS public key already validated (with its proof of possession) by the caller;
+        /// unique among users.
+        public_key: Option<PublicKeyBytes>,
+        /// Committed record, or `StoreError::UserExists` / `StoreError::KeyExists`.
         reply: Reply<UserRecord>,
     },
     /// Register a torrent; replies once committed. Registering twice is not an error.
