@@ -36,6 +36,7 @@ pub mod config;
 pub mod metrics;
 pub mod store;
 pub mod swarm;
+pub mod torrent;
 pub mod udp;
 
 mod http;

@@ -149,3 +149,70 @@ fn aria2c_downloads_from_libtorrent_over_http() {
 fn libtorrent_downloads_from_libtorrent_over_udp() {
     download("udp", "libtorrent");
 }
+
+/// A hybrid (v1 + v2) torrent made by libtorrent registers as one torrent under both hashes,
+/// with the info-hashes, piece length and size libtorrent computed (an independent
+/// implementation of the metainfo hashing).
+#[test]
+fn libtorrent_hybrid_torrent_registers_under_both_hashes() {
+    let srv = TestServer::start(pbts_engine::config::TrackerMode::Private, |c| {
+        c.tracker.require_registered_torrents = true;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let payload = dir.path().join("payload.bin");
+    std::fs::write(&payload, (0..PAYLOAD_LEN).map(|i| (i % 253) as u8).collect::<Vec<_>>())
+        .unwrap();
+    let torrent = dir.path().join("hybrid.torrent");
+    let o =
+        Command::new(PYTHON).arg(HELPER).arg("make-hybrid").arg(&payload).arg(&torrent).output();
+    let o = o.expect("python3-libtorrent is required");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    let (v1, v2) = (fields[0], fields[1]);
+    assert_eq!((fields[2], fields[3]), ("16384", "300000"));
+
+    let bytes = std::fs::read(&torrent).unwrap();
+    let mut req = format!(
+        "POST /admin/torrents HTTP/1.1\r\nContent-Type: application/x-bittorrent\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&bytes);
+    let (status, _, body) = split_response(&raw_exchange(srv.v4, &req));
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["info_hash"], v1);
+    assert_eq!(v["v2_info_hash"], v2);
+    assert_eq!(
+        (v["piece_length"].as_u64(), v["total_size"].as_u64()),
+        (Some(16384), Some(300_000))
+    );
+    // Registering again is not new.
+    let (status, ..) = split_response(&raw_exchange(srv.v4, &req));
+    assert_eq!(status, 200);
+
+    let pk = passkey(srv.v4, "alice");
+    let hex = |h: &str| -> Vec<u8> {
+        (0..20).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect()
+    };
+    for ih in [hex(v1), hex(&v2[..40])] {
+        let ih: [u8; 20] = ih.try_into().unwrap();
+        let q = announce_query(&ih, b"-lt2080-000000000001", 6881, "&left=0");
+        let body = get_body(srv.v4, &format!("/{pk}/announce?{q}"));
+        assert!(body.starts_with(b"d8:complete"), "{}", String::from_utf8_lossy(&body));
+    }
+    let q = announce_query(&[9; 20], b"-lt2080-000000000001", 6881, "&left=0");
+    let body = get_body(srv.v4, &format!("/{pk}/announce?{q}"));
+    assert_eq!(body, b"d14:failure reason20:unregistered torrente");
+
+    // Not a torrent: a clear 400.
+    let bad = b"POST /admin/torrents HTTP/1.1\r\nContent-Type: application/x-bittorrent\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let (status, _, body) = split_response(&raw_exchange(srv.v4, bad));
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).contains("invalid bencode"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -156,6 +156,50 @@ struct NewTorrent {
     info_hash: String,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    piece_length: Option<u64>,
+    #[serde(default)]
+    total_size: Option<u64>,
+}
+
+/// A registry record from a `.torrent` body (`Content-Type: application/x-bittorrent`) or
+/// from JSON `{"info_hash", "piece_length"?, "total_size"?, "name"?}`.
+fn torrent_record(req: &Request<'_>) -> Result<TorrentRecord, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let is_torrent = req.content_type.is_some_and(|ct| {
+        ct.split(|&b| b == b';')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"application/x-bittorrent"))
+    });
+    if is_torrent {
+        let m = crate::torrent::parse_torrent(req.body).map_err(|e| e.to_string())?;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let primary = m.announce_hashes()[0];
+        return Ok(TorrentRecord {
+            info_hash: primary.to_string(),
+            name: m.name,
+            registered_at: now,
+            v2_info_hash: m.v2.map(|h| hex(&h)),
+            piece_length: Some(m.piece_length),
+            total_size: Some(m.total_size),
+        });
+    }
+    let new: NewTorrent = json_body(req)?;
+    let ih = InfoHash::from_hex(&new.info_hash).ok_or("info_hash must be 40 hex characters")?;
+    if new.piece_length == Some(0) {
+        return Err("piece_length must be positive".to_owned());
+    }
+    Ok(TorrentRecord {
+        info_hash: ih.to_string(),
+        name: new.name,
+        registered_at: now,
+        v2_info_hash: None,
+        piece_length: new.piece_length,
+        total_size: new.total_size,
+    })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -345,25 +389,25 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             write_json(out, 200, &body.to_string(), ka);
         }
         (Method::Post, b"/admin/torrents") => {
-            let new: NewTorrent = match json_body(req) {
-                Ok(v) => v,
+            let record = match torrent_record(req) {
+                Ok(r) => r,
                 Err(e) => return error(out, 400, &e, ka),
             };
-            let Some(ih) = InfoHash::from_hex(&new.info_hash) else {
-                return error(out, 400, "info_hash must be 40 hex characters", ka);
-            };
-            let record = TorrentRecord {
-                info_hash: ih.to_string(),
-                name: new.name,
-                registered_at: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0),
-            };
+            let hashes = record.announce_hashes();
+            let mut body = json!({
+                "info_hash": record.info_hash,
+                "v2_info_hash": record.v2_info_hash,
+                "piece_length": record.piece_length,
+                "total_size": record.total_size,
+                "name": record.name,
+            });
             match ask(core, |reply| StoreCmd::RegisterTorrent { record, reply }).await {
                 Ok(new) => {
-                    state.registered.insert(ih);
-                    let body = json!({ "success": true, "info_hash": ih.to_string(), "new": new });
+                    for ih in hashes {
+                        state.registered.insert(ih);
+                    }
+                    body["success"] = true.into();
+                    body["new"] = new.into();
                     write_json(out, if new { 201 } else { 200 }, &body.to_string(), ka);
                 }
                 Err(e) => error(out, 503, &e.to_string(), ka),

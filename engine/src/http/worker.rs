@@ -60,7 +60,12 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     let net = &core.state.config.network;
     let idle = Duration::from_secs(net.idle_timeout_secs);
     let request_timeout = Duration::from_secs(net.request_timeout_secs);
-    let limits = Limits::default();
+    // Loopback admins may upload .torrent files (up to 8 MiB); everyone else's bodies stay
+    // small, so 16k idle connections cannot pin gigabytes of buffers.
+    let mut limits = Limits::default();
+    if core.state.config.admin.allow_loopback && canonical_ip(peer.ip()).is_loopback() {
+        limits.max_body_bytes = crate::torrent::MAX_TORRENT_BYTES;
+    }
     let cap = limits.max_header_bytes + limits.max_body_bytes;
     let mut buf = vec![0u8; 4096];
     let mut len = 0usize;

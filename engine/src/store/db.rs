@@ -248,13 +248,16 @@ impl Db {
                             }));
                         }
                         StoreCmd::RegisterTorrent { record, reply } => {
-                            let ih = InfoHash::from_hex(&record.info_hash)
-                                .ok_or_else(|| corrupt("torrents", "info_hash"))?;
-                            let new = torrents.get(&ih.0[..])?.is_none();
-                            if new {
-                                let json = serde_json::to_vec(&record)
-                                    .map_err(|e| corrupt("torrents", e))?;
-                                torrents.insert(&ih.0[..], json.as_slice())?;
+                            // Stored under every hash clients announce it with (v1, truncated
+                            // v2), so a hybrid torrent is one torrent either way.
+                            let json =
+                                serde_json::to_vec(&record).map_err(|e| corrupt("torrents", e))?;
+                            let mut new = false;
+                            for ih in record.announce_hashes() {
+                                if torrents.get(&ih.0[..])?.is_none() {
+                                    new = true;
+                                    torrents.insert(&ih.0[..], json.as_slice())?;
+                                }
                             }
                             replies.push(Box::new(move |err| {
                                 let _ = reply.send(match err {

@@ -223,12 +223,33 @@ pub struct StatDelta {
 /// A registered torrent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TorrentRecord {
-    /// Hex info-hash.
+    /// Hex info-hash (v1, or the truncated v2 hash of a v2-only torrent).
     pub info_hash: String,
     /// Optional display name.
     pub name: Option<String>,
     /// Unix seconds at registration.
     pub registered_at: u64,
+    /// Hex SHA-256 info-hash of v2 and hybrid torrents (its first 20 bytes also identify the
+    /// torrent in announces).
+    #[serde(default)]
+    pub v2_info_hash: Option<String>,
+    /// Bytes per piece: the credit of one receipt.
+    #[serde(default)]
+    pub piece_length: Option<u64>,
+    /// Bytes of all files (the last piece is shorter).
+    #[serde(default)]
+    pub total_size: Option<u64>,
+}
+
+impl TorrentRecord {
+    /// Every 20-byte hash clients may announce this torrent with.
+    pub fn announce_hashes(&self) -> Vec<InfoHash> {
+        let mut out: Vec<InfoHash> = InfoHash::from_hex(&self.info_hash).into_iter().collect();
+        if let Some(v2) = self.v2_info_hash.as_deref().and_then(|h| h.get(..40)) {
+            out.extend(InfoHash::from_hex(v2).filter(|h| !out.contains(h)));
+        }
+        out
+    }
 }
 
 /// A reply channel for a command.

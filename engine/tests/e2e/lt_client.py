@@ -2,6 +2,7 @@
 """Real-client helper for the end-to-end tests (Debian's python3-libtorrent, libtorrent 2.0).
 
   lt_client.py make FILE TORRENT ANNOUNCE_URL      private .torrent (16 KiB pieces)
+  lt_client.py make-hybrid FILE TORRENT            v1+v2 .torrent; prints "v1 v2 piece_length size"
   lt_client.py seed TORRENT DIR                    seed until killed; prints "seeding"
   lt_client.py leech TORRENT DIR TIMEOUT_SECS      download; prints "done" and exits 0
 
@@ -43,6 +44,19 @@ def make(path, out, url):
     with open(out, "wb") as f:
         f.write(lt.bencode(t.generate()))
     print(str(lt.torrent_info(out).info_hash()))
+
+
+def make_hybrid(path, out):
+    import os
+    fs = lt.file_storage()
+    lt.add_files(fs, path)
+    t = lt.create_torrent(fs, 16384)  # libtorrent 2.0 default: hybrid v1 + v2
+    lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(path)))
+    with open(out, "wb") as f:
+        f.write(lt.bencode(t.generate()))
+    ti = lt.torrent_info(out)
+    hashes = ti.info_hashes()
+    print(str(hashes.v1), str(hashes.v2), ti.piece_length(), ti.total_size())
 
 
 def add(ses, torrent, save):
@@ -93,6 +107,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
         make(*sys.argv[2:5])
+    elif cmd == "make-hybrid":
+        make_hybrid(*sys.argv[2:4])
     elif cmd == "seed":
         seed(*sys.argv[2:4])
     elif cmd == "leech":
