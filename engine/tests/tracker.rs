@@ -568,3 +568,58 @@ fn register_binds_a_proven_key_and_returns_a_working_passkey() {
     let (status, _, body404) = http_request(srv.v4, "GET", "/user/nobody", None);
     assert_eq!((status, body404), (404, br#"{"error":"User not found"}"#.to_vec()));
 }
+
+#[test]
+fn verify_receipt_checks_one_signature_with_the_originals_field_names() {
+    use pbts_verifier::keys::SecretKey;
+    use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let uploader = SecretKey::from_ikm(&[1; 32]).unwrap();
+    let downloader = SecretKey::from_ikm(&[2; 32]).unwrap();
+    let mut r = Receipt {
+        info_hash: InfoHash(IH),
+        sender_pk: uploader.public_key().to_bytes(),
+        receiver_pk: downloader.public_key().to_bytes(),
+        piece_hash: PieceHash::from_slice(&[0x5a; 20]).unwrap(),
+        piece_index: 7,
+        timestamp: 1_700_000_000,
+        signature: SignatureBytes([0; 96]),
+    };
+    downloader.sign_receipt(&mut r);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let body = |index: u32| {
+        serde_json::json!({
+            "receiver_public_key": b64(&r.receiver_pk.0),
+            "sender_public_key": b64(&r.sender_pk.0),
+            "piece_hash": hex(r.piece_hash.as_bytes()),
+            "piece_index": index,
+            "infohash": hex(&IH),
+            "timestamp": r.timestamp,
+            "receipt": b64(&r.signature.0),
+        })
+        .to_string()
+    };
+    let post = |b: String| {
+        let (status, _, resp) = http_request(srv.v4, "POST", "/verify-receipt", Some(&b));
+        (status, serde_json::from_slice::<serde_json::Value>(&resp).unwrap())
+    };
+    assert_eq!(
+        post(body(7)),
+        (200, serde_json::json!({"success": true, "valid": true, "message": "Receipt is valid"}))
+    );
+    assert_eq!(
+        post(body(8)),
+        (
+            200,
+            serde_json::json!({
+                "success": true, "valid": false, "message": "Receipt is invalid",
+                "reason": "bad signature"
+            })
+        )
+    );
+    let (status, v) = post(r#"{"infohash":"00"}"#.to_owned());
+    assert_eq!((status, v["error"].as_str()), (400, Some("missing sender_pk")));
+    let short = body(7).replace(&hex(&IH), "00");
+    let (status, v) = post(short);
+    assert_eq!((status, v["error"].as_str()), (400, Some("infohash must be 20 bytes, got 1")));
+}

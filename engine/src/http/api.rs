@@ -86,6 +86,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }
         (Method::Post, b"/register") => register(core, req, out).await,
+        (Method::Post, b"/verify-receipt") => verify_receipt(req, out).await,
         (Method::Get, path) if path.starts_with(b"/user/") => {
             let name = std::str::from_utf8(&path[b"/user/".len()..]).unwrap_or("");
             let Some(user) = state.accounts.by_name(name) else {
@@ -277,6 +278,36 @@ fn check_registration(
             .map_err(|_| (401, "invalid registration signature".to_owned()))?;
     }
     Ok(())
+}
+
+/// `POST /verify-receipt`: checks one receipt's signature (a pure check: nothing is credited
+/// or marked used). The signature check runs off the serving core.
+async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let fail = |out: &mut Vec<u8>, message: &str| {
+        write_json(out, 400, &json!({ "success": false, "error": message }).to_string(), ka);
+    };
+    let parsed: super::receipt_json::ReceiptJson = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, &e),
+    };
+    let receipt = match parsed.to_receipt() {
+        Ok(r) => r,
+        Err(e) => return fail(out, &e),
+    };
+    let verdict = glommio::executor()
+        .spawn_blocking(move || pbts_verifier::batch::verify_one(&receipt))
+        .await;
+    let body = match verdict {
+        Ok(()) => json!({ "success": true, "valid": true, "message": "Receipt is valid" }),
+        Err(e) => json!({
+            "success": true,
+            "valid": false,
+            "message": "Receipt is invalid",
+            "reason": e.as_str(),
+        }),
+    };
+    write_json(out, 200, &body.to_string(), ka);
 }
 
 /// `POST /register`: binds a new user to a BLS public key proven by a proof of possession and

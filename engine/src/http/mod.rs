@@ -1,4 +1,5 @@
 //! The HTTP tracker and API: one accept loop per listener and core, one task per connection.
 
 pub(crate) mod api;
+pub(crate) mod receipt_json;
 pub(crate) mod worker;

@@ -1,0 +1,119 @@
+//! Receipts as the JSON API spells them (the original tracker's field names, plus the names the
+//! BEP 10 codec uses), decoded with a precise error per field.
+
+use pbts_http::InfoHash;
+use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
+use serde::Deserialize;
+
+/// One receipt in a JSON body. Each field accepts the original's name and its alias.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReceiptJson {
+    /// Hex, 20 bytes.
+    #[serde(alias = "info_hash")]
+    infohash: Option<String>,
+    /// Base64, 48 bytes: the uploader's key.
+    #[serde(alias = "sender_public_key")]
+    sender_pk: Option<String>,
+    /// Base64, 48 bytes: the downloader's key (the signer).
+    #[serde(alias = "receiver_pk")]
+    receiver_public_key: Option<String>,
+    /// Hex, 20 or 32 bytes.
+    piece_hash: Option<String>,
+    piece_index: Option<u32>,
+    /// Unix seconds.
+    timestamp: Option<u64>,
+    /// Base64, 96 bytes. `/verify-receipt` calls it `receipt`.
+    #[serde(alias = "receipt")]
+    signature: Option<String>,
+}
+
+fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
+    let v = value.trim().as_bytes();
+    if !v.len().is_multiple_of(2) {
+        return Err(format!("{field} is not valid hex"));
+    }
+    v.chunks(2)
+        .map(|p| {
+            let d = |c: u8| (c as char).to_digit(16).map(|x| x as u8);
+            Some((d(p[0])? << 4) | d(p[1])?)
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| format!("{field} is not valid hex"))
+}
+
+fn b64_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| format!("{field} is not valid base64"))
+}
+
+fn sized<const N: usize>(field: &str, raw: Vec<u8>) -> Result<[u8; N], String> {
+    let got = raw.len();
+    raw.try_into().map_err(|_| format!("{field} must be {N} bytes, got {got}"))
+}
+
+impl ReceiptJson {
+    /// The receipt, or what is missing or malformed.
+    pub(crate) fn to_receipt(&self) -> Result<Receipt, String> {
+        fn need<'a, T>(field: &str, v: &'a Option<T>) -> Result<&'a T, String> {
+            v.as_ref().ok_or_else(|| format!("missing {field}"))
+        }
+        let ih = hex_bytes("infohash", need("infohash", &self.infohash)?)?;
+        let sender = b64_bytes("sender_pk", need("sender_pk", &self.sender_pk)?)?;
+        let receiver = b64_bytes(
+            "receiver_public_key",
+            need("receiver_public_key", &self.receiver_public_key)?,
+        )?;
+        let piece_hash = hex_bytes("piece_hash", need("piece_hash", &self.piece_hash)?)?;
+        let signature = b64_bytes("signature", need("signature", &self.signature)?)?;
+        Ok(Receipt {
+            info_hash: InfoHash(sized("infohash", ih)?),
+            sender_pk: PublicKeyBytes(sized("sender_pk", sender)?),
+            receiver_pk: PublicKeyBytes(sized("receiver_public_key", receiver)?),
+            piece_hash: PieceHash::from_slice(&piece_hash).ok_or_else(|| {
+                format!("piece_hash must be 20 or 32 bytes, got {}", piece_hash.len())
+            })?,
+            piece_index: *need("piece_index", &self.piece_index)?,
+            timestamp: *need("timestamp", &self.timestamp)?,
+            signature: SignatureBytes(sized("signature", signature)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(extra: &str) -> ReceiptJson {
+        let base = format!(
+            r#"{{"infohash":"{}","sender_pk":"{}","receiver_public_key":"{}","piece_hash":"{}","piece_index":3,"timestamp":9,"signature":"{}"{extra}}}"#,
+            "ab".repeat(20),
+            "A".repeat(64),
+            "B".repeat(64),
+            "cd".repeat(20),
+            "C".repeat(128),
+        );
+        serde_json::from_str(&base).unwrap()
+    }
+
+    #[test]
+    fn decodes_and_names_the_bad_field() {
+        let r = json("").to_receipt().unwrap();
+        assert_eq!(r.info_hash, InfoHash([0xab; 20]));
+        assert_eq!((r.piece_index, r.timestamp), (3, 9));
+        let mut j = json("");
+        j.piece_hash = Some("abc".into());
+        assert_eq!(j.to_receipt().unwrap_err(), "piece_hash is not valid hex");
+        j.piece_hash = Some("ab".repeat(21));
+        assert_eq!(j.to_receipt().unwrap_err(), "piece_hash must be 20 or 32 bytes, got 21");
+        let mut j = json("");
+        j.sender_pk = Some("AAAA".into());
+        assert_eq!(j.to_receipt().unwrap_err(), "sender_pk must be 48 bytes, got 3");
+        let mut j = json("");
+        j.timestamp = None;
+        assert_eq!(j.to_receipt().unwrap_err(), "missing timestamp");
+        assert!(serde_json::from_str::<ReceiptJson>(r#"{"bogus":1}"#).is_err());
+    }
+}
