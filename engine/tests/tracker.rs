@@ -564,6 +564,24 @@ fn register_binds_a_proven_key_and_returns_a_working_passkey() {
 
     let user: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/user/alice")).unwrap();
     assert_eq!(user["public_key"], pk.as_str());
+
+    // A user created by an admin gains a key with their passkey (and keeps that passkey).
+    let bob_passkey = srv.create_user("bob");
+    let bob = SecretKey::from_ikm(&[9; 32]).unwrap();
+    let bob_pk = b64(&bob.public_key().to_bytes().0);
+    let bob_pop = b64(&bob.prove_possession().0);
+    let attach = |passkey: &str| {
+        let mut v = serde_json::json!({"user_id": "bob", "public_key": bob_pk, "proof_of_possession": bob_pop});
+        v["passkey"] = passkey.into();
+        post(v.to_string())
+    };
+    err(403, "passkey does not belong to user_id", attach(&passkey));
+    let (status, v) = attach(&bob_passkey);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["passkey"], bob_passkey.as_str());
+    err(409, "user already has a public key", attach(&bob_passkey));
+    let user: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/user/bob")).unwrap();
+    assert_eq!(user["public_key"], bob_pk.as_str());
     assert_eq!(user["ratio"], serde_json::Value::Null);
     let (status, _, body404) = http_request(srv.v4, "GET", "/user/nobody", None);
     assert_eq!((status, body404), (404, br#"{"error":"User not found"}"#.to_vec()));

@@ -244,6 +244,10 @@ struct Registration {
     /// `"register" ‖ instance_id ‖ user_id`, verified when present.
     #[serde(default)]
     signature: Option<String>,
+    /// For a user an admin created (who has a passkey but no key yet): their passkey, which
+    /// authorises attaching the key to that existing user.
+    #[serde(default)]
+    passkey: Option<String>,
 }
 
 fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8; N], String> {
@@ -342,8 +346,23 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     if let Err((status, message)) = checked {
         return fail(out, status, &message);
     }
-    let public_key = Some(pbts_verifier::receipt::PublicKeyBytes(pk));
-    match ask(core, |reply| StoreCmd::CreateUser { name: r.user_id, public_key, reply }).await {
+    let public_key = pbts_verifier::receipt::PublicKeyBytes(pk);
+    let result = match &r.passkey {
+        Some(given) => {
+            // Attaching a key to an existing user: the passkey proves it is theirs.
+            let owner = crate::store::Passkey::parse(given.as_bytes())
+                .and_then(|pk| core.state.accounts.by_passkey(&pk));
+            if owner.is_none_or(|u| u.name != r.user_id) {
+                return fail(out, 403, "passkey does not belong to user_id");
+            }
+            ask(core, |reply| StoreCmd::AttachKey { name: r.user_id, public_key, reply }).await
+        }
+        None => {
+            let public_key = Some(public_key);
+            ask(core, |reply| StoreCmd::CreateUser { name: r.user_id, public_key, reply }).await
+        }
+    };
+    match result {
         Ok(record) => {
             let (http, udp) = announce_urls(core, &record.passkey);
             let body = json!({
@@ -358,7 +377,7 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             write_json(out, 200, &body.to_string(), ka);
         }
         Err(StoreError::UserExists(_)) => fail(out, 409, "User already exists"),
-        Err(e @ StoreError::KeyExists) => fail(out, 409, &e.to_string()),
+        Err(e @ (StoreError::KeyExists | StoreError::UserHasKey)) => fail(out, 409, &e.to_string()),
         Err(e) => fail(out, 503, &e.to_string()),
     }
 }

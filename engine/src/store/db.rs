@@ -47,6 +47,12 @@ pub enum StoreError {
     /// Another user registered that public key.
     #[error("public key already registered")]
     KeyExists,
+    /// No user has that name.
+    #[error("user not found")]
+    UserNotFound,
+    /// The user already has a key (keys are never replaced).
+    #[error("user already has a public key")]
+    UserHasKey,
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
@@ -196,6 +202,7 @@ impl Db {
     fn apply(&self, batch: Vec<StoreCmd>, accounts: &Accounts) {
         let mut replies: Vec<ReplyFn> = Vec::new();
         let mut created = Vec::new();
+        let mut attached = Vec::new();
         let result = (|| -> Result<(), StoreError> {
             let tx = self.db.begin_write()?;
             {
@@ -240,6 +247,37 @@ impl Db {
                                 keys.insert(&pk.0[..], id)?;
                             }
                             created.push(record.clone());
+                            replies.push(Box::new(move |err| {
+                                let _ = reply.send(match err {
+                                    None => Ok(record),
+                                    Some(_) => Err(StoreError::Closed),
+                                });
+                            }));
+                        }
+                        StoreCmd::AttachKey { name, public_key, reply } => {
+                            let Some(id) = names.get(name.as_str())?.map(|v| v.value()) else {
+                                let _ = reply.send(Err(StoreError::UserNotFound));
+                                continue;
+                            };
+                            let Some(raw) = users.get(id)?.map(|v| v.value().to_vec()) else {
+                                return Err(corrupt("users", "name without user"));
+                            };
+                            let mut record: UserRecord =
+                                serde_json::from_slice(&raw).map_err(|e| corrupt("users", e))?;
+                            if record.public_key.is_some() {
+                                let _ = reply.send(Err(StoreError::UserHasKey));
+                                continue;
+                            }
+                            if keys.get(&public_key.0[..])?.is_some() {
+                                let _ = reply.send(Err(StoreError::KeyExists));
+                                continue;
+                            }
+                            record.public_key = Some(super::encode_public_key(&public_key));
+                            let json =
+                                serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
+                            users.insert(id, json.as_slice())?;
+                            keys.insert(&public_key.0[..], id)?;
+                            attached.push((id, public_key));
                             replies.push(Box::new(move |err| {
                                 let _ = reply.send(match err {
                                     None => Ok(record),
@@ -323,6 +361,11 @@ impl Db {
         if result.is_ok() {
             for record in &created {
                 accounts.insert(record);
+            }
+            for (id, pk) in attached {
+                if let Some(user) = accounts.by_id(id) {
+                    accounts.attach_key(&user, pk);
+                }
             }
         }
         for reply in replies {

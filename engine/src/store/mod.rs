@@ -100,16 +100,17 @@ pub struct User {
     pub uploaded: AtomicU64,
     /// Claimed bytes downloaded.
     pub downloaded: AtomicU64,
-    /// The registered BLS public key, if any.
-    pub public_key: Option<PublicKeyBytes>,
+    /// The registered BLS public key, once registered (set at most once: a user created by an
+    /// admin gains one through `POST /register` with their passkey).
+    pub public_key: std::sync::OnceLock<PublicKeyBytes>,
 }
 
 impl User {
     fn from_record(r: &UserRecord) -> Option<Self> {
-        let public_key = match &r.public_key {
-            Some(b64) => Some(decode_public_key(b64)?),
-            None => None,
-        };
+        let public_key = std::sync::OnceLock::new();
+        if let Some(b64) = &r.public_key {
+            let _ = public_key.set(decode_public_key(b64)?);
+        }
         Some(Self {
             public_key,
             id: r.id,
@@ -130,7 +131,7 @@ impl User {
             created_at: self.created_at,
             uploaded: self.uploaded.load(Ordering::Relaxed),
             downloaded: self.downloaded.load(Ordering::Relaxed),
-            public_key: self.public_key.map(|pk| encode_public_key(&pk)),
+            public_key: self.public_key.get().map(encode_public_key),
         }
     }
 
@@ -170,8 +171,8 @@ impl Accounts {
         self.by_passkey.insert(user.passkey, user.clone());
         self.by_name.insert(user.name.clone(), user.clone());
         self.by_id.insert(user.id, user.clone());
-        if let Some(pk) = user.public_key {
-            self.by_key.insert(pk, user.clone());
+        if let Some(pk) = user.public_key.get() {
+            self.by_key.insert(*pk, user.clone());
         }
         Some(user)
     }
@@ -189,6 +190,13 @@ impl Accounts {
     /// The user with an id.
     pub fn by_id(&self, id: UserId) -> Option<Arc<User>> {
         self.by_id.get(&id).map(|u| u.clone())
+    }
+
+    /// Records that `user` now owns `pk` (after the store committed it).
+    pub fn attach_key(&self, user: &Arc<User>, pk: PublicKeyBytes) {
+        if user.public_key.set(pk).is_ok() {
+            self.by_key.insert(pk, user.clone());
+        }
     }
 
     /// The user who registered a public key.
@@ -266,6 +274,16 @@ pub enum StoreCmd {
         /// unique among users.
         public_key: Option<PublicKeyBytes>,
         /// Committed record, or `StoreError::UserExists` / `StoreError::KeyExists`.
+        reply: Reply<UserRecord>,
+    },
+    /// Give an existing user (created by an admin, so without a key) a BLS public key already
+    /// validated by the caller; replies once committed.
+    AttachKey {
+        /// The user's name.
+        name: String,
+        /// The key (unique among users).
+        public_key: PublicKeyBytes,
+        /// The updated record, or `UserNotFound` / `KeyExists` / `UserHasKey`.
         reply: Reply<UserRecord>,
     },
     /// Register a torrent; replies once committed. Registering twice is not an error.
