@@ -206,8 +206,8 @@ pub fn authenticate(core: &Core, passkey: Option<&[u8]>) -> Result<Option<Arc<Us
 pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Rejection> {
     let state = &core.state;
     let user = authenticate(core, a.passkey)?;
-    if state.config.tracker.require_registered_torrents && !state.registered.contains(&a.info_hash)
-    {
+    let registered = !state.registered.is_empty() && state.registered.contains(&a.info_hash);
+    if state.config.tracker.require_registered_torrents && !registered {
         return Err(Cow::Borrowed("unregistered torrent"));
     }
     let now = a.now;
@@ -227,12 +227,10 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
         now,
         valid_until: now.saturating_add(t.peer_timeout_secs),
         user: user.as_ref().map(|u| u.id),
-        durable_snatches: false,
+        // Snatch counts are durable for authenticated (private) announces and registered
+        // torrents; in open mode, invented info-hashes must not grow the database.
+        durable_snatches: user.is_some() || registered,
     };
-    // Snatch counts are durable for authenticated (private) announces and registered torrents;
-    // in open mode, invented info-hashes must not grow the database.
-    input.durable_snatches =
-        user.is_some() || (!state.registered.is_empty() && state.registered.contains(&a.info_hash));
     let rejection = user.as_deref().and_then(|u| ratio_rejection(core, u, a));
     if rejection.is_some() {
         // Take the peer out of the swarm (crediting what it reported) and hand out nothing.
@@ -299,6 +297,19 @@ pub fn scrape(core: &Core, info_hash: &InfoHash) -> (u32, u32, u32) {
         .swarms
         .scrape(info_hash)
         .map_or((0, 0, 0), |s| (s.complete, s.downloaded, s.incomplete))
+}
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Lowercase hex of arbitrary bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Unmaps IPv4-mapped IPv6 addresses (dual-stack sockets report IPv4 clients that way).

@@ -23,6 +23,12 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: u16, body: &str, keep_alive:
     response::write_response(out, status, JSON, body.as_bytes(), keep_alive);
 }
 
+/// `{"success": false, "error": ...}`: the original API's failure shape (`/register`,
+/// `/verify-receipt`).
+fn fail(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
+    write_json(out, status, &json!({ "success": false, "error": message }).to_string(), keep_alive);
+}
+
 fn error(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
     write_json(out, status, &json!({ "error": message }).to_string(), keep_alive);
 }
@@ -166,10 +172,7 @@ struct NewTorrent {
 /// A registry record from a `.torrent` body (`Content-Type: application/x-bittorrent`) or
 /// from JSON `{"info_hash", "piece_length"?, "total_size"?, "name"?}`.
 fn torrent_record(req: &Request<'_>) -> Result<TorrentRecord, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::common::unix_now();
     let is_torrent = req.content_type.is_some_and(|ct| {
         ct.split(|&b| b == b';')
             .next()
@@ -177,13 +180,12 @@ fn torrent_record(req: &Request<'_>) -> Result<TorrentRecord, String> {
     });
     if is_torrent {
         let m = crate::torrent::parse_torrent(req.body).map_err(|e| e.to_string())?;
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         let primary = m.announce_hashes()[0];
         return Ok(TorrentRecord {
             info_hash: primary.to_string(),
             name: m.name,
             registered_at: now,
-            v2_info_hash: m.v2.map(|h| hex(&h)),
+            v2_info_hash: m.v2.map(|h| crate::common::hex(&h)),
             piece_length: Some(m.piece_length),
             total_size: Some(m.total_size),
         });
@@ -251,10 +253,7 @@ struct Registration {
 }
 
 fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8; N], String> {
-    use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .map_err(|_| format!("{field} is not valid base64"))?;
+    let raw = super::receipt_json::b64_bytes(field, value)?;
     let got = raw.len();
     raw.try_into().map_err(|_| format!("{field} must decode to {N} bytes, got {got}"))
 }
@@ -288,16 +287,13 @@ fn check_registration(
 /// or marked used). The signature check runs off the serving core.
 async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
-    let fail = |out: &mut Vec<u8>, message: &str| {
-        write_json(out, 400, &json!({ "success": false, "error": message }).to_string(), ka);
-    };
     let parsed: super::receipt_json::ReceiptJson = match json_body(req) {
         Ok(v) => v,
-        Err(e) => return fail(out, &e),
+        Err(e) => return fail(out, 400, &e, ka),
     };
     let receipt = match parsed.to_receipt() {
         Ok(r) => r,
-        Err(e) => return fail(out, &e),
+        Err(e) => return fail(out, 400, &e, ka),
     };
     let verdict = glommio::executor()
         .spawn_blocking(move || pbts_verifier::batch::verify_one(&receipt))
@@ -318,15 +314,12 @@ async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
 /// returns the passkey. Failures answer `{"success": false, "error": ...}` as the original did.
 async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
-    let fail = |out: &mut Vec<u8>, status: u16, message: &str| {
-        write_json(out, status, &json!({ "success": false, "error": message }).to_string(), ka);
-    };
     let r: Registration = match json_body(req) {
         Ok(v) => v,
-        Err(e) => return fail(out, 400, &e),
+        Err(e) => return fail(out, 400, &e, ka),
     };
     if !valid_name(&r.user_id) {
-        return fail(out, 400, "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .");
+        return fail(out, 400, "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .", ka);
     }
     let decoded = (|| {
         let pk = b64_array::<48>("public_key", &r.public_key)?;
@@ -336,7 +329,7 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     })();
     let (pk, proof, sig) = match decoded {
         Ok(v) => v,
-        Err(e) => return fail(out, 400, &e),
+        Err(e) => return fail(out, 400, &e, ka),
     };
     let instance_id = core.state.instance_id.clone();
     let user_id = r.user_id.clone();
@@ -344,7 +337,7 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         .spawn_blocking(move || check_registration(pk, proof, sig, &instance_id, &user_id))
         .await;
     if let Err((status, message)) = checked {
-        return fail(out, status, &message);
+        return fail(out, status, &message, ka);
     }
     let public_key = pbts_verifier::receipt::PublicKeyBytes(pk);
     let result = match &r.passkey {
@@ -353,7 +346,7 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             let owner = crate::store::Passkey::parse(given.as_bytes())
                 .and_then(|pk| core.state.accounts.by_passkey(&pk));
             if owner.is_none_or(|u| u.name != r.user_id) {
-                return fail(out, 403, "passkey does not belong to user_id");
+                return fail(out, 403, "passkey does not belong to user_id", ka);
             }
             ask(core, |reply| StoreCmd::AttachKey { name: r.user_id, public_key, reply }).await
         }
@@ -376,9 +369,11 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             });
             write_json(out, 200, &body.to_string(), ka);
         }
-        Err(StoreError::UserExists(_)) => fail(out, 409, "User already exists"),
-        Err(e @ (StoreError::KeyExists | StoreError::UserHasKey)) => fail(out, 409, &e.to_string()),
-        Err(e) => fail(out, 503, &e.to_string()),
+        Err(StoreError::UserExists(_)) => fail(out, 409, "User already exists", ka),
+        Err(e @ (StoreError::KeyExists | StoreError::UserHasKey)) => {
+            fail(out, 409, &e.to_string(), ka)
+        }
+        Err(e) => fail(out, 503, &e.to_string(), ka),
     }
 }
 

@@ -42,7 +42,8 @@ fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
         .ok_or_else(|| format!("{field} is not valid hex"))
 }
 
-fn b64_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
+/// Decodes standard base64, naming `field` on failure.
+pub(crate) fn b64_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(value.trim())

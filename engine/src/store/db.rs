@@ -2,12 +2,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use pbts_http::InfoHash;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Accounts, Passkey, StoreCmd, UserRecord};
+use crate::common::unix_now;
 use crate::swarm::SwarmStore;
 
 /// user id → JSON [`UserRecord`].
@@ -77,10 +77,6 @@ db_err!(
 
 fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, message: e.to_string() }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Sends a command's reply once the batch's commit outcome is known.
@@ -156,7 +152,7 @@ impl Db {
             }
         }
         let raw: [u8; 16] = rand::random();
-        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let id = crate::common::hex(&raw);
         let tx = self.db.begin_write()?;
         tx.open_table(META_TEXT)?.insert("instance_id", id.as_str())?;
         tx.commit()?;
