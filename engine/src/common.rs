@@ -14,17 +14,20 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use dashmap::DashSet;
+use dashmap::DashMap;
 use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_verifier::pool::VerifierPool;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{Config, TrackerMode};
 use crate::metrics::{CoreMetrics, Counter, Metrics};
-use crate::store::{Accounts, Passkey, StatDelta, StoreCmd, User};
+use crate::store::{
+    Accounts, Overrides, Passkey, ReceiptStats, StatDelta, StoreCmd, TorrentInfo, User,
+};
 use crate::swarm::store::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
 use crate::udp::connection::ConnectionValidator;
 
@@ -37,8 +40,8 @@ pub struct State {
     pub swarms: SwarmStore,
     /// Users and passkeys.
     pub accounts: Arc<Accounts>,
-    /// Torrents registered by the operator.
-    pub registered: DashSet<InfoHash, ahash::RandomState>,
+    /// Torrents registered by the operator, under every hash clients announce them with.
+    pub registered: DashMap<InfoHash, TorrentInfo, ahash::RandomState>,
     /// UDP connection ids.
     pub validator: ConnectionValidator,
     /// Server start (the zero of [`State::now`]).
@@ -53,6 +56,52 @@ pub struct State {
     pub instance_id: String,
     /// Admin bearer token, if configured.
     pub admin_token: Option<String>,
+    /// Verifier threads for receipt signatures.
+    pub verifier: VerifierPool,
+    /// Receipt counters (shared with the store thread).
+    pub receipt_stats: Arc<ReceiptStats>,
+    /// Settings changeable at run time (`POST /config`).
+    pub runtime: Runtime,
+}
+
+/// Settings `POST /config` changes while serving: the configuration file's values, replaced by
+/// persisted [`Overrides`].
+#[derive(Debug)]
+pub struct Runtime {
+    min_ratio_bits: AtomicU64,
+    receipt_window_secs: AtomicU64,
+}
+
+impl Runtime {
+    /// The file's values with `overrides` applied.
+    pub fn new(config: &Config, overrides: Overrides) -> Self {
+        let this = Self {
+            min_ratio_bits: AtomicU64::new(config.ratio.min_ratio.to_bits()),
+            receipt_window_secs: AtomicU64::new(config.receipts.window_secs),
+        };
+        this.apply(overrides);
+        this
+    }
+
+    /// Applies the fields `o` sets.
+    pub fn apply(&self, o: Overrides) {
+        if let Some(r) = o.min_ratio {
+            self.min_ratio_bits.store(r.to_bits(), Ordering::Relaxed);
+        }
+        if let Some(w) = o.receipt_window_secs {
+            self.receipt_window_secs.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// The ratio leechers need.
+    pub fn min_ratio(&self) -> f64 {
+        f64::from_bits(self.min_ratio_bits.load(Ordering::Relaxed))
+    }
+
+    /// Receipts older than this are stale, seconds.
+    pub fn receipt_window_secs(&self) -> u64 {
+        self.receipt_window_secs.load(Ordering::Relaxed)
+    }
 }
 
 impl State {
@@ -206,7 +255,7 @@ pub fn authenticate(core: &Core, passkey: Option<&[u8]>) -> Result<Option<Arc<Us
 pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Rejection> {
     let state = &core.state;
     let user = authenticate(core, a.passkey)?;
-    let registered = !state.registered.is_empty() && state.registered.contains(&a.info_hash);
+    let registered = !state.registered.is_empty() && state.registered.contains_key(&a.info_hash);
     if state.config.tracker.require_registered_torrents && !registered {
         return Err(Cow::Borrowed("unregistered torrent"));
     }
@@ -269,24 +318,28 @@ fn credit(core: &Core, user: &User, info_hash: InfoHash, outcome: &AnnounceOutco
     }
 }
 
-/// The ratio gate: leechers past the grace allowance need uploaded/downloaded >= min_ratio.
-/// Seeders and `stopped` announces always pass.
+/// The ratio gate: leechers past the grace allowance need uploaded/downloaded >= min_ratio,
+/// counted from the configured source. Seeders and `stopped` announces always pass.
 fn ratio_rejection(core: &Core, user: &User, a: &Announce<'_>) -> Option<String> {
     let r = &core.state.config.ratio;
     let leeching = a.left.is_some_and(|l| l > 0);
     if !r.enabled || !leeching || a.event == AnnounceEvent::Stopped {
         return None;
     }
-    let up = user.uploaded.load(Ordering::Relaxed);
-    let down = user.downloaded.load(Ordering::Relaxed);
+    let (up, down) = user.ratio_counts(r.source);
     if down <= r.grace_bytes {
         return None;
     }
     let ratio = up as f64 / down as f64;
-    (ratio < r.min_ratio).then(|| {
+    let min_ratio = core.state.runtime.min_ratio();
+    let kind = match r.source {
+        crate::config::RatioSource::Claimed => "",
+        crate::config::RatioSource::Verified => "verified ",
+    };
+    (ratio < min_ratio).then(|| {
         format!(
-            "insufficient ratio: {ratio:.2} < {:.2} (uploaded {up} bytes, downloaded {down} bytes)",
-            r.min_ratio
+            "insufficient ratio: {ratio:.2} < {min_ratio:.2} ({kind}uploaded {up} bytes, \
+             downloaded {down} bytes)"
         )
     })
 }

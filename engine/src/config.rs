@@ -24,6 +24,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The admin API.
     pub admin: AdminConfig,
+    /// Receipts: `/report`, verification, double-spend window, server-side key endpoints.
+    pub receipts: ReceiptsConfig,
 }
 
 /// Which client-supplied header, if any, carries the real client address.
@@ -148,12 +150,26 @@ impl Default for TrackerConfig {
     }
 }
 
-/// Ratio enforcement for leechers, from the stats clients claim in announces.
+/// Which statistics the ratio gate (and the `ratio` field of the API) uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RatioSource {
+    /// Upload and download as clients claim them in announces (classic private trackers).
+    Claimed,
+    /// Upload proven by receipts that downloaders signed (`POST /report`), over the larger of
+    /// the claimed download and the download others proved the user received. A client can
+    /// neither inflate its upload nor hide download that peers signed for.
+    Verified,
+}
+
+/// Ratio enforcement for leechers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RatioConfig {
     /// Enforce the ratio on leechers' announces. Default true.
     pub enabled: bool,
+    /// `claimed` (default: announce deltas) or `verified` (receipt-proven upload).
+    pub source: RatioSource,
     /// Smallest uploaded/downloaded ratio a leecher may have (the original's MIN_RATIO).
     /// Default 0.5.
     pub min_ratio: f64,
@@ -164,7 +180,7 @@ pub struct RatioConfig {
 
 impl Default for RatioConfig {
     fn default() -> Self {
-        Self { enabled: true, min_ratio: 0.5, grace_bytes: 1 << 30 }
+        Self { enabled: true, source: RatioSource::Claimed, min_ratio: 0.5, grace_bytes: 1 << 30 }
     }
 }
 
@@ -203,6 +219,82 @@ impl Default for AdminConfig {
         Self { allow_loopback: true, token_env: "PBTS_ADMIN_TOKEN".to_owned() }
     }
 }
+
+/// Who may use the original's server-side key endpoints (`POST /keygen`, `POST /attest`), which
+/// handle private keys and exist only for compatibility.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerSideKeys {
+    /// Loopback clients only (a private key should never cross a network).
+    Loopback,
+    /// Any client (only behind TLS, for legacy clients that cannot make keys).
+    Anyone,
+    /// Nobody: both endpoints answer 403.
+    Disabled,
+}
+
+/// Receipts: `POST /report`, signature verification and the double-spend ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptsConfig {
+    /// A receipt older than this many seconds is refused as stale (the original's
+    /// `receipt_window`). Credited receipts are remembered for this long plus
+    /// `max_future_secs`, so memory grows with the window. Changeable at run time through
+    /// `POST /config`. Default 3600.
+    pub window_secs: u64,
+    /// How far ahead of the tracker's clock a receipt's timestamp may be (clock skew), seconds.
+    /// Default 300.
+    pub max_future_secs: u64,
+    /// Most receipts in one `POST /report`; the request body may then be up to 1 KiB per
+    /// receipt. Default 1024.
+    pub max_receipts_per_report: usize,
+    /// Most receipts being verified at once across all reports; a report beyond it is answered
+    /// 503 with `Retry-After` rather than queued without bound. Default 16384 (about 6 s of
+    /// one verifier thread).
+    pub max_pending_receipts: usize,
+    /// Verifier threads (BLS pairings never run on a serving core). 0 means one per CPU.
+    /// Default 0.
+    pub verifier_threads: usize,
+    /// Seconds between sweeps that forget nullifiers of receipts too old to be accepted.
+    /// Default 60.
+    pub prune_interval_secs: u64,
+    /// Who may call `POST /keygen` and `POST /attest` (they handle private keys):
+    /// `loopback` (default), `anyone` or `disabled`.
+    pub server_side_keys: ServerSideKeys,
+}
+
+impl Default for ReceiptsConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 3600,
+            max_future_secs: 300,
+            max_receipts_per_report: 1024,
+            max_pending_receipts: 16384,
+            verifier_threads: 0,
+            prune_interval_secs: 60,
+            server_side_keys: ServerSideKeys::Loopback,
+        }
+    }
+}
+
+impl ReceiptsConfig {
+    /// Largest `POST /report` body accepted, bytes (1 KiB per receipt, at least 64 KiB).
+    pub fn max_report_bytes(&self) -> usize {
+        (self.max_receipts_per_report * 1024).max(64 << 10)
+    }
+
+    /// Verifier threads after resolving 0 to the CPU count.
+    pub fn verifier_threads(&self) -> usize {
+        match self.verifier_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
+/// Longest receipt window accepted, seconds (30 days): the ledger holds every receipt credited
+/// within it.
+pub const MAX_RECEIPT_WINDOW_SECS: u64 = 30 * 86_400;
 
 /// A configuration that could not be loaded or is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -386,6 +478,35 @@ impl Config {
                 self.ratio.min_ratio
             ));
         }
+        let r = &self.receipts;
+        if r.window_secs == 0 || r.window_secs > MAX_RECEIPT_WINDOW_SECS {
+            problems.push(format!(
+                "receipts.window_secs: {} not in 1..={MAX_RECEIPT_WINDOW_SECS}",
+                r.window_secs
+            ));
+        }
+        if r.max_future_secs > 86_400 {
+            problems.push(format!("receipts.max_future_secs: {} exceeds 86400", r.max_future_secs));
+        }
+        if r.max_receipts_per_report == 0 || r.max_receipts_per_report > 16384 {
+            problems.push(format!(
+                "receipts.max_receipts_per_report: {} not in 1..=16384",
+                r.max_receipts_per_report
+            ));
+        }
+        if r.max_pending_receipts < r.max_receipts_per_report {
+            problems.push(format!(
+                "receipts.max_pending_receipts ({}) is below max_receipts_per_report ({}): no \
+                 full report could ever be verified",
+                r.max_pending_receipts, r.max_receipts_per_report
+            ));
+        }
+        if r.verifier_threads > 256 {
+            problems.push(format!("receipts.verifier_threads: {} exceeds 256", r.verifier_threads));
+        }
+        if r.prune_interval_secs == 0 {
+            problems.push("receipts.prune_interval_secs: must be at least 1".to_owned());
+        }
         if self.storage.flush_interval_ms == 0 {
             problems.push("storage.flush_interval_ms: must be at least 1".to_owned());
         }
@@ -450,6 +571,9 @@ public_url = "{public_url}"
 [ratio]
 # Enforce uploaded/downloaded >= min_ratio on leechers (the original's MIN_RATIO).
 enabled = {ratio_enabled}
+# "claimed" (announce deltas) or "verified" (upload proven by receipts; download is the larger
+# of claimed and proven).
+source = "claimed"
 min_ratio = {min_ratio:?}
 # Bytes a user may download before the ratio applies.
 grace_bytes = {grace}
@@ -465,6 +589,23 @@ flush_interval_ms = {flush}
 allow_loopback = {loopback}
 # Environment variable holding the admin bearer token.
 token_env = "{token_env}"
+
+[receipts]
+# Receipts older than this are stale, seconds (the original's receipt_window; POST /config
+# changes it at run time).
+window_secs = {window}
+# Allowed clock skew for receipt timestamps ahead of the tracker, seconds.
+max_future_secs = {future}
+# Most receipts per POST /report (the body may be 1 KiB per receipt).
+max_receipts_per_report = {per_report}
+# Most receipts under verification at once; beyond it /report answers 503 + Retry-After.
+max_pending_receipts = {pending}
+# BLS verifier threads; 0 = one per CPU.
+verifier_threads = {verifiers}
+# Seconds between sweeps forgetting nullifiers of receipts too old to be accepted.
+prune_interval_secs = {prune}
+# Who may call POST /keygen and POST /attest (private keys!): "loopback", "anyone", "disabled".
+server_side_keys = "loopback"
 "#,
             cores = d.network.cores,
             first_cpu = d.network.first_cpu,
@@ -491,6 +632,12 @@ token_env = "{token_env}"
             flush = d.storage.flush_interval_ms,
             loopback = d.admin.allow_loopback,
             token_env = d.admin.token_env,
+            window = d.receipts.window_secs,
+            future = d.receipts.max_future_secs,
+            per_report = d.receipts.max_receipts_per_report,
+            pending = d.receipts.max_pending_receipts,
+            verifiers = d.receipts.verifier_threads,
+            prune = d.receipts.prune_interval_secs,
         )
     }
 

@@ -9,13 +9,27 @@
 //! ```text
 //! main ── start() ──┬─ socket-NN  (one pinned glommio executor per core: UDP socket and TCP
 //! │                 │              listener per listen address, SO_REUSEPORT)
-//! │                 ├─ store-01   (owns the redb database; batched commits)
+//! │                 ├─ store-01   (owns the redb database and the double-spend ledger;
+//! │                 │              batched commits, nullifier pruning)
+//! │                 ├─ verifier-NN (BLS batch verification of receipts)
 //! │                 └─ cleaner-01 (peer expiry on a timer)
 //! └─ Server::shutdown() / SIGTERM: cores stop accepting, flush accounting, store commits, exit
 //! ```
 //!
-//! Serving cores never block: the database, expiry sweeps and (later) verification and chain
-//! work run on their own threads.
+//! Serving cores never block: the database, expiry sweeps and signature verification run on
+//! their own threads.
+//!
+//! ## A receipt report
+//!
+//! ```text
+//! POST /report ─ socket-NN: decode JSON, authenticate (passkey → user → sender_pk),
+//!   │            per receipt: signer registered? torrent registered? piece bytes?
+//!   ├─▶ store-01: reserve nullifiers (fresh? never credited? not in flight?)  → verdicts
+//!   ├─▶ verifier-NN: batched aggregate verification                          → verdicts
+//!   └─▶ store-01: one transaction: nullifiers + uploader's verified upload + signer's
+//!                 verified download (zero-sum); then the ledger marks them credited
+//!       reply with one verdict per receipt, only after the commit
+//! ```
 //!
 //! ## Example
 //!
@@ -34,6 +48,7 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod metrics;
+pub mod report;
 pub mod store;
 pub mod swarm;
 pub mod torrent;
@@ -53,10 +68,13 @@ use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::common::{Core, State};
+use pbts_verifier::nullifier::Freshness;
+use pbts_verifier::pool::VerifierPool;
+
+use crate::common::{Core, Runtime, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{Accounts, Db, StoreCmd};
+use crate::store::{Accounts, Db, Overrides, ReceiptStats, StoreCmd};
 use crate::swarm::SwarmStore;
 use crate::udp::connection::ConnectionValidator;
 
@@ -230,23 +248,35 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
     let cores = config.serving_cores();
     ensure_memlock(&config, cores)?;
 
-    let db = Db::open(&config.storage.data_dir)
+    let receipt_stats = Arc::new(ReceiptStats::default());
+    let freshness = Freshness {
+        window_secs: config.receipts.window_secs,
+        max_future_secs: config.receipts.max_future_secs,
+    };
+    let db = Db::open(&config.storage.data_dir, freshness, receipt_stats.clone())
         .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
     let accounts = Arc::new(Accounts::default());
     let swarms = SwarmStore::new();
-    let registered = dashmap::DashSet::with_hasher(ahash::RandomState::new());
-    for ih in db.load(&accounts, &swarms).context("load database")? {
-        registered.insert(ih);
+    let registered = dashmap::DashMap::with_hasher(ahash::RandomState::new());
+    for (ih, info) in db.load(&accounts, &swarms).context("load database")? {
+        registered.insert(ih, info);
     }
     let instance_id = db.instance_id().context("read instance id")?;
+    let overrides = db.overrides();
+    if overrides != Overrides::default() {
+        tracing::info!("settings changed through POST /config are in force: {overrides:?}");
+    }
+    let runtime = Runtime::new(&config, overrides);
     let (addrs, sockets) = bind_all(&config, cores)?;
 
     let (store_tx, store_rx) = flume::unbounded();
     let store_accounts = accounts.clone();
+    let prune_every = Duration::from_secs(config.receipts.prune_interval_secs);
     let store = std::thread::Builder::new()
         .name("store-01".to_owned())
-        .spawn(move || db.run(store_rx, store_accounts))
+        .spawn(move || db.run(store_rx, store_accounts, prune_every))
         .context("spawn store thread")?;
+    let verifier = VerifierPool::new(config.receipts.verifier_threads());
 
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
     let state = Arc::new(State {
@@ -260,6 +290,9 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         shutdown: Default::default(),
         instance_id,
         admin_token,
+        verifier,
+        receipt_stats,
+        runtime,
         config,
     });
 

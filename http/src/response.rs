@@ -57,6 +57,20 @@ pub fn write_head(
     content_length: usize,
     keep_alive: bool,
 ) {
+    write_head_with_headers(out, status, content_type, &[], content_length, keep_alive);
+}
+
+/// [`write_head`] with extra header lines (`Retry-After`, ...) after `Content-Type`. CR/LF
+/// bytes in names and values are dropped, like in `content_type`.
+pub fn write_head_with_headers(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &[u8])],
+    content_length: usize,
+    keep_alive: bool,
+) {
+    let no_crlf = |b: &u8| *b != b'\r' && *b != b'\n';
     let status = if (100..=999).contains(&status) { status } else { 500 };
     out.reserve(96 + content_type.len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -64,7 +78,13 @@ pub fn write_head(
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
-    out.extend(content_type.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+    out.extend(content_type.as_bytes().iter().filter(|b| no_crlf(b)));
+    for (name, value) in headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend(name.as_bytes().iter().filter(|b| no_crlf(b)));
+        out.extend_from_slice(b": ");
+        out.extend(value.iter().filter(|b| no_crlf(b)));
+    }
     out.extend_from_slice(b"\r\nContent-Length: ");
     push_u64(out, content_length as u64);
     out.extend_from_slice(if keep_alive {
@@ -83,6 +103,19 @@ pub fn write_response(
     keep_alive: bool,
 ) {
     write_head(out, status, content_type, body.len(), keep_alive);
+    out.extend_from_slice(body);
+}
+
+/// [`write_response`] with extra header lines (see [`write_head_with_headers`]).
+pub fn write_response_with_headers(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    keep_alive: bool,
+) {
+    write_head_with_headers(out, status, content_type, headers, body.len(), keep_alive);
     out.extend_from_slice(body);
 }
 
@@ -345,6 +378,19 @@ mod tests {
             write_head(&mut out, status, ct, len, keep_alive);
             assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(expected));
         }
+        let mut out = Vec::new();
+        write_head_with_headers(
+            &mut out,
+            503,
+            "x",
+            &[("Retry-After", b"1"), ("A\r\n", b"b\nc")],
+            2,
+            false,
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: x\r\nRetry-After: 1\r\nA: bc\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
         for status in [200, 400, 401, 403, 404, 405, 409, 413, 415, 429, 431, 500, 501, 503, 505] {
             assert!(!reason_phrase(status).is_empty(), "{status}");
         }

@@ -239,10 +239,21 @@ impl Ledger {
         }
     }
 
-    /// The freshness rule, fixed for the ledger's lifetime (changing it at run time is how the
-    /// original reopened replays).
+    /// The freshness rule in force.
     pub fn freshness(&self) -> Freshness {
         self.freshness
+    }
+
+    /// Changes the freshness rule (an operator raising or lowering the window at run time).
+    ///
+    /// The original reopened replays this way: it forgot receipt ids on a timer tied to the
+    /// old window, so raising the window made forgotten receipts acceptable again. Here that
+    /// cannot happen: every forgotten nullifier belongs to a receipt below
+    /// [`Ledger::prune_floor`], and the floor keeps such receipts stale under any window, while
+    /// every receipt above the floor that was credited is still held. Lowering the window only
+    /// refuses more.
+    pub fn set_freshness(&mut self, freshness: Freshness) {
+        self.freshness = freshness;
     }
 
     /// Whether a receipt signed at `timestamp` may be credited at `now` (both Unix seconds).
@@ -343,30 +354,34 @@ impl Ledger {
     ///
     /// This never reopens a replay: such a receipt is already stale at `now` (the extra
     /// `max_future_secs` tolerates the clock stepping back by that much), and the prune floor
-    /// rises to the cutoff so it stays stale even if the clock steps back further or the
-    /// ledger's window is larger after a restart that restores the floor.
+    /// rises just above the newest pruned timestamp, so every pruned receipt stays stale even
+    /// if the clock steps back further or the window is raised (at run time, or after a
+    /// restart that restores the floor).
     ///
-    /// A clock that jumps far ahead raises the floor with it: until real time catches up,
-    /// receipts below the floor are refused. The engine should prune only on a clock it
-    /// trusts.
+    /// The floor rises only as far as receipts were actually forgotten: receipts never credited
+    /// are not refused by it, so a raised window applies at once to receipts the ledger never
+    /// saw. A clock that jumps far ahead prunes everything credited and raises the floor to
+    /// just above the newest of those timestamps, no further.
     pub fn prune(&mut self, now: u64) -> Vec<Nullifier> {
         let cutoff = now
             .saturating_sub(self.freshness.window_secs)
             .saturating_sub(self.freshness.max_future_secs);
         let keep = self.by_time.split_off(&cutoff);
         let old = core::mem::replace(&mut self.by_time, keep);
+        if let Some((&newest, _)) = old.last_key_value() {
+            self.floor = self.floor.max(newest.saturating_add(1));
+        }
         let mut pruned = Vec::new();
         for n in old.into_values().flatten() {
             if self.credited.remove(&n).is_some() {
                 pruned.push(n);
             }
         }
-        self.floor = self.floor.max(cutoff);
         pruned
     }
 
     /// Timestamps below this are refused as stale: credited receipts below it may have been
-    /// pruned. Rises with [`Ledger::prune`]; persist it alongside the nullifiers.
+    /// pruned (it is one more than the newest pruned timestamp). Rises with [`Ledger::prune`]; persist it alongside the nullifiers.
     pub fn prune_floor(&self) -> u64 {
         self.floor
     }
@@ -436,6 +451,25 @@ mod tests {
         assert_eq!(l.prune_floor(), 0);
         assert_eq!(l.freshness(), Freshness::default());
         assert!(format!("{l:?}").contains("credited: 0"));
+    }
+
+    #[test]
+    fn raising_the_window_after_a_prune_reopens_no_replay() {
+        let mut l = ledger();
+        let r = receipt(1, NOW);
+        let n = l.reserve(&[r], NOW)[0].expect("fresh");
+        l.commit(&n, r.timestamp);
+        // Long after: the receipt is stale, pruning forgets it.
+        let later = NOW + 3600 + 300 + 1;
+        assert_eq!(l.prune(later), vec![n]);
+        assert!(!l.contains(&n));
+        // An operator raises the window so that the timestamp would be fresh again.
+        l.set_freshness(Freshness { window_secs: 86_400, max_future_secs: 300 });
+        assert_eq!(l.freshness().window_secs, 86_400);
+        assert!(matches!(l.reserve(&[r], later)[0], Err(Rejection::Stale { .. })));
+        // A receipt above the floor is accepted under the new window.
+        let newer = receipt(2, NOW + 400);
+        assert!(l.reserve(&[newer], later)[0].is_ok());
     }
 
     #[test]
@@ -628,7 +662,7 @@ mod tests {
         // timestamp + window + future allowance == now: kept.
         assert!(l.prune(NOW + 3900).is_empty());
         assert!(l.contains(&n));
-        assert_eq!(l.prune_floor(), NOW);
+        assert_eq!(l.prune_floor(), 0, "nothing was forgotten, so nothing is refused");
         assert_eq!(l.prune(NOW + 3901), vec![n]);
         assert!(!l.contains(&n));
         assert!(l.is_empty());
@@ -759,8 +793,12 @@ mod tests {
                 })
                 .map(|(n, _)| *n)
                 .collect();
+            if let Some(newest) =
+                self.credited.iter().filter(|(n, _)| out.contains(n)).map(|(_, ts)| *ts).max()
+            {
+                self.floor = self.floor.max(newest + 1);
+            }
             self.credited.retain(|(n, _)| !out.contains(n));
-            self.floor = self.floor.max(now.saturating_sub(f.window_secs + f.max_future_secs));
             out.sort();
             out
         }

@@ -1,6 +1,7 @@
-//! The JSON/text API: `/health`, `/stats`, `/metrics` and the admin endpoints.
+//! The JSON/text API: `/health`, `/stats`, `/metrics`, `/config`, `/register`, `/user/<id>`,
+//! the admin endpoints, and the routes of [`super::receipts`].
 //!
-//! Admin writes go to the store thread and are answered only after they are committed.
+//! Writes go to the store thread and are answered only after they are committed.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,10 +12,11 @@ use pbts_http::response;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::receipts;
 use crate::common::Core;
 use crate::config::TrackerMode;
 use crate::metrics::Counter;
-use crate::store::{StoreCmd, StoreError, TorrentRecord};
+use crate::store::{Overrides, StoreCmd, StoreError, TorrentRecord};
 
 const JSON: &str = "application/json";
 
@@ -24,8 +26,8 @@ pub(crate) fn write_json(out: &mut Vec<u8>, status: u16, body: &str, keep_alive:
 }
 
 /// `{"success": false, "error": ...}`: the original API's failure shape (`/register`,
-/// `/verify-receipt`).
-fn fail(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
+/// `/report`, `/verify-receipt`, `/config`).
+pub(crate) fn fail(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
     write_json(out, status, &json!({ "success": false, "error": message }).to_string(), keep_alive);
 }
 
@@ -42,12 +44,15 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
                 "status": if state.is_shutting_down() { "stopping" } else { "healthy" },
                 "instance_id": state.instance_id,
                 "mode": mode_str(state.config.tracker.mode),
+                // Always on: credit comes only from verified signatures.
+                "signature_verification": true,
             });
             write_json(out, 200, &body.to_string(), ka);
         }
         (Method::Get | Method::Head, b"/stats") => {
             let t = state.swarms.totals();
             let m = &state.metrics;
+            let rs = &state.receipt_stats;
             let body = json!({
                 "instance_id": state.instance_id,
                 "mode": mode_str(state.config.tracker.mode),
@@ -61,8 +66,17 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
                 "leechers": t.leechers,
                 "total_users": state.accounts.len(),
                 "registered_torrents": state.registered.len(),
-                "min_ratio": state.config.ratio.min_ratio,
+                "min_ratio": state.runtime.min_ratio(),
                 "max_peers": state.config.tracker.max_peers,
+                "receipts": {
+                    "reports": rs.reports.load(Ordering::Relaxed),
+                    "accepted": rs.accepted.load(Ordering::Relaxed),
+                    "rejected": rs.rejected.load(Ordering::Relaxed),
+                    "credited_bytes": rs.credited_bytes.load(Ordering::Relaxed),
+                    "nullifiers_held": rs.nullifiers.load(Ordering::Relaxed),
+                    "in_flight": rs.in_flight.load(Ordering::Relaxed),
+                    "verifier_threads": state.verifier.threads(),
+                },
                 "requests": {
                     "udp_connect": m.total(Counter::UdpConnect),
                     "udp_announce": m.total(Counter::UdpAnnounce),
@@ -81,6 +95,8 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
         }
         (Method::Get | Method::Head, b"/metrics") => {
             let t = state.swarms.totals();
+            let rs = &state.receipt_stats;
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let text = state.metrics.render(&[
                 ("pbts_torrents", "Torrents in memory", t.torrents as u64),
                 ("pbts_peers_v4", "IPv4 peers", t.peers_v4 as u64),
@@ -88,26 +104,48 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
                 ("pbts_seeders", "Seeders", t.seeders as u64),
                 ("pbts_leechers", "Leechers", t.leechers as u64),
                 ("pbts_users", "Registered users", state.accounts.len() as u64),
+                ("pbts_receipts_accepted_total", "Receipts credited", load(&rs.accepted)),
+                ("pbts_receipts_rejected_total", "Receipts rejected", load(&rs.rejected)),
+                (
+                    "pbts_receipt_credited_bytes_total",
+                    "Bytes credited by receipts",
+                    load(&rs.credited_bytes),
+                ),
+                (
+                    "pbts_nullifiers",
+                    "Nullifiers held by the double-spend ledger",
+                    load(&rs.nullifiers),
+                ),
             ]);
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }
         (Method::Post, b"/register") => register(core, req, out).await,
-        (Method::Post, b"/verify-receipt") => verify_receipt(req, out).await,
+        (Method::Post, b"/verify-receipt") => receipts::verify_receipt(req, out).await,
+        (Method::Post, b"/keygen") => receipts::keygen(core, req, peer, out).await,
+        (Method::Post, b"/attest") => receipts::attest(core, req, peer, out).await,
+        (Method::Post, path) if receipts::report_route(path).is_some() => {
+            let passkey = receipts::report_route(path).flatten();
+            receipts::report(core, req, passkey, out).await;
+        }
+        (Method::Get | Method::Head, b"/config") => {
+            write_json(out, 200, &config_json(core).to_string(), ka);
+        }
+        (Method::Post, b"/config") => {
+            if !is_admin(core, req, peer) {
+                return fail(out, 403, "changing the configuration requires admin access", ka);
+            }
+            set_config(core, req, out).await;
+        }
         (Method::Get, path) if path.starts_with(b"/user/") => {
             let name = std::str::from_utf8(&path[b"/user/".len()..]).unwrap_or("");
             let Some(user) = state.accounts.by_name(name) else {
                 return error(out, 404, "User not found", ka);
             };
             let r = user.to_record();
-            let body = json!({
-                "user_id": r.name,
-                "public_key": r.public_key,
-                "total_uploaded": r.uploaded,
-                "total_downloaded": r.downloaded,
-                // JSON has no Infinity (the original emitted it): undefined ratios are null.
-                "ratio": user.ratio(),
-                "registered_at": r.created_at,
-            });
+            let mut body = receipts::user_totals(&user, state.config.ratio.source);
+            body["user_id"] = r.name.into();
+            body["public_key"] = r.public_key.into();
+            body["registered_at"] = r.created_at.into();
             write_json(out, 200, &body.to_string(), ka);
         }
         (_, path) if path.starts_with(b"/admin/") => {
@@ -121,8 +159,99 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             }
             admin(core, req, out).await;
         }
-        (_, b"/health" | b"/stats" | b"/metrics") => error(out, 405, "method not allowed", ka),
+        (_, b"/health" | b"/stats" | b"/metrics" | b"/config") => {
+            error(out, 405, "method not allowed", ka)
+        }
+        (_, b"/register" | b"/report" | b"/verify-receipt" | b"/keygen" | b"/attest") => {
+            error(out, 405, "method not allowed", ka)
+        }
         _ => error(out, 404, "not found", ka),
+    }
+}
+
+/// `GET /config`: the original's fields, with the values in force.
+fn config_json(core: &Core) -> serde_json::Value {
+    let state = &core.state;
+    let c = &state.config;
+    json!({
+        "instance_id": state.instance_id,
+        "mode": mode_str(c.tracker.mode),
+        // Not a switch any more: the original let anyone turn verification off.
+        "verify_signatures": true,
+        "receipt_window": state.runtime.receipt_window_secs(),
+        "receipt_max_future_secs": c.receipts.max_future_secs,
+        "min_ratio": state.runtime.min_ratio(),
+        "ratio_source": receipts::user_totals_source(c.ratio.source),
+        "max_peers": c.tracker.max_peers,
+        "max_receipts_per_report": c.receipts.max_receipts_per_report,
+        "used_receipts_count": state.receipt_stats.nullifiers.load(Ordering::Relaxed),
+        "tee_available": false,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    #[serde(default)]
+    verify_signatures: Option<bool>,
+    #[serde(default)]
+    receipt_window: Option<u64>,
+    #[serde(default)]
+    min_ratio: Option<f64>,
+    #[serde(default)]
+    tee_mode: Option<serde::de::IgnoredAny>,
+}
+
+/// `POST /config` (admin): validates every key first and applies all or nothing (the original
+/// applied keys one by one, so a bad later key left earlier ones changed), then persists the
+/// change so a restart keeps it. Types are strict: `"false"` is not a boolean.
+async fn set_config(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let change: ConfigChange = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    if change.verify_signatures == Some(false) {
+        return fail(
+            out,
+            400,
+            "verify_signatures cannot be turned off: upload credit comes only from verified \
+             signatures",
+            ka,
+        );
+    }
+    if change.tee_mode.is_some() {
+        return fail(out, 400, "tee_mode is chosen at start-up (TEE_MODE), not at run time", ka);
+    }
+    if let Some(w) = change.receipt_window
+        && !(1..=crate::config::MAX_RECEIPT_WINDOW_SECS).contains(&w)
+    {
+        let max = crate::config::MAX_RECEIPT_WINDOW_SECS;
+        return fail(
+            out,
+            400,
+            &format!("receipt_window must be in 1..={max} seconds, got {w}"),
+            ka,
+        );
+    }
+    if let Some(r) = change.min_ratio
+        && !(r.is_finite() && r >= 0.0)
+    {
+        return fail(out, 400, "min_ratio must be a finite number >= 0", ka);
+    }
+    let overrides =
+        Overrides { min_ratio: change.min_ratio, receipt_window_secs: change.receipt_window };
+    match ask(core, |reply| StoreCmd::SetOverrides { overrides, reply }).await {
+        Ok(in_force) => {
+            core.state.runtime.apply(in_force);
+            let body = json!({
+                "success": true,
+                "message": "Configuration updated",
+                "config": config_json(core),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => fail(out, 503, &e.to_string(), ka),
     }
 }
 
@@ -213,7 +342,7 @@ fn valid_name(name: &str) -> bool {
 /// Decodes a JSON body. The content type is not enforced: `curl -d` sends
 /// `application/x-www-form-urlencoded`, and refusing it (as the original's Flask did with a 415
 /// turned into a 500) only breaks the documented commands.
-fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> {
+pub(crate) fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> {
     serde_json::from_slice(req.body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
@@ -252,7 +381,8 @@ struct Registration {
     passkey: Option<String>,
 }
 
-fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8; N], String> {
+/// Decodes base64 of exactly `N` bytes, naming `field` on failure.
+pub(crate) fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8; N], String> {
     let raw = super::receipt_json::b64_bytes(field, value)?;
     let got = raw.len();
     raw.try_into().map_err(|_| format!("{field} must decode to {N} bytes, got {got}"))
@@ -281,33 +411,6 @@ fn check_registration(
             .map_err(|_| (401, "invalid registration signature".to_owned()))?;
     }
     Ok(())
-}
-
-/// `POST /verify-receipt`: checks one receipt's signature (a pure check: nothing is credited
-/// or marked used). The signature check runs off the serving core.
-async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let parsed: super::receipt_json::ReceiptJson = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let receipt = match parsed.to_receipt() {
-        Ok(r) => r,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let verdict = glommio::executor()
-        .spawn_blocking(move || pbts_verifier::batch::verify_one(&receipt))
-        .await;
-    let body = match verdict {
-        Ok(()) => json!({ "success": true, "valid": true, "message": "Receipt is valid" }),
-        Err(e) => json!({
-            "success": true,
-            "valid": false,
-            "message": "Receipt is invalid",
-            "reason": e.as_str(),
-        }),
-    };
-    write_json(out, 200, &body.to_string(), ka);
 }
 
 /// `POST /register`: binds a new user to a BLS public key proven by a proof of possession and
@@ -419,18 +522,16 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             };
             let r = user.to_record();
             let (http, udp) = announce_urls(core, &r.passkey);
-            let body = json!({
-                "user_id": r.name,
-                "id": r.id,
-                "passkey": r.passkey,
-                "announce_url": http,
-                "udp_announce_url": udp,
-                "uploaded": user.uploaded.load(Ordering::Relaxed),
-                "downloaded": user.downloaded.load(Ordering::Relaxed),
-                // JSON has no Infinity: an undefined ratio (nothing downloaded) is null.
-                "ratio": user.ratio(),
-                "created_at": r.created_at,
-            });
+            let mut body = receipts::user_totals(&user, state.config.ratio.source);
+            body["user_id"] = r.name.into();
+            body["id"] = r.id.into();
+            body["passkey"] = r.passkey.into();
+            body["announce_url"] = http.into();
+            body["udp_announce_url"] = udp.into();
+            body["uploaded"] = r.uploaded.into();
+            body["downloaded"] = r.downloaded.into();
+            body["public_key"] = r.public_key.into();
+            body["created_at"] = r.created_at.into();
             write_json(out, 200, &body.to_string(), ka);
         }
         (Method::Post, b"/admin/torrents") => {
@@ -438,23 +539,23 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
                 Ok(r) => r,
                 Err(e) => return error(out, 400, &e, ka),
             };
-            let hashes = record.announce_hashes();
-            let mut body = json!({
-                "info_hash": record.info_hash,
-                "v2_info_hash": record.v2_info_hash,
-                "piece_length": record.piece_length,
-                "total_size": record.total_size,
-                "name": record.name,
-            });
             match ask(core, |reply| StoreCmd::RegisterTorrent { record, reply }).await {
-                Ok(new) => {
-                    for ih in hashes {
-                        state.registered.insert(ih);
+                Ok((new, stored)) => {
+                    for ih in stored.announce_hashes() {
+                        state.registered.insert(ih, stored.info());
                     }
-                    body["success"] = true.into();
-                    body["new"] = new.into();
+                    let body = json!({
+                        "success": true,
+                        "new": new,
+                        "info_hash": stored.info_hash,
+                        "v2_info_hash": stored.v2_info_hash,
+                        "piece_length": stored.piece_length,
+                        "total_size": stored.total_size,
+                        "name": stored.name,
+                    });
                     write_json(out, if new { 201 } else { 200 }, &body.to_string(), ka);
                 }
+                Err(e @ StoreError::TorrentConflict { .. }) => error(out, 409, &e.to_string(), ka),
                 Err(e) => error(out, 503, &e.to_string(), ka),
             }
         }

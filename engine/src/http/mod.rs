@@ -2,4 +2,5 @@
 
 pub(crate) mod api;
 pub(crate) mod receipt_json;
+pub(crate) mod receipts;
 pub(crate) mod worker;

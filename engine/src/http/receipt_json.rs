@@ -26,9 +26,18 @@ pub(crate) struct ReceiptJson {
     /// Base64, 96 bytes. `/verify-receipt` calls it `receipt`.
     #[serde(alias = "receipt")]
     signature: Option<String>,
+    /// The original's client-chosen credit: accepted and ignored (credit is the registered
+    /// piece length).
+    #[serde(default, rename = "piece_size")]
+    _piece_size: Option<serde::de::IgnoredAny>,
+    /// The original BEP 10 form signed `timestamp / 3600` under this name; such receipts cannot
+    /// verify, and saying so beats "missing timestamp".
+    #[serde(default)]
+    t_epoch: Option<serde::de::IgnoredAny>,
 }
 
-fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
+/// Decodes hex (either case), naming `field` on failure.
+pub(crate) fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
     let v = value.trim().as_bytes();
     if !v.len().is_multiple_of(2) {
         return Err(format!("{field} is not valid hex"));
@@ -60,6 +69,11 @@ impl ReceiptJson {
     pub(crate) fn to_receipt(&self) -> Result<Receipt, String> {
         fn need<'a, T>(field: &str, v: &'a Option<T>) -> Result<&'a T, String> {
             v.as_ref().ok_or_else(|| format!("missing {field}"))
+        }
+        if self.timestamp.is_none() && self.t_epoch.is_some() {
+            return Err("t_epoch receipts (the original BEP 10 form) cannot verify: sign and \
+                        send the timestamp"
+                .to_owned());
         }
         let ih = hex_bytes("infohash", need("infohash", &self.infohash)?)?;
         let sender = b64_bytes("sender_pk", need("sender_pk", &self.sender_pk)?)?;
@@ -116,5 +130,10 @@ mod tests {
         j.timestamp = None;
         assert_eq!(j.to_receipt().unwrap_err(), "missing timestamp");
         assert!(serde_json::from_str::<ReceiptJson>(r#"{"bogus":1}"#).is_err());
+        let mut j = json(r#","piece_size":"lots""#);
+        assert!(j.to_receipt().is_ok());
+        j.timestamp = None;
+        j.t_epoch = Some(serde::de::IgnoredAny);
+        assert!(j.to_receipt().unwrap_err().starts_with("t_epoch receipts"));
     }
 }

@@ -14,6 +14,7 @@ use pbts_http::request::{self, Limits, Method, Request, Status};
 use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
 
 use super::api;
+use super::receipts::{self, is_report_request};
 use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
 use crate::config::ProxyHeader;
 use crate::metrics::Counter;
@@ -60,12 +61,17 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     let net = &core.state.config.network;
     let idle = Duration::from_secs(net.idle_timeout_secs);
     let request_timeout = Duration::from_secs(net.request_timeout_secs);
-    // Loopback admins may upload .torrent files (up to 8 MiB); everyone else's bodies stay
-    // small, so 16k idle connections cannot pin gigabytes of buffers.
+    // Loopback admins may upload .torrent files (up to 8 MiB) and anyone may POST a receipt
+    // report (1 KiB per receipt); every other body stays small, so 16k idle connections cannot
+    // pin gigabytes of buffers. The parser accepts the largest limit; the buffer grows past
+    // the normal one only for a request whose request line is a report.
     let mut limits = Limits::default();
     if core.state.config.admin.allow_loopback && canonical_ip(peer.ip()).is_loopback() {
         limits.max_body_bytes = crate::torrent::MAX_TORRENT_BYTES;
     }
+    let normal_body = limits.max_body_bytes;
+    let normal_cap = limits.max_header_bytes + normal_body;
+    limits.max_body_bytes = normal_body.max(core.state.config.receipts.max_report_bytes());
     let cap = limits.max_header_bytes + limits.max_body_bytes;
     let mut buf = vec![0u8; 4096];
     let mut len = 0usize;
@@ -79,6 +85,11 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             match request::parse_request(&buf[consumed..len], &limits) {
                 Ok(Status::Complete(req, n)) => {
                     consumed += n;
+                    if req.body.len() > normal_body && receipts::report_route(req.path).is_none() {
+                        too_large(core, &mut out, normal_body);
+                        close = true;
+                        break;
+                    }
                     if let Next::Close = handle(core, &req, peer, &mut out).await {
                         close = true;
                         break;
@@ -126,11 +137,15 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             },
         };
         if len == buf.len() {
-            if buf.len() >= cap {
-                // The parser reports oversize heads itself; this is a body past the cap.
+            let allowed = if is_report_request(&buf[..len]) { cap } else { normal_cap };
+            if buf.len() >= allowed {
+                // The parser reports oversize heads itself; this is a body past the limit.
+                too_large(core, &mut out, allowed - limits.max_header_bytes);
+                let _ = stream.write_all(&out).await;
+                let _ = stream.close().await;
                 return;
             }
-            buf.resize((buf.len() * 2).min(cap), 0);
+            buf.resize((buf.len() * 2).min(allowed), 0);
         }
         if stream.set_read_timeout(Some(timeout)).is_err() {
             return;
@@ -151,6 +166,13 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             }
         }
     }
+}
+
+/// A 413 for a body over the limit of its route (the connection is closed after it).
+fn too_large(core: &Core, out: &mut Vec<u8>, limit: usize) {
+    core.metrics().inc(Counter::HttpBadRequest);
+    let body = format!("request body too large (limit {limit} bytes)\n");
+    response::write_response(out, 413, "text/plain; charset=utf-8", body.as_bytes(), false);
 }
 
 /// The client address, honouring a trusted proxy header when configured.

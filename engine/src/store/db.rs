@@ -1,12 +1,19 @@
 //! The redb database and the store thread's command loop.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use pbts_http::InfoHash;
+use pbts_verifier::nullifier::{Freshness, Ledger, Nullifier};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Accounts, Passkey, StoreCmd, UserRecord};
+use super::{
+    Accounts, Overrides, Passkey, ReceiptCredit, ReceiptStats, StoreCmd, TorrentInfo,
+    TorrentRecord, UserRecord,
+};
 use crate::common::unix_now;
 use crate::swarm::SwarmStore;
 
@@ -22,9 +29,11 @@ const USER_KEYS: TableDefinition<'_, &[u8], u32> = TableDefinition::new("user_ke
 const SNATCHES: TableDefinition<'_, &[u8], u32> = TableDefinition::new("snatches");
 /// info-hash → JSON [`TorrentRecord`].
 const TORRENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("torrents");
-/// Small named values (`next_user_id`).
+/// nullifier (32 bytes) → receipt timestamp: every credited receipt still inside the window.
+const NULLIFIERS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("nullifiers");
+/// Small named values (`next_user_id`, `nullifier_floor`).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-/// Small named texts (`instance_id`).
+/// Small named texts (`instance_id`, `config_overrides`).
 const META_TEXT: TableDefinition<'_, &str, &str> = TableDefinition::new("meta_text");
 
 /// A database failure.
@@ -53,6 +62,16 @@ pub enum StoreError {
     /// The user already has a key (keys are never replaced).
     #[error("user already has a public key")]
     UserHasKey,
+    /// A torrent registered again with a different piece length or size.
+    #[error("torrent already registered with {field} {existing}, not {given}")]
+    TorrentConflict {
+        /// `piece_length` or `total_size`.
+        field: &'static str,
+        /// The stored value.
+        existing: u64,
+        /// The value given now.
+        given: u64,
+    },
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
@@ -82,18 +101,30 @@ fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
 /// Sends a command's reply once the batch's commit outcome is known.
 type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;
 
-/// The open database.
+/// The open database, and the double-spend ledger whose nullifiers it persists (one owner, the
+/// store thread, so reserving, crediting and persisting a receipt never race).
 #[derive(Debug)]
 pub struct Db {
     db: Database,
+    ledger: Ledger,
+    overrides: Overrides,
+    stats: Arc<ReceiptStats>,
 }
 
 impl Db {
-    /// Opens (creating if needed) `<dir>/pbts.redb` and its tables.
+    /// Opens (creating if needed) `<dir>/pbts.redb` and its tables, restores the ledger's
+    /// nullifiers and prune floor, and forgets those already out of the window.
+    ///
+    /// `freshness` is the configured receipt window; a window set through `POST /config` and
+    /// persisted in [`Overrides`] takes its place.
     ///
     /// # Errors
-    /// I/O or database errors, or a database locked by another process.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// I/O or database errors, corrupt records, or a database locked by another process.
+    pub fn open(
+        dir: &Path,
+        freshness: Freshness,
+        stats: Arc<ReceiptStats>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
         let db = Database::create(dir.join("pbts.redb"))?;
         let tx = db.begin_write()?;
@@ -103,13 +134,67 @@ impl Db {
         tx.open_table(USER_TORRENT)?;
         tx.open_table(SNATCHES)?;
         tx.open_table(TORRENTS)?;
+        tx.open_table(NULLIFIERS)?;
         tx.open_table(META)?;
         tx.open_table(META_TEXT)?;
         tx.commit()?;
-        Ok(Self { db })
+        let mut this =
+            Self { db, ledger: Ledger::new(freshness), overrides: Overrides::default(), stats };
+        this.restore_ledger(freshness)?;
+        Ok(this)
     }
 
-    /// Loads users into `accounts`, snatch counts into `swarms`, and returns registered torrents.
+    fn restore_ledger(&mut self, mut freshness: Freshness) -> Result<(), StoreError> {
+        {
+            let tx = self.db.begin_read()?;
+            if let Some(v) = tx.open_table(META_TEXT)?.get("config_overrides")? {
+                self.overrides =
+                    serde_json::from_str(v.value()).map_err(|e| corrupt("meta_text", e))?;
+            }
+            if let Some(w) = self.overrides.receipt_window_secs {
+                freshness.window_secs = w;
+            }
+            self.ledger.set_freshness(freshness);
+            if let Some(floor) = tx.open_table(META)?.get("nullifier_floor")? {
+                self.ledger.restore_prune_floor(floor.value());
+            }
+            for row in tx.open_table(NULLIFIERS)?.iter()? {
+                let (k, v) = row?;
+                let n: [u8; 32] =
+                    k.value().try_into().map_err(|_| corrupt("nullifiers", "key length"))?;
+                self.ledger.load(Nullifier(n), v.value());
+            }
+        }
+        self.prune()
+    }
+
+    /// Run-time settings persisted by `POST /config`.
+    pub fn overrides(&self) -> Overrides {
+        self.overrides
+    }
+
+    /// Forgets nullifiers of receipts that can no longer be accepted, on disk too, and persists
+    /// the raised prune floor in the same transaction.
+    fn prune(&mut self) -> Result<(), StoreError> {
+        let floor_before = self.ledger.prune_floor();
+        let pruned = self.ledger.prune(unix_now());
+        if !pruned.is_empty() || self.ledger.prune_floor() != floor_before {
+            let tx = self.db.begin_write()?;
+            {
+                let mut table = tx.open_table(NULLIFIERS)?;
+                for n in &pruned {
+                    table.remove(&n.0[..])?;
+                }
+                tx.open_table(META)?.insert("nullifier_floor", self.ledger.prune_floor())?;
+            }
+            tx.commit()?;
+        }
+        self.stats.nullifiers.store(self.ledger.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Loads users into `accounts`, snatch counts into `swarms`, and returns registered torrents
+    /// (each hash a client may announce with).
     ///
     /// # Errors
     /// Database errors or corrupt records.
@@ -117,7 +202,7 @@ impl Db {
         &self,
         accounts: &Accounts,
         swarms: &SwarmStore,
-    ) -> Result<Vec<InfoHash>, StoreError> {
+    ) -> Result<Vec<(InfoHash, TorrentInfo)>, StoreError> {
         let tx = self.db.begin_read()?;
         for row in tx.open_table(USERS)?.iter()? {
             let (_, v) = row?;
@@ -132,9 +217,11 @@ impl Db {
         }
         let mut torrents = Vec::new();
         for row in tx.open_table(TORRENTS)?.iter()? {
-            let (k, _) = row?;
-            torrents
-                .push(InfoHash::from_slice(k.value()).ok_or_else(|| corrupt("torrents", "key"))?);
+            let (k, v) = row?;
+            let ih = InfoHash::from_slice(k.value()).ok_or_else(|| corrupt("torrents", "key"))?;
+            let record: TorrentRecord =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("torrents", e))?;
+            torrents.push((ih, record.info()));
         }
         Ok(torrents)
     }
@@ -181,24 +268,48 @@ impl Db {
     }
 
     /// Runs the store thread's loop until every sender is gone. Commands that arrive together
-    /// are committed in one transaction; replies go out after the commit.
-    pub fn run(self, rx: flume::Receiver<StoreCmd>, accounts: Arc<Accounts>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
+    /// are committed in one transaction; replies go out after the commit. Every
+    /// `prune_every` the ledger forgets nullifiers that left the receipt window.
+    pub fn run(
+        mut self,
+        rx: flume::Receiver<StoreCmd>,
+        accounts: Arc<Accounts>,
+        prune_every: Duration,
+    ) {
+        let mut next_prune = Instant::now() + prune_every;
+        loop {
+            match rx.recv_deadline(next_prune) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    while batch.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(cmd) => batch.push(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                    self.apply(batch, &accounts);
                 }
+                Err(flume::RecvTimeoutError::Timeout) => {}
+                Err(flume::RecvTimeoutError::Disconnected) => break,
             }
-            self.apply(batch, &accounts);
+            if Instant::now() >= next_prune {
+                if let Err(e) = self.prune() {
+                    tracing::error!("nullifier prune failed: {e:#}");
+                }
+                next_prune = Instant::now() + prune_every;
+            }
         }
     }
 
-    fn apply(&self, batch: Vec<StoreCmd>, accounts: &Accounts) {
+    fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) {
         let mut replies: Vec<ReplyFn> = Vec::new();
         let mut created = Vec::new();
         let mut attached = Vec::new();
+        let mut credited: Vec<ReceiptCredit> = Vec::new();
+        let mut released: Vec<Nullifier> = Vec::new();
+        let mut new_overrides: Option<Overrides> = None;
+        let ledger = &mut self.ledger;
+        let overrides = self.overrides;
         let result = (|| -> Result<(), StoreError> {
             let tx = self.db.begin_write()?;
             {
@@ -208,8 +319,10 @@ impl Db {
                 let mut user_torrent = tx.open_table(USER_TORRENT)?;
                 let mut snatches = tx.open_table(SNATCHES)?;
                 let mut torrents = tx.open_table(TORRENTS)?;
+                let mut nullifiers = tx.open_table(NULLIFIERS)?;
                 let mut meta = tx.open_table(META)?;
-                let mut user_sums = std::collections::HashMap::<u32, (u64, u64)>::new();
+                let mut meta_text = tx.open_table(META_TEXT)?;
+                let mut sums = HashMap::<u32, Sums>::new();
                 for cmd in batch {
                     match cmd {
                         StoreCmd::CreateUser { name, public_key, reply } => {
@@ -234,6 +347,8 @@ impl Db {
                                 uploaded: 0,
                                 downloaded: 0,
                                 public_key: public_key.as_ref().map(super::encode_public_key),
+                                verified_uploaded: 0,
+                                verified_downloaded: 0,
                             };
                             let json =
                                 serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
@@ -284,18 +399,73 @@ impl Db {
                         StoreCmd::RegisterTorrent { record, reply } => {
                             // Stored under every hash clients announce it with (v1, truncated
                             // v2), so a hybrid torrent is one torrent either way.
-                            let json =
-                                serde_json::to_vec(&record).map_err(|e| corrupt("torrents", e))?;
-                            let mut new = false;
-                            for ih in record.announce_hashes() {
-                                if torrents.get(&ih.0[..])?.is_none() {
-                                    new = true;
-                                    torrents.insert(&ih.0[..], json.as_slice())?;
+                            let hashes = record.announce_hashes();
+                            let mut existing = None;
+                            for ih in &hashes {
+                                if let Some(v) = torrents.get(&ih.0[..])? {
+                                    let r: TorrentRecord = serde_json::from_slice(v.value())
+                                        .map_err(|e| corrupt("torrents", e))?;
+                                    existing = Some(r);
+                                    break;
                                 }
+                            }
+                            let new = existing.is_none();
+                            let stored = match existing {
+                                None => record,
+                                Some(old) => match merge_torrent(old, record) {
+                                    Ok(merged) => merged,
+                                    Err(e) => {
+                                        let _ = reply.send(Err(e));
+                                        continue;
+                                    }
+                                },
+                            };
+                            let json =
+                                serde_json::to_vec(&stored).map_err(|e| corrupt("torrents", e))?;
+                            for ih in stored.announce_hashes() {
+                                torrents.insert(&ih.0[..], json.as_slice())?;
                             }
                             replies.push(Box::new(move |err| {
                                 let _ = reply.send(match err {
-                                    None => Ok(new),
+                                    None => Ok((new, stored)),
+                                    Some(_) => Err(StoreError::Closed),
+                                });
+                            }));
+                        }
+                        StoreCmd::ReserveReceipts { receipts, now, reply } => {
+                            // In memory only: answered now, before the batch commits.
+                            let _ = reply.send(ledger.reserve(&receipts, now));
+                        }
+                        StoreCmd::CreditReceipts { credits, release, reply } => {
+                            for c in &credits {
+                                if nullifiers.insert(&c.nullifier.0[..], c.timestamp)?.is_some() {
+                                    // The ledger reserved it, so it cannot be on disk: a bug.
+                                    return Err(corrupt(
+                                        "nullifiers",
+                                        "reserved nullifier on disk",
+                                    ));
+                                }
+                                sums.entry(c.uploader).or_default().verified_up += c.bytes;
+                                sums.entry(c.signer).or_default().verified_down += c.bytes;
+                            }
+                            credited.extend_from_slice(&credits);
+                            released.extend_from_slice(&release);
+                            replies.push(Box::new(move |err| {
+                                let _ = reply.send(match err {
+                                    None => Ok(()),
+                                    Some(_) => Err(StoreError::Closed),
+                                });
+                            }));
+                        }
+                        StoreCmd::SetOverrides { overrides: change, reply } => {
+                            let merged = new_overrides.unwrap_or(overrides).merge(change);
+                            let json = serde_json::to_string(&merged)
+                                .map_err(|e| corrupt("meta_text", e))?;
+                            meta_text.insert("config_overrides", json.as_str())?;
+                            new_overrides = Some(merged);
+                            replies.push(Box::new(move |err| {
+                                let _ = reply.send(match err {
+                                    None => Ok(merged),
                                     Some(_) => Err(StoreError::Closed),
                                 });
                             }));
@@ -315,9 +485,9 @@ impl Db {
                                     down.saturating_add(d.downloaded),
                                 );
                                 user_torrent.insert(&key[..], &value[..])?;
-                                let sum = user_sums.entry(d.user).or_default();
-                                sum.0 = sum.0.saturating_add(d.uploaded);
-                                sum.1 = sum.1.saturating_add(d.downloaded);
+                                let sum = sums.entry(d.user).or_default();
+                                sum.up = sum.up.saturating_add(d.uploaded);
+                                sum.down = sum.down.saturating_add(d.downloaded);
                             }
                             for (ih, n) in new_snatches {
                                 let old = snatches.get(&ih.0[..])?.map(|v| v.value()).unwrap_or(0);
@@ -334,15 +504,20 @@ impl Db {
                         }
                     }
                 }
-                // Persisted user totals are exactly the sum of flushed deltas; the in-memory
-                // mirror runs ahead by what is still pending on the cores.
-                for (id, (up, down)) in user_sums {
+                // Persisted claimed totals are exactly the sum of flushed deltas (the in-memory
+                // mirror runs ahead by what is still pending on the cores); verified totals
+                // are the sum of credited receipts.
+                for (id, sum) in sums {
                     let Some(v) = users.get(id)? else { continue };
                     let mut record: UserRecord =
                         serde_json::from_slice(v.value()).map_err(|e| corrupt("users", e))?;
                     drop(v);
-                    record.uploaded = record.uploaded.saturating_add(up);
-                    record.downloaded = record.downloaded.saturating_add(down);
+                    record.uploaded = record.uploaded.saturating_add(sum.up);
+                    record.downloaded = record.downloaded.saturating_add(sum.down);
+                    record.verified_uploaded =
+                        record.verified_uploaded.saturating_add(sum.verified_up);
+                    record.verified_downloaded =
+                        record.verified_downloaded.saturating_add(sum.verified_down);
                     let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
                     users.insert(id, json.as_slice())?;
                 }
@@ -353,7 +528,9 @@ impl Db {
         if let Err(e) = &result {
             tracing::error!("store commit failed: {e:#}");
         }
-        // Users created in this batch become visible to announces only once durable.
+        // Users created in this batch become visible to announces only once durable; credited
+        // nullifiers leave the reserved state only once durable (until then a concurrent copy
+        // is told "in flight").
         if result.is_ok() {
             for record in &created {
                 accounts.insert(record);
@@ -363,11 +540,63 @@ impl Db {
                     accounts.attach_key(&user, pk);
                 }
             }
+            for c in &credited {
+                ledger.commit(&c.nullifier, c.timestamp);
+                if let Some(u) = accounts.by_id(c.uploader) {
+                    u.verified_uploaded.fetch_add(c.bytes, Ordering::Relaxed);
+                }
+                if let Some(u) = accounts.by_id(c.signer) {
+                    u.verified_downloaded.fetch_add(c.bytes, Ordering::Relaxed);
+                }
+            }
+            if let Some(o) = new_overrides {
+                if let Some(w) = o.receipt_window_secs {
+                    ledger.set_freshness(Freshness { window_secs: w, ..ledger.freshness() });
+                }
+                self.overrides = o;
+            }
+        } else {
+            for c in &credited {
+                ledger.release(&c.nullifier);
+            }
         }
+        for n in &released {
+            ledger.release(n);
+        }
+        self.stats.nullifiers.store(ledger.len() as u64, Ordering::Relaxed);
         for reply in replies {
             reply(result.as_ref().err());
         }
     }
+}
+
+/// Per-user totals added by one batch.
+#[derive(Default)]
+struct Sums {
+    up: u64,
+    down: u64,
+    verified_up: u64,
+    verified_down: u64,
+}
+
+/// A torrent registered again: fills in what the stored record lacks (piece length, size,
+/// name, v2 hash); a different piece length or size is a conflict, since credit already given
+/// was computed from the stored one.
+fn merge_torrent(old: TorrentRecord, new: TorrentRecord) -> Result<TorrentRecord, StoreError> {
+    let check = |field, a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(existing), Some(given)) if existing != given => {
+            Err(StoreError::TorrentConflict { field, existing, given })
+        }
+        _ => Ok(a.or(b)),
+    };
+    Ok(TorrentRecord {
+        piece_length: check("piece_length", old.piece_length, new.piece_length)?,
+        total_size: check("total_size", old.total_size, new.total_size)?,
+        name: old.name.or(new.name),
+        v2_info_hash: old.v2_info_hash.or(new.v2_info_hash),
+        info_hash: old.info_hash,
+        registered_at: old.registered_at,
+    })
 }
 
 fn encode_pair(a: u64, b: u64) -> [u8; 16] {

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use pbts_verifier::receipt::PublicKeyBytes;
 
+use crate::config::RatioSource;
 use crate::swarm::store::UserId;
+use pbts_verifier::nullifier::{Nullifier, Rejection};
+use pbts_verifier::receipt::Receipt;
 
 /// Length of a passkey in bytes (32 lowercase hex characters on the wire).
 pub const PASSKEY_LEN: usize = 32;
@@ -83,6 +86,12 @@ pub struct UserRecord {
     /// through `POST /register`.
     #[serde(default)]
     pub public_key: Option<String>,
+    /// Bytes uploaded as proven by receipts other users signed (`POST /report`).
+    #[serde(default)]
+    pub verified_uploaded: u64,
+    /// Bytes downloaded as proven by receipts this user signed.
+    #[serde(default)]
+    pub verified_downloaded: u64,
 }
 
 /// A user in memory.
@@ -103,6 +112,10 @@ pub struct User {
     /// The registered BLS public key, once registered (set at most once: a user created by an
     /// admin gains one through `POST /register` with their passkey).
     pub public_key: std::sync::OnceLock<PublicKeyBytes>,
+    /// Receipt-proven bytes uploaded (updated after each credit is committed).
+    pub verified_uploaded: AtomicU64,
+    /// Receipt-proven bytes downloaded.
+    pub verified_downloaded: AtomicU64,
 }
 
 impl User {
@@ -119,6 +132,8 @@ impl User {
             created_at: r.created_at,
             uploaded: AtomicU64::new(r.uploaded),
             downloaded: AtomicU64::new(r.downloaded),
+            verified_uploaded: AtomicU64::new(r.verified_uploaded),
+            verified_downloaded: AtomicU64::new(r.verified_downloaded),
         })
     }
 
@@ -132,13 +147,31 @@ impl User {
             uploaded: self.uploaded.load(Ordering::Relaxed),
             downloaded: self.downloaded.load(Ordering::Relaxed),
             public_key: self.public_key.get().map(encode_public_key),
+            verified_uploaded: self.verified_uploaded.load(Ordering::Relaxed),
+            verified_downloaded: self.verified_downloaded.load(Ordering::Relaxed),
         }
     }
 
-    /// uploaded / downloaded; `None` when nothing was downloaded (infinite or undefined).
-    pub fn ratio(&self) -> Option<f64> {
-        let down = self.downloaded.load(Ordering::Relaxed);
-        (down > 0).then(|| self.uploaded.load(Ordering::Relaxed) as f64 / down as f64)
+    /// (uploaded, downloaded) as the ratio gate counts them from `source`.
+    ///
+    /// `Verified` counts only proven upload, and the larger of the claimed and the proven
+    /// download: a client cannot hide download that it signed receipts for.
+    pub fn ratio_counts(&self, source: RatioSource) -> (u64, u64) {
+        let claimed_down = self.downloaded.load(Ordering::Relaxed);
+        match source {
+            RatioSource::Claimed => (self.uploaded.load(Ordering::Relaxed), claimed_down),
+            RatioSource::Verified => (
+                self.verified_uploaded.load(Ordering::Relaxed),
+                claimed_down.max(self.verified_downloaded.load(Ordering::Relaxed)),
+            ),
+        }
+    }
+
+    /// uploaded / downloaded from `source`; `None` when nothing was downloaded (infinite or
+    /// undefined: JSON has no Infinity).
+    pub fn ratio(&self, source: RatioSource) -> Option<f64> {
+        let (up, down) = self.ratio_counts(source);
+        (down > 0).then(|| up as f64 / down as f64)
     }
 }
 
@@ -249,7 +282,55 @@ pub struct TorrentRecord {
     pub total_size: Option<u64>,
 }
 
+/// What announces and `/report` need to know of a registered torrent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TorrentInfo {
+    /// Bytes per piece, if registered.
+    pub piece_length: Option<u64>,
+    /// Bytes of all files, if registered.
+    pub total_size: Option<u64>,
+}
+
+impl TorrentInfo {
+    /// The bytes one receipt for `piece_index` credits: the piece length, or the remainder
+    /// for the last piece.
+    ///
+    /// # Errors
+    /// No piece length registered, or an index past the last piece (when the size is known).
+    pub fn piece_bytes(&self, piece_index: u32) -> Result<u64, PieceError> {
+        let len = self.piece_length.filter(|&l| l > 0).ok_or(PieceError::NoPieceLength)?;
+        let Some(total) = self.total_size else { return Ok(len) };
+        let pieces = total.div_ceil(len);
+        let index = u64::from(piece_index);
+        if index >= pieces {
+            return Err(PieceError::OutOfRange { index: piece_index, pieces });
+        }
+        Ok(if index + 1 == pieces { total - index * len } else { len })
+    }
+}
+
+/// Why a piece cannot be credited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PieceError {
+    /// The torrent was registered by info-hash alone.
+    #[error("torrent has no registered piece length")]
+    NoPieceLength,
+    /// The index is past the last piece.
+    #[error("piece_index {index} out of range (the torrent has {pieces} pieces)")]
+    OutOfRange {
+        /// The receipt's index.
+        index: u32,
+        /// Pieces in the torrent.
+        pieces: u64,
+    },
+}
+
 impl TorrentRecord {
+    /// The parts announces and `/report` read.
+    pub fn info(&self) -> TorrentInfo {
+        TorrentInfo { piece_length: self.piece_length, total_size: self.total_size }
+    }
+
     /// Every 20-byte hash clients may announce this torrent with.
     pub fn announce_hashes(&self) -> Vec<InfoHash> {
         let mut out: Vec<InfoHash> = InfoHash::from_hex(&self.info_hash).into_iter().collect();
@@ -286,12 +367,43 @@ pub enum StoreCmd {
         /// The updated record, or `UserNotFound` / `KeyExists` / `UserHasKey`.
         reply: Reply<UserRecord>,
     },
-    /// Register a torrent; replies once committed. Registering twice is not an error.
+    /// Register a torrent; replies once committed. Registering twice is not an error, and a
+    /// second registration may fill in what the first left out (piece length, size), but never
+    /// change it (`StoreError::TorrentConflict`).
     RegisterTorrent {
         /// The record.
         record: TorrentRecord,
-        /// Whether it was new.
-        reply: Reply<bool>,
+        /// Whether it was new, and the record as stored.
+        reply: Reply<(bool, TorrentRecord)>,
+    },
+    /// Checks receipts against the double-spend ledger and reserves the nullifiers of those
+    /// that may be credited. Answered at once (nothing is written).
+    ReserveReceipts {
+        /// The receipts, in report order.
+        receipts: Vec<Receipt>,
+        /// Unix seconds now.
+        now: u64,
+        /// One verdict per receipt.
+        reply: flume::Sender<Vec<Result<Nullifier, Rejection>>>,
+    },
+    /// Credits verified receipts (nullifiers and both users' verified totals in one
+    /// transaction) and drops the reservations of the ones that failed verification. On a
+    /// failed commit every reservation is dropped and nothing is credited.
+    CreditReceipts {
+        /// Receipts whose signatures verified.
+        credits: Vec<ReceiptCredit>,
+        /// Reservations to drop (signature failed).
+        release: Vec<Nullifier>,
+        /// Signalled after the commit.
+        reply: Reply<()>,
+    },
+    /// Persists run-time settings from `POST /config` and applies the receipt window to the
+    /// ledger.
+    SetOverrides {
+        /// The settings to change (unset fields keep their value).
+        overrides: Overrides,
+        /// All overrides in force after the change.
+        reply: Reply<Overrides>,
     },
     /// A batch of announce accounting and new snatches.
     Flush {
@@ -305,4 +417,104 @@ pub enum StoreCmd {
         /// Signalled after the commit.
         reply: Reply<()>,
     },
+}
+
+/// One verified receipt to credit: zero-sum, `bytes` to the uploader's verified upload and the
+/// signer's verified download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptCredit {
+    /// The receipt's nullifier (reserved).
+    pub nullifier: Nullifier,
+    /// The receipt's timestamp (decides when the nullifier may be pruned).
+    pub timestamp: u64,
+    /// Who sent the piece (the reporter).
+    pub uploader: UserId,
+    /// Who received it and signed.
+    pub signer: UserId,
+    /// Credited bytes (the registered piece length; shorter for the last piece).
+    pub bytes: u64,
+}
+
+/// Run-time settings changed through `POST /config`, kept in the database so a restart does not
+/// silently undo an acknowledged change. Unset fields follow the configuration file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overrides {
+    /// `ratio.min_ratio`.
+    pub min_ratio: Option<f64>,
+    /// `receipts.window_secs`.
+    pub receipt_window_secs: Option<u64>,
+}
+
+impl Overrides {
+    /// `self` with the fields `newer` sets replaced.
+    pub fn merge(self, newer: Self) -> Self {
+        Self {
+            min_ratio: newer.min_ratio.or(self.min_ratio),
+            receipt_window_secs: newer.receipt_window_secs.or(self.receipt_window_secs),
+        }
+    }
+}
+
+/// Receipt counters shared by the serving cores (reports) and the store thread (credits,
+/// ledger size), for `/stats`, `/config` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReceiptStats {
+    /// `POST /report` requests that reached verification or were answered with verdicts.
+    pub reports: AtomicU64,
+    /// Receipts credited.
+    pub accepted: AtomicU64,
+    /// Receipts rejected (any reason).
+    pub rejected: AtomicU64,
+    /// Bytes credited (each to one uploader and one downloader).
+    pub credited_bytes: AtomicU64,
+    /// Nullifiers the ledger holds (credited receipts still inside the window).
+    pub nullifiers: AtomicU64,
+    /// Receipts being verified right now (bounded by `receipts.max_pending_receipts`).
+    pub in_flight: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn piece_bytes_use_the_registered_length_and_a_short_last_piece() {
+        let t = TorrentInfo { piece_length: Some(16384), total_size: Some(40000) };
+        assert_eq!(t.piece_bytes(0), Ok(16384));
+        assert_eq!(t.piece_bytes(1), Ok(16384));
+        assert_eq!(t.piece_bytes(2), Ok(40000 - 2 * 16384));
+        assert_eq!(t.piece_bytes(3), Err(PieceError::OutOfRange { index: 3, pieces: 3 }));
+        let exact = TorrentInfo { piece_length: Some(100), total_size: Some(300) };
+        assert_eq!(exact.piece_bytes(2), Ok(100));
+        let unsized_ = TorrentInfo { piece_length: Some(100), total_size: None };
+        assert_eq!(unsized_.piece_bytes(u32::MAX), Ok(100));
+        assert_eq!(TorrentInfo::default().piece_bytes(0), Err(PieceError::NoPieceLength));
+        let zero = TorrentInfo { piece_length: Some(0), total_size: Some(10) };
+        assert_eq!(zero.piece_bytes(0), Err(PieceError::NoPieceLength));
+    }
+
+    #[test]
+    fn ratio_sources() {
+        let r = UserRecord {
+            id: 1,
+            name: "a".into(),
+            passkey: "0123456789abcdef0123456789abcdef".into(),
+            created_at: 0,
+            uploaded: 1000,
+            downloaded: 100,
+            public_key: None,
+            verified_uploaded: 50,
+            verified_downloaded: 200,
+        };
+        let u = User::from_record(&r).unwrap();
+        assert_eq!(u.ratio_counts(RatioSource::Claimed), (1000, 100));
+        // Verified: proven upload over the larger of claimed and proven download.
+        assert_eq!(u.ratio_counts(RatioSource::Verified), (50, 200));
+        assert_eq!(u.ratio(RatioSource::Verified), Some(0.25));
+        let fresh =
+            User::from_record(&UserRecord { downloaded: 0, verified_downloaded: 0, ..r }).unwrap();
+        assert_eq!(fresh.ratio(RatioSource::Claimed), None);
+        assert_eq!(u.to_record().verified_uploaded, 50);
+    }
 }

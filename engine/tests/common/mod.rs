@@ -22,13 +22,28 @@ pub struct TestServer {
 impl TestServer {
     /// A server on 127.0.0.1:0 and [::1]:0 with deterministic intervals (no jitter).
     pub fn start(mode: TrackerMode, tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), mode, tweak)
+    }
+
+    /// A server whose database lives in `dir` (kept from an earlier server for restarts).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        mode: TrackerMode,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = test_config(mode, dir.path());
         tweak(&mut config);
         let server = pbts_engine::start(config).unwrap();
         let v4 = server.addrs()[0];
         let v6 = server.addrs()[1];
         Self { server: Some(server), v4, v6, dir }
+    }
+
+    /// Stops this server gracefully and starts a new one on the same database (new ports).
+    pub fn restart(mut self, mode: TrackerMode, tweak: impl FnOnce(&mut Config)) -> Self {
+        self.stop();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, mode, tweak)
     }
 
     pub fn instance_id(&self) -> String {

@@ -1,0 +1,763 @@
+//! Receipt-backed credit over real HTTP on 127.0.0.1: `POST /report` with a verdict per
+//! receipt, zero-sum verified stats, double-spend prevention (in a batch, across batches,
+//! concurrently, across restarts), `/config`, `/keygen`, `/attest`, and the verified ratio gate.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pbts_engine::config::{RatioSource, ServerSideKeys, TrackerMode};
+use pbts_http::InfoHash;
+use pbts_verifier::keys::SecretKey;
+use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+use serde_json::{Value, json};
+
+const IH: [u8; 20] = [0xab; 20];
+const OTHER_IH: [u8; 20] = [0xcd; 20];
+/// 3 pieces: 16384, 16384 and 7232 bytes.
+const PIECE: u64 = 16384;
+const SIZE: u64 = 40000;
+const LAST: u64 = SIZE - 2 * PIECE;
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn post(srv: &TestServer, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, resp) = http_request(srv.v4, "POST", path, Some(&body.to_string()));
+    let v = serde_json::from_slice(&resp)
+        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
+    (status, v)
+}
+
+fn get(srv: &TestServer, path: &str) -> Value {
+    serde_json::from_slice(&get_body(srv.v4, path)).unwrap()
+}
+
+/// A user who registered a key made on the client.
+struct Peer {
+    name: String,
+    sk: SecretKey,
+    passkey: String,
+}
+
+fn register(srv: &TestServer, name: &str, seed: u8) -> Peer {
+    let sk = SecretKey::from_ikm(&[seed; 32]).unwrap();
+    let (status, v) = post(
+        srv,
+        "/register",
+        &json!({
+            "user_id": name,
+            "public_key": b64(&sk.public_key().to_bytes().0),
+            "proof_of_possession": b64(&sk.prove_possession().0),
+        }),
+    );
+    assert_eq!(status, 200, "{v}");
+    Peer { name: name.to_owned(), sk, passkey: v["passkey"].as_str().unwrap().to_owned() }
+}
+
+fn register_torrent(srv: &TestServer, ih: &[u8; 20]) {
+    let (status, v) = post(
+        srv,
+        "/admin/torrents",
+        &json!({"info_hash": hex(ih), "piece_length": PIECE, "total_size": SIZE}),
+    );
+    assert!(status == 201 || status == 200, "{v}");
+}
+
+/// A receipt `signer` signs for piece `index` of `ih` received from `uploader`.
+fn receipt(ih: &[u8; 20], uploader: &Peer, signer: &SecretKey, index: u32, ts: u64) -> Receipt {
+    let mut r = Receipt {
+        info_hash: InfoHash(*ih),
+        sender_pk: uploader.sk.public_key().to_bytes(),
+        receiver_pk: signer.public_key().to_bytes(),
+        piece_hash: PieceHash::from_slice(&[index as u8 ^ 0x5a; 20]).unwrap(),
+        piece_index: index,
+        timestamp: ts,
+        signature: SignatureBytes([0; 96]),
+    };
+    signer.sign_receipt(&mut r);
+    r
+}
+
+/// The original's /report field names.
+fn receipt_json(r: &Receipt) -> Value {
+    json!({
+        "receiver_public_key": b64(&r.receiver_pk.0),
+        "sender_pk": b64(&r.sender_pk.0),
+        "piece_hash": hex(r.piece_hash.as_bytes()),
+        "piece_index": r.piece_index,
+        "infohash": hex(&r.info_hash.0),
+        "timestamp": r.timestamp,
+        "signature": b64(&r.signature.0),
+    })
+}
+
+fn report(srv: &TestServer, who: &Peer, receipts: &[Value]) -> (u16, Value) {
+    post(srv, "/report", &json!({"passkey": who.passkey, "receipts": receipts}))
+}
+
+/// (code, reason) of each result; `("ok", bytes)` for credited ones.
+fn verdicts(v: &Value) -> Vec<(String, String)> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r["index"], i);
+            if r["accepted"] == true {
+                ("ok".to_owned(), r["credited_bytes"].to_string())
+            } else {
+                (r["code"].as_str().unwrap().to_owned(), r["reason"].as_str().unwrap().to_owned())
+            }
+        })
+        .collect()
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_owned(), b.to_owned())
+}
+
+fn user(srv: &TestServer, name: &str) -> Value {
+    get(srv, &format!("/user/{name}"))
+}
+
+fn verified(srv: &TestServer, name: &str) -> (u64, u64) {
+    let u = user(srv, name);
+    (u["verified_uploaded"].as_u64().unwrap(), u["verified_downloaded"].as_u64().unwrap())
+}
+
+#[test]
+fn each_receipt_gets_its_own_verdict_and_good_ones_are_credited() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    let carol = register(&srv, "carol", 3);
+    let mallory = SecretKey::from_ikm(&[4; 32]).unwrap(); // never registered
+    register_torrent(&srv, &IH);
+    let t = now();
+
+    let good = receipt(&IH, &alice, &bob.sk, 0, t);
+    // Carol's signature over a receipt naming Bob as the signer.
+    let mut forged = receipt(&IH, &alice, &bob.sk, 1, t);
+    forged.signature = carol.sk.sign(&forged.message());
+    let stale = receipt(&IH, &alice, &bob.sk, 1, t - 3601 - 5);
+    let future = receipt(&IH, &alice, &bob.sk, 1, t + 301 + 5);
+    let wrong_sender = receipt(&IH, &carol, &bob.sk, 1, t);
+    let unregistered_signer = receipt(&IH, &alice, &mallory, 1, t);
+    let mut malformed = receipt_json(&good);
+    malformed["piece_hash"] = "zz".into();
+    let last = receipt(&IH, &alice, &bob.sk, 2, t);
+    let self_signed = receipt(&IH, &alice, &alice.sk, 1, t);
+    let unknown_torrent = receipt(&OTHER_IH, &alice, &bob.sk, 1, t);
+    let out_of_range = receipt(&IH, &alice, &bob.sk, 3, t);
+    let mut bad_point = receipt(&IH, &alice, &bob.sk, 1, t + 1);
+    bad_point.signature = SignatureBytes([0x11; 96]);
+    let mut missing = receipt_json(&good);
+    missing.as_object_mut().unwrap().remove("timestamp");
+
+    let batch = vec![
+        receipt_json(&good),
+        receipt_json(&forged),
+        receipt_json(&good),
+        receipt_json(&stale),
+        receipt_json(&future),
+        receipt_json(&wrong_sender),
+        receipt_json(&unregistered_signer),
+        malformed,
+        receipt_json(&last),
+        receipt_json(&self_signed),
+        receipt_json(&unknown_torrent),
+        receipt_json(&out_of_range),
+        receipt_json(&bad_point),
+        missing,
+        json!({"infohash": 5}),
+    ];
+    let (status, v) = report(&srv, &alice, &batch);
+    assert_eq!(status, 200, "{v}");
+    let got = verdicts(&v);
+    let expected = vec![
+        pair("ok", &PIECE.to_string()),
+        pair("bad_signature", "bad signature"),
+        pair("duplicate_in_batch", "duplicate receipt in batch"),
+        pair("stale", "stale receipt (age 3606 s)"),
+        pair("future", "timestamp in the future (306 s ahead)"),
+        pair("wrong_sender", "sender_pk is not the reporter's registered key"),
+        pair("unregistered_signer", "receiver_public_key is not a registered user's key"),
+        pair("malformed", "malformed receipt: piece_hash is not valid hex"),
+        pair("ok", &LAST.to_string()),
+        pair("self_signed", "receipt signed by the reporter's own key"),
+        pair("unregistered_torrent", "torrent not registered"),
+        pair("piece_out_of_range", "piece_index 3 out of range (the torrent has 3 pieces)"),
+        pair("malformed_signature", "malformed signature"),
+        pair("malformed", "malformed receipt: missing timestamp"),
+        pair(
+            "malformed",
+            "malformed receipt: invalid receipt: invalid type: integer `5`, expected a string",
+        ),
+    ];
+    // Stale/future ages depend on the second the server read its clock: allow one second.
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        if i == 3 || i == 4 {
+            assert_eq!(g.0, e.0);
+        } else {
+            assert_eq!(g, e, "receipt {i}");
+        }
+    }
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(v["success"], true);
+    assert_eq!(v["user_id"], "alice");
+    assert_eq!(v["verified_receipts"], 2);
+    assert_eq!(v["rejected_receipts"], 13);
+    assert_eq!(v["credited_bytes"], PIECE + LAST);
+    assert_eq!(v["verified_uploaded"], PIECE + LAST);
+    assert_eq!(v["verified_downloaded"], 0);
+    assert_eq!(v["total_uploaded"], 0, "claimed totals are untouched by receipts");
+    assert!(v.get("warning").is_none());
+
+    // Zero-sum: Alice's verified upload is exactly Bob's verified download; nobody else moved.
+    assert_eq!(verified(&srv, "alice"), (PIECE + LAST, 0));
+    assert_eq!(verified(&srv, "bob"), (0, PIECE + LAST));
+    assert_eq!(verified(&srv, "carol"), (0, 0));
+
+    // Replays are refused; the forged copy's reservation was released, so the genuine receipt
+    // for piece 1 (same message) is credited now.
+    let genuine = receipt(&IH, &alice, &bob.sk, 1, t);
+    let (status, v) = report(&srv, &alice, &[receipt_json(&good), receipt_json(&genuine)]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        verdicts(&v),
+        vec![pair("already_credited", "receipt already credited"), pair("ok", &PIECE.to_string())]
+    );
+    assert_eq!(verified(&srv, "alice"), (2 * PIECE + LAST, 0));
+    assert_eq!(verified(&srv, "bob"), (0, 2 * PIECE + LAST));
+
+    // Credit flows the other way too: Bob uploads to Alice.
+    let back = receipt(&IH, &bob, &alice.sk, 0, t);
+    let (status, v) = report(&srv, &bob, &[receipt_json(&back)]);
+    assert_eq!((status, v["verified_receipts"].as_u64()), (200, Some(1)));
+    assert_eq!(verified(&srv, "alice"), (2 * PIECE + LAST, PIECE));
+    assert_eq!(verified(&srv, "bob"), (PIECE, 2 * PIECE + LAST));
+
+    let stats = get(&srv, "/stats");
+    assert_eq!(stats["receipts"]["reports"], 3);
+    assert_eq!(stats["receipts"]["accepted"], 4);
+    assert_eq!(stats["receipts"]["rejected"], 14);
+    assert_eq!(stats["receipts"]["credited_bytes"], 3 * PIECE + LAST);
+    assert_eq!(stats["receipts"]["nullifiers_held"], 4);
+    assert_eq!(stats["receipts"]["in_flight"], 0);
+    assert_eq!(get(&srv, "/config")["used_receipts_count"], 4);
+    let metrics = String::from_utf8(get_body(srv.v4, "/metrics")).unwrap();
+    assert!(metrics.contains("pbts_receipts_accepted_total 4\n"), "{metrics}");
+    assert!(metrics.contains("pbts_nullifiers 4\n"), "{metrics}");
+}
+
+#[test]
+fn report_authentication_and_request_errors() {
+    let srv = TestServer::start(TrackerMode::Private, |c| c.receipts.max_receipts_per_report = 3);
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
+    let fail = |got: (u16, Value), status: u16, text: &str| {
+        assert_eq!(got, (status, json!({"success": false, "error": text})));
+    };
+    fail(
+        post(&srv, "/report", &json!({"user_id": "alice", "receipts": [r]})),
+        401,
+        "passkey required: send \"passkey\" in the body or POST /<passkey>/report",
+    );
+    fail(
+        post(&srv, "/report", &json!({"passkey": "0".repeat(32), "receipts": [r]})),
+        401,
+        "unknown passkey",
+    );
+    fail(
+        post(
+            &srv,
+            "/report",
+            &json!({"passkey": alice.passkey, "user_id": "bob", "receipts": [r]}),
+        ),
+        403,
+        "user_id does not match the passkey",
+    );
+    let bob_pk = b64(&bob.sk.public_key().to_bytes().0);
+    fail(
+        post(
+            &srv,
+            "/report",
+            &json!({"passkey": alice.passkey, "public_key": bob_pk, "receipts": [r]}),
+        ),
+        403,
+        "public_key is not the reporter's registered key",
+    );
+    fail(
+        report(&srv, &alice, &[]),
+        400,
+        "no receipts: upload is credited only for receipts signed by downloaders \
+         (uploaded_delta and downloaded_delta are not credited)",
+    );
+    fail(
+        report(&srv, &alice, &[r.clone(), r.clone(), r.clone(), r.clone()]),
+        413,
+        "too many receipts: 4 (limit 3 per report)",
+    );
+    let (status, v) =
+        post(&srv, "/report", &json!({"passkey": alice.passkey, "receipts": [r], "bogus": 1}));
+    assert_eq!(status, 400);
+    assert!(v["error"].as_str().unwrap().starts_with("invalid JSON body: unknown field `bogus`"));
+    // A user an admin created has a passkey but no key: nothing can name them as sender.
+    let dave = srv.create_user("dave");
+    fail(
+        post(&srv, "/report", &json!({"passkey": dave, "receipts": [r]})),
+        403,
+        "no public key registered for this user: POST /register first",
+    );
+    fail(
+        post(
+            &srv,
+            &format!("/{}/report", bob.passkey),
+            &json!({"passkey": alice.passkey, "receipts": [r]}),
+        ),
+        400,
+        "passkey in the path and in the body differ",
+    );
+
+    // The passkey in the path; the original's fields (user_id, public_key, deltas, piece_size)
+    // are accepted, and the claimed deltas are not credited.
+    let mut with_size = r;
+    with_size["piece_size"] = 999_999_999.into();
+    let alice_pk = b64(&alice.sk.public_key().to_bytes().0);
+    let (status, v) = post(
+        &srv,
+        &format!("/{}/report", alice.passkey),
+        &json!({
+            "user_id": "alice", "public_key": alice_pk, "uploaded_delta": 999_999,
+            "downloaded_delta": 0, "receipts": [with_size]
+        }),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["credited_bytes"], PIECE, "piece_size is the client's claim, never credited");
+    assert_eq!(
+        v["warning"],
+        "uploaded_delta and downloaded_delta are ignored: credit comes only from verified receipts"
+    );
+    assert_eq!(v["total_uploaded"], 0);
+    let r2 = receipt_json(&receipt(&IH, &alice, &bob.sk, 1, now()));
+    let (status, v) = post(&srv, &format!("/report/{}", alice.passkey), &json!({"receipts": [r2]}));
+    assert_eq!((status, v["verified_receipts"].as_u64()), (200, Some(1)));
+
+    let (status, _, body) = http_request(srv.v4, "GET", "/report", None);
+    assert_eq!((status, body), (405, br#"{"error":"method not allowed"}"#.to_vec()));
+}
+
+#[test]
+fn large_reports_fit_and_other_large_bodies_are_refused() {
+    // Loopback is not an admin here, so the normal 64 KiB body limit applies to everything but
+    // reports.
+    let srv = TestServer::start(TrackerMode::Private, |c| c.admin.allow_loopback = false);
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    // (No torrent is registered: without admin access, every receipt is "unregistered_torrent";
+    // what matters here is that the 200-receipt body is read whole.)
+    let t = now();
+    let receipts: Vec<Value> =
+        (0..200).map(|i| receipt_json(&receipt(&IH, &alice, &bob.sk, i, t))).collect();
+    let body = json!({"passkey": alice.passkey, "receipts": receipts}).to_string();
+    assert!(body.len() > 64 << 10, "{}", body.len());
+    let (status, _, resp) = http_request(srv.v4, "POST", "/report", Some(&body));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(v["rejected_receipts"], 200);
+    assert!(verdicts(&v).iter().all(|(code, _)| code == "unregistered_torrent"));
+
+    let padding = " ".repeat(70 << 10);
+    let big = format!(r#"{{"user_id":"x"{padding}}}"#);
+    let (status, _, resp) = http_request(srv.v4, "POST", "/register", Some(&big));
+    assert_eq!((status, resp), (413, b"request body too large (limit 65536 bytes)\n".to_vec()));
+}
+
+#[test]
+fn concurrent_reports_of_the_same_receipts_credit_once() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let t = now();
+    let receipts: Vec<Value> = (0..3)
+        .flat_map(|i| (0..8).map(move |k| (i, t - k)))
+        .map(|(i, ts)| receipt_json(&receipt(&IH, &alice, &bob.sk, i, ts)))
+        .collect();
+    assert_eq!(receipts.len(), 24);
+    let body = json!({"passkey": alice.passkey, "receipts": receipts}).to_string();
+    let barrier = std::sync::Barrier::new(8);
+    let accepted: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let (status, _, resp) = http_request(srv.v4, "POST", "/report", Some(&body));
+                    assert_eq!(status, 200);
+                    let v: Value = serde_json::from_slice(&resp).unwrap();
+                    for (code, _) in verdicts(&v) {
+                        assert!(
+                            matches!(code.as_str(), "ok" | "in_flight" | "already_credited"),
+                            "{code}"
+                        );
+                    }
+                    v["verified_receipts"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(accepted.iter().sum::<u64>(), 24, "{accepted:?}");
+    let expected = 8 * (2 * PIECE + LAST);
+    assert_eq!(verified(&srv, "alice"), (expected, 0));
+    assert_eq!(verified(&srv, "bob"), (0, expected));
+    assert_eq!(get(&srv, "/stats")["receipts"]["in_flight"], 0);
+}
+
+#[test]
+fn nullifiers_and_verified_stats_survive_a_restart() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
+    assert_eq!(report(&srv, &alice, std::slice::from_ref(&r)).1["verified_receipts"], 1);
+
+    let srv = srv.restart(TrackerMode::Private, |_| {});
+    assert_eq!(verified(&srv, "alice"), (PIECE, 0));
+    assert_eq!(verified(&srv, "bob"), (0, PIECE));
+    assert_eq!(get(&srv, "/config")["used_receipts_count"], 1);
+    let (status, v) = report(&srv, &alice, &[r]);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(verdicts(&v), vec![pair("already_credited", "receipt already credited")]);
+    assert_eq!(verified(&srv, "alice"), (PIECE, 0));
+}
+
+#[test]
+fn nullifiers_leave_the_ledger_with_the_window_and_stay_refused() {
+    let tweak = |c: &mut pbts_engine::config::Config| {
+        c.receipts.window_secs = 1;
+        c.receipts.max_future_secs = 0;
+        c.receipts.prune_interval_secs = 1;
+    };
+    let srv = TestServer::start(TrackerMode::Private, tweak);
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
+    assert_eq!(report(&srv, &alice, std::slice::from_ref(&r)).1["verified_receipts"], 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&srv, "/config")["used_receipts_count"] != 0 {
+        assert!(Instant::now() < deadline, "the nullifier was never pruned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Pruned, and still refused: its timestamp is below the prune floor, whatever the window.
+    let (status, v) = post(&srv, "/config", &json!({"receipt_window": 86_400}));
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = report(&srv, &alice, std::slice::from_ref(&r));
+    assert_eq!(verdicts(&v)[0].0, "stale");
+    // Also after a restart (the floor is persisted).
+    let srv = srv.restart(TrackerMode::Private, tweak);
+    let (_, v) = report(&srv, &alice, &[r]);
+    assert_eq!(verdicts(&v)[0].0, "stale");
+    assert_eq!(verified(&srv, "alice"), (PIECE, 0));
+}
+
+#[test]
+fn config_reads_and_admin_writes_all_or_nothing_and_persist() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let c = get(&srv, "/config");
+    assert_eq!(c["instance_id"], srv.instance_id());
+    assert_eq!(c["verify_signatures"], true);
+    assert_eq!(c["receipt_window"], 3600);
+    assert_eq!(c["min_ratio"], 0.5);
+    assert_eq!(c["max_peers"], 50);
+    assert_eq!(c["used_receipts_count"], 0);
+    assert_eq!(c["tee_available"], false);
+    assert_eq!(c["ratio_source"], "claimed");
+    let fail = |got: (u16, Value), status: u16, text: &str| {
+        assert_eq!(got, (status, json!({"success": false, "error": text})));
+    };
+    fail(
+        post(&srv, "/config", &json!({"verify_signatures": false})),
+        400,
+        "verify_signatures cannot be turned off: upload credit comes only from verified signatures",
+    );
+    let (status, v) = post(&srv, "/config", &json!({"verify_signatures": "false"}));
+    assert_eq!(status, 400, "the string \"false\" is not a boolean: {v}");
+    fail(
+        post(&srv, "/config", &json!({"tee_mode": "enabled"})),
+        400,
+        "tee_mode is chosen at start-up (TEE_MODE), not at run time",
+    );
+    fail(
+        post(&srv, "/config", &json!({"min_ratio": 0.9, "receipt_window": 0})),
+        400,
+        "receipt_window must be in 1..=2592000 seconds, got 0",
+    );
+    fail(
+        post(&srv, "/config", &json!({"min_ratio": -1})),
+        400,
+        "min_ratio must be a finite number >= 0",
+    );
+    assert_eq!(get(&srv, "/config")["min_ratio"], 0.5, "a rejected change applies nothing");
+
+    let (status, v) = post(
+        &srv,
+        "/config",
+        &json!({"min_ratio": 0.8, "receipt_window": 7200, "verify_signatures": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["message"], "Configuration updated");
+    assert_eq!(
+        (v["config"]["min_ratio"].as_f64(), v["config"]["receipt_window"].as_u64()),
+        (Some(0.8), Some(7200))
+    );
+    assert_eq!(get(&srv, "/stats")["min_ratio"], 0.8);
+
+    let srv = srv.restart(TrackerMode::Private, |_| {});
+    let c = get(&srv, "/config");
+    assert_eq!((c["min_ratio"].as_f64(), c["receipt_window"].as_u64()), (Some(0.8), Some(7200)));
+    // A receipt 5000 s old is fresh under the persisted 7200 s window.
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now() - 5000));
+    assert_eq!(report(&srv, &alice, &[r]).1["verified_receipts"], 1);
+
+    let srv = srv.restart(TrackerMode::Private, |c| c.admin.allow_loopback = false);
+    fail(
+        post(&srv, "/config", &json!({"min_ratio": 0.1})),
+        403,
+        "changing the configuration requires admin access",
+    );
+}
+
+#[test]
+fn server_side_keygen_and_attest_for_loopback_compatibility() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let (status, k) = post(&srv, "/keygen", &json!({}));
+    assert_eq!(status, 200, "{k}");
+    assert_eq!(k["key_type"], "BLS12-381");
+    assert_eq!(
+        (k["private_key_size"].as_u64(), k["public_key_size"].as_u64()),
+        (Some(32), Some(48))
+    );
+    assert_eq!(k["warning"], "Store private key securely! Never share it!");
+    // The returned key pair is consistent and registers (its proof of possession verifies).
+    use base64::Engine as _;
+    let raw =
+        |f: &str| base64::engine::general_purpose::STANDARD.decode(k[f].as_str().unwrap()).unwrap();
+    let sk = SecretKey::from_bytes(&raw("private_key").try_into().unwrap()).unwrap();
+    assert_eq!(sk.public_key().to_bytes().0.to_vec(), raw("public_key"));
+    let (status, v) = post(
+        &srv,
+        "/register",
+        &json!({"user_id": "bob", "public_key": k["public_key"], "proof_of_possession": k["proof_of_possession"]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let bob = Peer { name: "bob".into(), sk, passkey: v["passkey"].as_str().unwrap().into() };
+    let alice = register(&srv, "alice", 1);
+    register_torrent(&srv, &IH);
+
+    // /attest signs a receipt with the private key sent to it; /report credits it.
+    let t = now();
+    let expected = receipt(&IH, &alice, &bob.sk, 1, t);
+    let (status, a) = post(
+        &srv,
+        "/attest",
+        &json!({
+            "receiver_private_key": k["private_key"],
+            "sender_public_key": b64(&alice.sk.public_key().to_bytes().0),
+            "piece_hash": hex(expected.piece_hash.as_bytes()),
+            "piece_index": 1,
+            "infohash": hex(&IH),
+            "timestamp": t,
+        }),
+    );
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["message"], "Receipt generated successfully");
+    assert_eq!(a["timestamp"], t);
+    assert_eq!(a["receipt"], b64(&expected.signature.0), "BLS signatures are deterministic");
+    let (_, v) = report(&srv, &alice, &[receipt_json(&expected)]);
+    assert_eq!(v["verified_receipts"], 1, "{v}");
+    assert_eq!(verified(&srv, &bob.name), (0, PIECE));
+
+    let fail = |got: (u16, Value), status: u16, text: &str| {
+        assert_eq!(got, (status, json!({"success": false, "error": text})));
+    };
+    let zero_key = b64(&[0; 32]);
+    fail(
+        post(
+            &srv,
+            "/attest",
+            &json!({"receiver_private_key": zero_key, "sender_public_key": b64(&[0; 48]),
+                    "piece_hash": hex(&[1; 20]), "piece_index": 0, "infohash": hex(&IH)}),
+        ),
+        400,
+        "Invalid secret key",
+    );
+    fail(
+        post(
+            &srv,
+            "/attest",
+            &json!({"receiver_private_key": "AAAA", "sender_public_key": b64(&[0; 48]),
+                    "piece_hash": hex(&[1; 20]), "piece_index": 0, "infohash": hex(&IH)}),
+        ),
+        400,
+        "receiver_private_key must decode to 32 bytes, got 3",
+    );
+
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.receipts.server_side_keys = ServerSideKeys::Disabled;
+    });
+    let text = "server-side key endpoints handle private keys and are limited to loopback clients \
+                (receipts.server_side_keys); make keys on the client (pbts keygen)";
+    fail(post(&srv, "/keygen", &json!({})), 403, text);
+    fail(post(&srv, "/attest", &json!({})), 403, text);
+}
+
+#[test]
+fn ratio_gate_can_count_verified_upload_only() {
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.ratio.source = RatioSource::Verified;
+        c.ratio.grace_bytes = 0;
+        c.ratio.min_ratio = 0.5;
+    });
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let announce = |who: &Peer, ih: &[u8; 20], extra: &str| {
+        let peer_id = [who.name.as_bytes()[0]; 20];
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(ih), pct(&peer_id));
+        String::from_utf8(get_body(srv.v4, &format!("/{}/announce?{q}", who.passkey))).unwrap()
+    };
+    // Bob claims a huge upload in announces: under the verified source it does not count.
+    assert!(
+        announce(&bob, &OTHER_IH, "&uploaded=0&downloaded=0&left=100&event=started")
+            .starts_with("d8:complete")
+    );
+    assert!(
+        announce(&bob, &OTHER_IH, "&uploaded=1000000000&downloaded=1000&left=10")
+            .starts_with("d8:complete")
+    );
+    let text = "insufficient ratio: 0.00 < 0.50 (verified uploaded 0 bytes, downloaded 1000 bytes)";
+    assert_eq!(
+        announce(&bob, &OTHER_IH, "&uploaded=1000000000&downloaded=1000&left=10"),
+        format!("d14:failure reason{}:{text}e", text.len())
+    );
+    // Alice has proven upload (Bob signed for two pieces): she may leech.
+    let t = now();
+    let rs: Vec<Value> =
+        (0..2).map(|i| receipt_json(&receipt(&IH, &alice, &bob.sk, i, t))).collect();
+    assert_eq!(report(&srv, &alice, &rs).1["verified_receipts"], 2);
+    assert!(
+        announce(&alice, &OTHER_IH, "&uploaded=0&downloaded=0&left=100&event=started")
+            .starts_with("d8:complete")
+    );
+    assert!(
+        announce(&alice, &OTHER_IH, "&uploaded=0&downloaded=60000&left=10")
+            .starts_with("d8:complete")
+    );
+    assert!(
+        announce(&alice, &OTHER_IH, "&uploaded=0&downloaded=60000&left=10")
+            .starts_with("d8:complete")
+    );
+    let u = user(&srv, "alice");
+    assert_eq!(u["ratio_source"], "verified");
+    assert_eq!(u["ratio"].as_f64(), Some((2 * PIECE) as f64 / 60000.0));
+    // Bob's proven download counts even though he claimed only 1000 bytes.
+    let u = user(&srv, "bob");
+    assert_eq!(
+        (u["total_downloaded"].as_u64(), u["verified_downloaded"].as_u64()),
+        (Some(1000), Some(2 * PIECE))
+    );
+    assert_eq!(u["ratio"].as_f64(), Some(0.0));
+}
+
+/// The whole flow through the real `pbts` binary: two users register keys made on the client,
+/// one uploads to the other and reports the receipts, and both users' verified stats and ratios
+/// change by exactly the credited pieces.
+#[test]
+fn end_to_end_two_users_receipts_and_ratios_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc_ = Proc::spawn(dir.path(), "[ratio]\nsource = \"verified\"\n");
+    let addr = proc_.addr;
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let (status, _, resp) =
+            http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
+        (status, serde_json::from_slice::<Value>(&resp).unwrap())
+    };
+    let mut peers = Vec::new();
+    for (name, seed) in [("uploader", 21u8), ("downloader", 22)] {
+        let sk = SecretKey::from_ikm(&[seed; 32]).unwrap();
+        let (status, v) = call(
+            "POST",
+            "/register",
+            Some(json!({"user_id": name, "public_key": b64(&sk.public_key().to_bytes().0),
+                        "proof_of_possession": b64(&sk.prove_possession().0)})),
+        );
+        assert_eq!(status, 200, "{v}");
+        peers.push(Peer { name: name.into(), sk, passkey: v["passkey"].as_str().unwrap().into() });
+    }
+    let (up, down) = (&peers[0], &peers[1]);
+    let (status, v) = call(
+        "POST",
+        "/admin/torrents",
+        Some(json!({"info_hash": hex(&IH), "piece_length": PIECE, "total_size": SIZE})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let before = |name: &str| call("GET", &format!("/user/{name}"), None).1;
+    assert_eq!(before("uploader")["ratio"], Value::Null);
+    assert_eq!(before("downloader")["ratio"], Value::Null);
+
+    // The downloader received all three pieces and signed a receipt for each.
+    let t = now();
+    let rs: Vec<Value> = (0..3).map(|i| receipt_json(&receipt(&IH, up, &down.sk, i, t))).collect();
+    let (status, v) = call("POST", "/report", Some(json!({"passkey": up.passkey, "receipts": rs})));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["verified_receipts"], 3);
+    assert_eq!(v["credited_bytes"], SIZE);
+    let u = call("GET", "/user/uploader", None).1;
+    assert_eq!(
+        (u["verified_uploaded"].as_u64(), u["verified_downloaded"].as_u64()),
+        (Some(SIZE), Some(0))
+    );
+    assert_eq!(u["ratio"], Value::Null, "uploaded without downloading: undefined, never Infinity");
+    let d = call("GET", "/user/downloader", None).1;
+    assert_eq!(
+        (d["verified_uploaded"].as_u64(), d["verified_downloaded"].as_u64()),
+        (Some(0), Some(SIZE))
+    );
+    assert_eq!(d["ratio"].as_f64(), Some(0.0));
+
+    // The downloader seeds one piece back to the uploader.
+    let back = receipt(&IH, down, &up.sk, 0, t);
+    let (_, v) = call(
+        "POST",
+        &format!("/{}/report", down.passkey),
+        Some(json!({"receipts": [receipt_json(&back)]})),
+    );
+    assert_eq!(v["verified_receipts"], 1, "{v}");
+    let u = call("GET", "/user/uploader", None).1;
+    assert_eq!(u["ratio"].as_f64(), Some(SIZE as f64 / PIECE as f64));
+    let d = call("GET", "/user/downloader", None).1;
+    assert_eq!(d["ratio"].as_f64(), Some(PIECE as f64 / SIZE as f64));
+}
