@@ -761,3 +761,84 @@ fn end_to_end_two_users_receipts_and_ratios_through_the_binary() {
     let d = call("GET", "/user/downloader", None).1;
     assert_eq!(d["ratio"].as_f64(), Some(PIECE as f64 / SIZE as f64));
 }
+
+#[test]
+fn acknowledged_credit_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let call = |addr, path: &str, body: Value| {
+        let (status, _, resp) = http_request(addr, "POST", path, Some(&body.to_string()));
+        (status, serde_json::from_slice::<Value>(&resp).unwrap())
+    };
+    let mut p = Proc::spawn(dir.path(), "");
+    let keys = [SecretKey::from_ikm(&[31; 32]).unwrap(), SecretKey::from_ikm(&[32; 32]).unwrap()];
+    let mut passkeys = Vec::new();
+    for (name, sk) in ["up", "down"].iter().zip(&keys) {
+        let (status, v) = call(
+            p.addr,
+            "/register",
+            json!({"user_id": name, "public_key": b64(&sk.public_key().to_bytes().0),
+                   "proof_of_possession": b64(&sk.prove_possession().0)}),
+        );
+        assert_eq!(status, 200, "{v}");
+        passkeys.push(v["passkey"].as_str().unwrap().to_owned());
+    }
+    let body = json!({"info_hash": hex(&IH), "piece_length": PIECE, "total_size": SIZE});
+    assert_eq!(call(p.addr, "/admin/torrents", body).0, 201);
+    let up = Peer { name: "up".into(), sk: keys[0].clone(), passkey: passkeys[0].clone() };
+    let r = receipt_json(&receipt(&IH, &up, &keys[1], 0, now()));
+    let report_body = json!({"passkey": up.passkey, "receipts": [r]});
+    assert_eq!(call(p.addr, "/report", report_body.clone()).1["verified_receipts"], 1);
+
+    // No graceful shutdown: what /report acknowledged must already be on disk.
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let p = Proc::spawn(dir.path(), "");
+    let (_, _, u) = http_request(p.addr, "GET", "/user/up", None);
+    let u: Value = serde_json::from_slice(&u).unwrap();
+    assert_eq!(u["verified_uploaded"], PIECE);
+    let (_, v) = call(p.addr, "/report", report_body);
+    assert_eq!(verdicts(&v), vec![pair("already_credited", "receipt already credited")]);
+}
+
+#[test]
+fn registry_fills_in_piece_lengths_but_never_changes_them() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    let (status, v) = post(&srv, "/admin/torrents", &json!({"info_hash": hex(&IH)}));
+    assert_eq!((status, v["new"].as_bool()), (201, Some(true)));
+    let t = now();
+    let (_, v) = report(&srv, &alice, &[receipt_json(&receipt(&IH, &alice, &bob.sk, 0, t))]);
+    assert_eq!(
+        verdicts(&v),
+        vec![pair("no_piece_length", "torrent has no registered piece length")]
+    );
+
+    let (status, v) = post(
+        &srv,
+        "/admin/torrents",
+        &json!({"info_hash": hex(&IH), "piece_length": PIECE, "total_size": SIZE, "name": "x"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["new"].as_bool(), v["piece_length"].as_u64()), (Some(false), Some(PIECE)));
+    let (_, v) = report(&srv, &alice, &[receipt_json(&receipt(&IH, &alice, &bob.sk, 0, t))]);
+    assert_eq!(v["credited_bytes"], PIECE, "{v}");
+
+    let (status, _, body) = http_request(
+        srv.v4,
+        "POST",
+        "/admin/torrents",
+        Some(&json!({"info_hash": hex(&IH), "piece_length": 1}).to_string()),
+    );
+    assert_eq!(
+        (status, String::from_utf8(body).unwrap()),
+        (
+            409,
+            r#"{"error":"torrent already registered with piece_length 16384, not 1"}"#.to_owned()
+        )
+    );
+    // The registry survives a restart with its piece lengths.
+    let srv = srv.restart(TrackerMode::Private, |_| {});
+    let (_, v) = report(&srv, &alice, &[receipt_json(&receipt(&IH, &alice, &bob.sk, 2, t))]);
+    assert_eq!(v["credited_bytes"], LAST, "{v}");
+}

@@ -343,7 +343,12 @@ fn valid_name(name: &str) -> bool {
 /// `application/x-www-form-urlencoded`, and refusing it (as the original's Flask did with a 415
 /// turned into a 500) only breaks the documented commands.
 pub(crate) fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> {
-    serde_json::from_slice(req.body).map_err(|e| format!("invalid JSON body: {e}"))
+    parse_json(req.body)
+}
+
+/// Decodes JSON bytes, with the message every endpoint answers for a body that does not decode.
+pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 async fn ask<T>(
