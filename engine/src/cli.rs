@@ -1,4 +1,5 @@
-//! The tiny command line: `pbts [serve] [-c FILE]`, `pbts --print-config`, `pbts --help`.
+//! The tiny command line: `pbts [serve] [-c FILE]`, `pbts keygen [-o FILE]`,
+//! `pbts --print-config`, `pbts --help`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,10 @@ pbts — private BitTorrent tracker (UDP + HTTP, thread-per-core)
 
 USAGE:
     pbts [serve] [-c FILE]     run the tracker (defaults when no file is given)
+    pbts keygen [-o FILE]      make a BLS12-381 key pair on this machine for POST /register:
+                               prints {private_key, public_key, proof_of_possession} as JSON,
+                               or writes it to FILE (mode 0600, never overwritten) and prints
+                               only the public part
     pbts --print-config        print the default configuration as commented TOML
     pbts --help                this text
 
@@ -21,6 +26,7 @@ MAX_PEERS, PBTS_PUBLIC_URL; RUST_LOG sets the log filter (default info).
 
 enum Command {
     Serve(Option<PathBuf>),
+    Keygen(Option<PathBuf>),
     PrintConfig,
     Help,
 }
@@ -28,6 +34,16 @@ enum Command {
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = None;
     let mut args = args.peekable();
+    if args.peek().map(String::as_str) == Some("keygen") {
+        args.next();
+        return match (args.next().as_deref(), args.next()) {
+            (None, _) => Ok(Command::Keygen(None)),
+            (Some("-o" | "--out"), Some(file)) if args.next().is_none() => {
+                Ok(Command::Keygen(Some(PathBuf::from(file))))
+            }
+            _ => Err("usage: pbts keygen [-o FILE]".to_owned()),
+        };
+    }
     if args.peek().map(String::as_str) == Some("serve") {
         args.next();
     }
@@ -62,6 +78,13 @@ pub fn main() -> ExitCode {
             print!("{}", Config::default_toml());
             ExitCode::SUCCESS
         }
+        Command::Keygen(out) => match keygen(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pbts keygen: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(path) => match serve(path) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -70,6 +93,38 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `pbts keygen`: a key made here never crosses a network (the original's `/keygen` made keys
+/// on the server and sent the private key back).
+fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let sk = pbts_verifier::keys::SecretKey::random();
+    let public = serde_json::json!({
+        "public_key": b64(&sk.public_key().to_bytes().0),
+        "proof_of_possession": b64(&sk.prove_possession().0),
+    });
+    let mut full = public.clone();
+    full["private_key"] = zeroize::Zeroizing::new(b64(&sk.to_bytes()[..])).as_str().into();
+    let text = zeroize::Zeroizing::new(format!("{full:#}\n"));
+    match out {
+        None => print!("{}", text.as_str()),
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            f.write_all(text.as_bytes()).with_context(|| format!("write {}", path.display()))?;
+            f.sync_all().with_context(|| format!("sync {}", path.display()))?;
+            println!("{public:#}");
+        }
+    }
+    Ok(())
 }
 
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {

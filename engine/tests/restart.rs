@@ -131,3 +131,36 @@ fn print_config_output_parses_back_to_defaults() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("pbts: unknown argument \"--bogus\""));
 }
+
+#[test]
+fn keygen_makes_a_registrable_key_on_the_client() {
+    use base64::Engine as _;
+    let dec = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let k: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sk: [u8; 32] = dec(&k["private_key"]).try_into().unwrap();
+    let sk = pbts_verifier::keys::SecretKey::from_bytes(&sk).unwrap();
+    assert_eq!(sk.public_key().to_bytes().0.to_vec(), dec(&k["public_key"]));
+    assert_eq!(sk.prove_possession().0.to_vec(), dec(&k["proof_of_possession"]));
+
+    // With -o the secret goes only to the file (0600), which is never overwritten.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("keygen").arg("-o").arg(&file).output();
+    let out = out.unwrap();
+    assert!(out.status.success());
+    let public: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(public.get("private_key").is_none());
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["public_key"], public["public_key"]);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let again =
+        Command::new(env!("CARGO_BIN_EXE_pbts")).arg("keygen").arg("-o").arg(&file).output();
+    let again = again.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).starts_with("pbts keygen: create "));
+}
