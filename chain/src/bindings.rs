@@ -1,0 +1,18 @@
+//! Typed bindings generated from the committed artifacts (`chain/artifacts/*.json`), so the
+//! Rust side can never drift from the bytecode that is deployed.
+
+#![allow(missing_docs, clippy::too_many_arguments, unreachable_pub)]
+
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    Reputation,
+    "artifacts/Reputation.json"
+);
+
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    ReputationFactory,
+    "artifacts/ReputationFactory.json"
+);
