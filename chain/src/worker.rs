@@ -151,6 +151,14 @@ impl ChainHandle {
         self.run(move |c| async move { c.find_user(reputation, &username).await })
     }
 
+    /// The runtime bytecode at `address` (empty for an account without code).
+    pub fn code_at(&self, address: Address) -> Reply<alloy::primitives::Bytes> {
+        self.run(move |c| async move {
+            use alloy::providers::Provider as _;
+            c.provider().get_code_at(address).await.map_err(|e| ChainError::Rpc(e.to_string()))
+        })
+    }
+
     /// See [`ChainClient::describe`].
     pub fn describe(&self, reputation: Address) -> Reply<(Address, Address)> {
         self.run(move |c| async move { c.describe(reputation).await })

@@ -17,16 +17,22 @@ USAGE:
                                prints {private_key, public_key, proof_of_possession} as JSON,
                                or writes it to FILE (mode 0600, never overwritten) and prints
                                only the public part
+    pbts chain deploy-factory [-c FILE]
+                               deploy a ReputationFactory through chain.rpc_url (RPC) with the
+                               tracker's key (PK0); with -c, write its address into FILE as
+                               chain.factory_address (comments kept)
     pbts --print-config        print the default configuration as commented TOML
     pbts --help                this text
 
 Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
-MAX_PEERS, PBTS_PUBLIC_URL; RUST_LOG sets the log filter (default info).
+MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS; the chain key is read from PK0
+(chain.key_env) or chain.key_file; RUST_LOG sets the log filter (default info).
 ";
 
 enum Command {
     Serve(Option<PathBuf>),
     Keygen(Option<PathBuf>),
+    DeployFactory(Option<PathBuf>),
     PrintConfig,
     Help,
 }
@@ -42,6 +48,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
                 Ok(Command::Keygen(Some(PathBuf::from(file))))
             }
             _ => Err("usage: pbts keygen [-o FILE]".to_owned()),
+        };
+    }
+    if args.peek().map(String::as_str) == Some("chain") {
+        args.next();
+        if args.next().as_deref() != Some("deploy-factory") {
+            return Err("usage: pbts chain deploy-factory [-c FILE]".to_owned());
+        }
+        return match (args.next().as_deref(), args.next()) {
+            (None, _) => Ok(Command::DeployFactory(None)),
+            (Some("-c" | "--config"), Some(file)) if args.next().is_none() => {
+                Ok(Command::DeployFactory(Some(PathBuf::from(file))))
+            }
+            _ => Err("usage: pbts chain deploy-factory [-c FILE]".to_owned()),
         };
     }
     if args.peek().map(String::as_str) == Some("serve") {
@@ -78,6 +97,13 @@ pub fn main() -> ExitCode {
             print!("{}", Config::default_toml());
             ExitCode::SUCCESS
         }
+        Command::DeployFactory(path) => match deploy_factory(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pbts chain deploy-factory: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keygen(out) => match keygen(out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -124,6 +150,40 @@ fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
             println!("{public:#}");
         }
     }
+    Ok(())
+}
+
+/// `pbts chain deploy-factory`: replaces the original's `deploy_factory.sh` (forge create and a
+/// `.env` rewrite) with one command that needs neither forge nor jq.
+fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(path.as_deref())?;
+    let chain = &config.chain;
+    anyhow::ensure!(chain.is_enabled(), "no RPC endpoint: set chain.rpc_url or RPC");
+    let key = chain.load_key(|name| std::env::var(name).ok())?;
+    let handle = pbts_chain::ChainHandle::start(chain.clone(), key)?;
+    let deployed = pbts_chain::worker::wait(&handle.deploy_factory())?;
+    let address = deployed.address.to_string();
+    if let Some(path) = path {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let mut doc: toml_edit::DocumentMut =
+            text.parse().with_context(|| format!("parse {}", path.display()))?;
+        if !doc.contains_table("chain") {
+            doc["chain"] = toml_edit::table();
+        }
+        doc["chain"]["factory_address"] = toml_edit::value(address.as_str());
+        // Write beside and rename: a crash never leaves a half-written config.
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, doc.to_string())
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))?;
+        eprintln!("wrote chain.factory_address to {}", path.display());
+    }
+    println!("{address}");
+    eprintln!(
+        "ReputationFactory deployed at {address} (tx {}, {} gas)",
+        deployed.tx.tx_hash, deployed.tx.gas_used
+    );
     Ok(())
 }
 

@@ -62,6 +62,8 @@ pub struct State {
     pub receipt_stats: Arc<ReceiptStats>,
     /// Settings changeable at run time (`POST /config`).
     pub runtime: Runtime,
+    /// On-chain reputation: the chain thread, the contract in use, the outbox.
+    pub chain: crate::chain::ChainState,
 }
 
 /// Settings `POST /config` changes while serving: the configuration file's values, replaced by

@@ -26,6 +26,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Receipts: `/report`, verification, double-spend window, server-side key endpoints.
     pub receipts: ReceiptsConfig,
+    /// On-chain reputation (disabled while `rpc_url` is empty).
+    pub chain: pbts_chain::ChainConfig,
 }
 
 /// Which client-supplied header, if any, carries the real client address.
@@ -360,8 +362,9 @@ impl Config {
 
     /// Applies environment overrides read through `get`:
     /// `PBTS_MODE`, `PBTS_CORES`, `PBTS_DATA_DIR`, `PBTS_LISTEN` (comma-separated addresses),
-    /// `PORT` (replaces the port of every listen address), `MIN_RATIO`, `MAX_PEERS` (the
-    /// original's names), `PBTS_PUBLIC_URL`.
+    /// `PORT` (replaces the port of every listen address), `MIN_RATIO`, `MAX_PEERS`, `RPC`,
+    /// `FACTORY`, `REPUTATION_ADDRESS` (the original's names), `PBTS_PUBLIC_URL`. The chain
+    /// key's variable (`PK0` by default) is read at start-up, never stored here.
     ///
     /// # Errors
     /// [`ConfigError::Env`] for a value that does not parse.
@@ -416,6 +419,15 @@ impl Config {
         }
         if let Some(v) = get("PBTS_PUBLIC_URL") {
             self.tracker.public_url = v;
+        }
+        if let Some(v) = get("RPC") {
+            self.chain.rpc_url = v;
+        }
+        if let Some(v) = get("FACTORY") {
+            self.chain.factory_address = v;
+        }
+        if let Some(v) = get("REPUTATION_ADDRESS") {
+            self.chain.reputation_address = v;
         }
         Ok(())
     }
@@ -507,6 +519,7 @@ impl Config {
         if r.prune_interval_secs == 0 {
             problems.push("receipts.prune_interval_secs: must be at least 1".to_owned());
         }
+        problems.extend(self.chain.problems());
         if self.storage.flush_interval_ms == 0 {
             problems.push("storage.flush_interval_ms: must be at least 1".to_owned());
         }
@@ -521,7 +534,7 @@ impl Config {
         format!(
             r#"# pbts configuration. Every value below is the default.
 # Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
-# MAX_PEERS, PBTS_PUBLIC_URL.
+# MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS.
 
 [network]
 # UDP socket + TCP listener per address and core (SO_REUSEPORT); IPv6 sockets are IPv6-only.
@@ -606,6 +619,26 @@ verifier_threads = {verifiers}
 prune_interval_secs = {prune}
 # Who may call POST /keygen and POST /attest (private keys!): "loopback", "anyone", "disabled".
 server_side_keys = "loopback"
+
+[chain]
+# JSON-RPC endpoint of an Ethereum node; empty disables on-chain reputation (env RPC).
+rpc_url = ""
+# Environment variable holding the tracker account's private key (hex), or a file with it.
+key_env = "{key_env}"
+key_file = ""
+# ReputationFactory address (pbts chain deploy-factory writes it; env FACTORY).
+factory_address = ""
+# Reputation contract to use before POST /contract/init makes one (env REPUTATION_ADDRESS).
+reputation_address = ""
+# Seconds between outbox flushes of verified credit to the contract, and users per batch.
+flush_interval_secs = {chain_flush}
+max_batch_users = {chain_batch}
+# Percent added to gas estimates; seconds to wait for a receipt and for one RPC request.
+gas_margin_percent = {chain_gas}
+tx_timeout_secs = {chain_tx}
+rpc_timeout_secs = {chain_rpc}
+# Longest pause between retries while the RPC fails, seconds.
+max_backoff_secs = {chain_backoff}
 "#,
             cores = d.network.cores,
             first_cpu = d.network.first_cpu,
@@ -638,6 +671,13 @@ server_side_keys = "loopback"
             pending = d.receipts.max_pending_receipts,
             verifiers = d.receipts.verifier_threads,
             prune = d.receipts.prune_interval_secs,
+            key_env = d.chain.key_env,
+            chain_flush = d.chain.flush_interval_secs,
+            chain_batch = d.chain.max_batch_users,
+            chain_gas = d.chain.gas_margin_percent,
+            chain_tx = d.chain.tx_timeout_secs,
+            chain_rpc = d.chain.rpc_timeout_secs,
+            chain_backoff = d.chain.max_backoff_secs,
         )
     }
 

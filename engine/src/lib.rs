@@ -12,6 +12,8 @@
 //! │                 ├─ store-01   (owns the redb database and the double-spend ledger;
 //! │                 │              batched commits, nullifier pruning)
 //! │                 ├─ verifier-NN (BLS batch verification of receipts)
+//! │                 ├─ chain-01   (alloy on a current-thread tokio runtime; when configured)
+//! │                 ├─ outbox-01  (verified credit to the Reputation contract, in batches)
 //! │                 └─ cleaner-01 (peer expiry on a timer)
 //! └─ Server::shutdown() / SIGTERM: cores stop accepting, flush accounting, store commits, exit
 //! ```
@@ -44,6 +46,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod chain;
 pub mod cli;
 pub mod common;
 pub mod config;
@@ -71,10 +74,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use pbts_verifier::nullifier::Freshness;
 use pbts_verifier::pool::VerifierPool;
 
+use crate::chain::ChainState;
 use crate::common::{Core, Runtime, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{Accounts, Db, Overrides, ReceiptStats, StoreCmd};
+use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd};
 use crate::swarm::SwarmStore;
 use crate::udp::connection::ConnectionValidator;
 
@@ -89,6 +93,7 @@ pub struct Server {
     cores: Vec<glommio::ExecutorJoinHandle<()>>,
     store: std::thread::JoinHandle<()>,
     cleaner: std::thread::JoinHandle<()>,
+    outbox: Option<std::thread::JoinHandle<()>>,
     cleaner_stop: flume::Sender<()>,
 }
 
@@ -132,6 +137,11 @@ impl Server {
         let _ = self.cleaner_stop.try_send(());
         if self.cleaner.join().is_err() {
             failures.push("cleaner-01 panicked".to_owned());
+        }
+        if let Some(outbox) = self.outbox
+            && outbox.join().is_err()
+        {
+            failures.push("outbox-01 panicked".to_owned());
         }
         // Dropping the last state (and its sender) ends the store thread's loop.
         drop(self.state);
@@ -253,8 +263,11 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         window_secs: config.receipts.window_secs,
         max_future_secs: config.receipts.max_future_secs,
     };
-    let db = Db::open(&config.storage.data_dir, freshness, receipt_stats.clone())
-        .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
+    let outbox_stats = Arc::new(OutboxStats::default());
+    let db =
+        Db::open(&config.storage.data_dir, freshness, receipt_stats.clone(), outbox_stats.clone())
+            .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
+    let chain = ChainState::start(&config.chain, db.chain_contract()?, outbox_stats)?;
     let accounts = Arc::new(Accounts::default());
     let swarms = SwarmStore::new();
     let registered = dashmap::DashMap::with_hasher(ahash::RandomState::new());
@@ -293,8 +306,21 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         verifier,
         receipt_stats,
         runtime,
+        chain,
         config,
     });
+    let outbox = match state.chain.handle {
+        Some(_) => {
+            let outbox_state = state.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("outbox-01".to_owned())
+                    .spawn(move || chain::run_outbox_worker(outbox_state))
+                    .context("spawn outbox thread")?,
+            )
+        }
+        None => None,
+    };
 
     let (cleaner_stop, cleaner_rx) = flume::bounded::<()>(1);
     let cleaner_state = state.clone();
@@ -329,7 +355,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
             .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
         handles.push(handle);
     }
-    Ok(Server { state, addrs, cores: handles, store, cleaner, cleaner_stop })
+    Ok(Server { state, addrs, cores: handles, store, cleaner, outbox, cleaner_stop })
 }
 
 async fn run_core(state: Arc<State>, index: usize, sockets: CoreSockets) {

@@ -148,6 +148,10 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             body["registered_at"] = r.created_at.into();
             write_json(out, 200, &body.to_string(), ka);
         }
+        (_, path) if path.starts_with(b"/contract/") => {
+            let admin = is_admin(core, req, peer);
+            super::contract::route(core, req, admin, out).await;
+        }
         (_, path) if path.starts_with(b"/admin/") => {
             if !is_admin(core, req, peer) {
                 return error(
@@ -351,7 +355,8 @@ pub(crate) fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
-async fn ask<T>(
+/// Sends a command to the store thread and awaits its (post-commit) reply.
+pub(crate) async fn ask<T>(
     core: &Core,
     make: impl FnOnce(crate::store::Reply<T>) -> StoreCmd,
 ) -> Result<T, StoreError> {

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use pbts_http::InfoHash;
 use pbts_verifier::nullifier::{Freshness, Ledger, Nullifier};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{
-    Accounts, Overrides, Passkey, ReceiptCredit, ReceiptStats, StoreCmd, TorrentInfo,
-    TorrentRecord, UserRecord,
+    Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats, StoreCmd,
+    TorrentInfo, TorrentRecord, UserRecord,
 };
 use crate::common::unix_now;
 use crate::swarm::SwarmStore;
@@ -31,9 +31,13 @@ const SNATCHES: TableDefinition<'_, &[u8], u32> = TableDefinition::new("snatches
 const TORRENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("torrents");
 /// nullifier (32 bytes) → receipt timestamp: every credited receipt still inside the window.
 const NULLIFIERS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("nullifiers");
-/// Small named values (`next_user_id`, `nullifier_floor`).
+/// user id → verified (download, upload) bytes not yet in a chain batch (8 BE each).
+const CHAIN_PENDING: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("chain_pending");
+/// batch id → JSON [`ChainBatch`]: the one batch in flight to the chain.
+const CHAIN_BATCH: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain_batch");
+/// Small named values (`next_user_id`, `nullifier_floor`, `chain_last_batch`).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-/// Small named texts (`instance_id`, `config_overrides`).
+/// Small named texts (`instance_id`, `config_overrides`, `chain_contract`).
 const META_TEXT: TableDefinition<'_, &str, &str> = TableDefinition::new("meta_text");
 
 /// A database failure.
@@ -72,6 +76,17 @@ pub enum StoreError {
         /// The value given now.
         given: u64,
     },
+    /// A chain batch for another contract is still in flight.
+    #[error("a batch of credit is still in flight to contract {0}; retry once it is confirmed")]
+    ChainBusy(String),
+    /// The outbox asked for a batch for a contract it has not switched to.
+    #[error("the outbox is pointed at {current}, not {asked}")]
+    ChainContract {
+        /// The contract the database has.
+        current: String,
+        /// The contract asked for.
+        asked: String,
+    },
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
@@ -101,6 +116,16 @@ fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
 /// Sends a command's reply once the batch's commit outcome is known.
 type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;
 
+/// A reply that sends `value` if the batch commits, and `StoreError::Closed` if it does not.
+fn after_commit<T: 'static>(reply: super::Reply<T>, value: T) -> ReplyFn {
+    Box::new(move |err| {
+        let _ = reply.send(match err {
+            None => Ok(value),
+            Some(_) => Err(StoreError::Closed),
+        });
+    })
+}
+
 /// The open database, and the double-spend ledger whose nullifiers it persists (one owner, the
 /// store thread, so reserving, crediting and persisting a receipt never race).
 #[derive(Debug)]
@@ -109,6 +134,7 @@ pub struct Db {
     ledger: Ledger,
     overrides: Overrides,
     stats: Arc<ReceiptStats>,
+    outbox: Arc<OutboxStats>,
 }
 
 impl Db {
@@ -124,6 +150,7 @@ impl Db {
         dir: &Path,
         freshness: Freshness,
         stats: Arc<ReceiptStats>,
+        outbox: Arc<OutboxStats>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
         let db = Database::create(dir.join("pbts.redb"))?;
@@ -135,13 +162,51 @@ impl Db {
         tx.open_table(SNATCHES)?;
         tx.open_table(TORRENTS)?;
         tx.open_table(NULLIFIERS)?;
+        tx.open_table(CHAIN_PENDING)?;
+        tx.open_table(CHAIN_BATCH)?;
         tx.open_table(META)?;
         tx.open_table(META_TEXT)?;
         tx.commit()?;
-        let mut this =
-            Self { db, ledger: Ledger::new(freshness), overrides: Overrides::default(), stats };
+        let mut this = Self {
+            db,
+            ledger: Ledger::new(freshness),
+            overrides: Overrides::default(),
+            stats,
+            outbox,
+        };
         this.restore_ledger(freshness)?;
+        this.restore_outbox_stats()?;
         Ok(this)
+    }
+
+    fn restore_outbox_stats(&self) -> Result<(), StoreError> {
+        let tx = self.db.begin_read()?;
+        let o = &self.outbox;
+        o.pending_users.store(tx.open_table(CHAIN_PENDING)?.len()?, Ordering::Relaxed);
+        let (id, users) = match tx.open_table(CHAIN_BATCH)?.first()? {
+            Some(row) => {
+                let batch: ChainBatch =
+                    serde_json::from_slice(row.1.value()).map_err(|e| corrupt("chain_batch", e))?;
+                (batch.id, batch.entries.len() as u64)
+            }
+            None => (0, 0),
+        };
+        o.batch_id.store(id, Ordering::Relaxed);
+        o.batch_users.store(users, Ordering::Relaxed);
+        let last = tx.open_table(META)?.get("chain_last_batch")?.map_or(0, |v| v.value());
+        o.last_batch_id.store(last, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The Reputation contract the outbox writes to, once set by `POST /contract/init` or
+    /// adopted from the configuration.
+    ///
+    /// # Errors
+    /// Database errors or a corrupt address.
+    pub fn chain_contract(&self) -> Result<Option<pbts_chain::Address>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(v) = tx.open_table(META_TEXT)?.get("chain_contract")? else { return Ok(None) };
+        pbts_chain::config::parse_address(v.value()).map(Some).map_err(|e| corrupt("meta_text", e))
     }
 
     fn restore_ledger(&mut self, mut freshness: Freshness) -> Result<(), StoreError> {
@@ -308,6 +373,7 @@ impl Db {
         let mut credited: Vec<ReceiptCredit> = Vec::new();
         let mut released: Vec<Nullifier> = Vec::new();
         let mut new_overrides: Option<Overrides> = None;
+        let mut chain_changed = false;
         let ledger = &mut self.ledger;
         let overrides = self.overrides;
         let result = (|| -> Result<(), StoreError> {
@@ -320,6 +386,8 @@ impl Db {
                 let mut snatches = tx.open_table(SNATCHES)?;
                 let mut torrents = tx.open_table(TORRENTS)?;
                 let mut nullifiers = tx.open_table(NULLIFIERS)?;
+                let mut chain_pending = tx.open_table(CHAIN_PENDING)?;
+                let mut chain_batch = tx.open_table(CHAIN_BATCH)?;
                 let mut meta = tx.open_table(META)?;
                 let mut meta_text = tx.open_table(META_TEXT)?;
                 let mut sums = HashMap::<u32, Sums>::new();
@@ -358,12 +426,7 @@ impl Db {
                                 keys.insert(&pk.0[..], id)?;
                             }
                             created.push(record.clone());
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok(record),
-                                    Some(_) => Err(StoreError::Closed),
-                                });
-                            }));
+                            replies.push(after_commit(reply, record));
                         }
                         StoreCmd::AttachKey { name, public_key, reply } => {
                             let Some(id) = names.get(name.as_str())?.map(|v| v.value()) else {
@@ -389,12 +452,7 @@ impl Db {
                             users.insert(id, json.as_slice())?;
                             keys.insert(&public_key.0[..], id)?;
                             attached.push((id, public_key));
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok(record),
-                                    Some(_) => Err(StoreError::Closed),
-                                });
-                            }));
+                            replies.push(after_commit(reply, record));
                         }
                         StoreCmd::RegisterTorrent { record, reply } => {
                             // Stored under every hash clients announce it with (v1, truncated
@@ -425,12 +483,7 @@ impl Db {
                             for ih in stored.announce_hashes() {
                                 torrents.insert(&ih.0[..], json.as_slice())?;
                             }
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok((new, stored)),
-                                    Some(_) => Err(StoreError::Closed),
-                                });
-                            }));
+                            replies.push(after_commit(reply, (new, stored)));
                         }
                         StoreCmd::ReserveReceipts { receipts, now, reply } => {
                             // In memory only: answered now, before the batch commits.
@@ -450,12 +503,93 @@ impl Db {
                             }
                             credited.extend_from_slice(&credits);
                             released.extend_from_slice(&release);
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok(()),
-                                    Some(_) => Err(StoreError::Closed),
+                            replies.push(after_commit(reply, ()));
+                        }
+                        StoreCmd::TakeChainBatch { contract, max_users, reply } => {
+                            let current =
+                                meta_text.get("chain_contract")?.map(|v| v.value().to_owned());
+                            let asked = contract.to_string();
+                            if current.as_deref().is_none_or(|c| !c.eq_ignore_ascii_case(&asked)) {
+                                let current = current.unwrap_or_else(|| "nothing".to_owned());
+                                let _ =
+                                    reply.send(Err(StoreError::ChainContract { current, asked }));
+                                continue;
+                            }
+                            if let Some((_, batch)) = first_batch(&chain_batch)? {
+                                let _ = reply.send(Ok(Some(batch)));
+                                continue;
+                            }
+                            let mut rows = Vec::new();
+                            for row in chain_pending.iter()?.take(max_users) {
+                                let (k, v) = row?;
+                                let (down, up) = decode_pair(v.value())
+                                    .ok_or_else(|| corrupt("chain_pending", "value"))?;
+                                rows.push((k.value(), down, up));
+                            }
+                            let mut entries = Vec::with_capacity(rows.len());
+                            for &(id, down, up) in &rows {
+                                chain_pending.remove(id)?;
+                                chain_changed = true;
+                                let Some(user) = accounts.by_id(id) else {
+                                    tracing::warn!("chain credit of unknown user {id} dropped");
+                                    continue;
+                                };
+                                let Some(pk) = user.public_key.get() else {
+                                    tracing::warn!(
+                                        "chain credit of user {id} without a key dropped"
+                                    );
+                                    continue;
+                                };
+                                entries.push(pbts_chain::CreditEntry {
+                                    username: user.name.clone(),
+                                    key_hash: pbts_chain::key_hash(&pk.0),
+                                    download_delta: down,
+                                    upload_delta: up,
                                 });
-                            }));
+                            }
+                            if entries.is_empty() {
+                                replies.push(after_commit(reply, None));
+                                continue;
+                            }
+                            let last = meta.get("chain_last_batch")?.map_or(0, |v| v.value());
+                            let batch = ChainBatch { id: last + 1, contract, entries };
+                            let json = serde_json::to_vec(&batch)
+                                .map_err(|e| corrupt("chain_batch", e))?;
+                            chain_batch.insert(batch.id, json.as_slice())?;
+                            replies.push(after_commit(reply, Some(batch)));
+                        }
+                        StoreCmd::ChainBatchDone { id, reply } => {
+                            chain_batch.remove(id)?;
+                            meta.insert("chain_last_batch", id)?;
+                            chain_changed = true;
+                            replies.push(after_commit(reply, ()));
+                        }
+                        StoreCmd::RenumberChainBatch { to, reply } => {
+                            let Some((old, mut batch)) = first_batch(&chain_batch)? else {
+                                replies.push(after_commit(reply, ()));
+                                continue;
+                            };
+                            chain_batch.remove(old)?;
+                            batch.id = to;
+                            let json = serde_json::to_vec(&batch)
+                                .map_err(|e| corrupt("chain_batch", e))?;
+                            chain_batch.insert(to, json.as_slice())?;
+                            meta.insert("chain_last_batch", to.saturating_sub(1))?;
+                            chain_changed = true;
+                            replies.push(after_commit(reply, ()));
+                        }
+                        StoreCmd::SetReputation { contract, last_batch_id, reply } => {
+                            if let Some((_, batch)) = first_batch(&chain_batch)?
+                                && batch.contract != contract
+                            {
+                                let busy = StoreError::ChainBusy(batch.contract.to_string());
+                                let _ = reply.send(Err(busy));
+                                continue;
+                            }
+                            meta_text.insert("chain_contract", contract.to_string().as_str())?;
+                            meta.insert("chain_last_batch", last_batch_id)?;
+                            chain_changed = true;
+                            replies.push(after_commit(reply, ()));
                         }
                         StoreCmd::SetOverrides { overrides: change, reply } => {
                             let merged = new_overrides.unwrap_or(overrides).merge(change);
@@ -463,12 +597,7 @@ impl Db {
                                 .map_err(|e| corrupt("meta_text", e))?;
                             meta_text.insert("config_overrides", json.as_str())?;
                             new_overrides = Some(merged);
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok(merged),
-                                    Some(_) => Err(StoreError::Closed),
-                                });
-                            }));
+                            replies.push(after_commit(reply, merged));
                         }
                         StoreCmd::Flush { deltas, snatches: new_snatches } => {
                             for d in deltas {
@@ -495,12 +624,7 @@ impl Db {
                             }
                         }
                         StoreCmd::Sync { reply } => {
-                            replies.push(Box::new(move |err| {
-                                let _ = reply.send(match err {
-                                    None => Ok(()),
-                                    Some(_) => Err(StoreError::Closed),
-                                });
-                            }));
+                            replies.push(after_commit(reply, ()));
                         }
                     }
                 }
@@ -520,6 +644,21 @@ impl Db {
                         record.verified_downloaded.saturating_add(sum.verified_down);
                     let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
                     users.insert(id, json.as_slice())?;
+                    // Verified credit also waits for the chain, in the same transaction: the
+                    // outbox can never miss or repeat it.
+                    if sum.verified_up > 0 || sum.verified_down > 0 {
+                        let (down, up) = match chain_pending.get(id)? {
+                            Some(v) => decode_pair(v.value())
+                                .ok_or_else(|| corrupt("chain_pending", "value"))?,
+                            None => (0, 0),
+                        };
+                        let value = encode_pair(
+                            down.saturating_add(sum.verified_down),
+                            up.saturating_add(sum.verified_up),
+                        );
+                        chain_pending.insert(id, &value[..])?;
+                        chain_changed = true;
+                    }
                 }
             }
             tx.commit()?;
@@ -564,10 +703,23 @@ impl Db {
             ledger.release(n);
         }
         self.stats.nullifiers.store(ledger.len() as u64, Ordering::Relaxed);
+        if chain_changed && let Err(e) = self.restore_outbox_stats() {
+            tracing::error!("outbox stats: {e:#}");
+        }
         for reply in replies {
             reply(result.as_ref().err());
         }
     }
+}
+
+/// The batch in flight, if any.
+fn first_batch(
+    table: &redb::Table<'_, u64, &[u8]>,
+) -> Result<Option<(u64, ChainBatch)>, StoreError> {
+    let Some(row) = table.first()? else { return Ok(None) };
+    let batch: ChainBatch =
+        serde_json::from_slice(row.1.value()).map_err(|e| corrupt("chain_batch", e))?;
+    Ok(Some((row.0.value(), batch)))
 }
 
 /// Per-user totals added by one batch.

@@ -397,6 +397,45 @@ pub enum StoreCmd {
         /// Signalled after the commit.
         reply: Reply<()>,
     },
+    /// The outbox's next batch of verified credit for `contract`: the batch already in flight
+    /// if there is one (it must be resent until the chain confirms it), else a new one made of
+    /// up to `max_users` users' pending deltas, numbered after the contract's last applied
+    /// batch and durable before the reply. `None` when nothing is pending.
+    TakeChainBatch {
+        /// The Reputation contract the batch is for.
+        contract: pbts_chain::Address,
+        /// Most users in a new batch.
+        max_users: usize,
+        /// The batch.
+        reply: Reply<Option<ChainBatch>>,
+    },
+    /// The chain confirmed batch `id` (applied now or before): forget it and remember `id` as
+    /// the contract's last applied batch.
+    ChainBatchDone {
+        /// The batch.
+        id: u64,
+        /// Signalled after the commit.
+        reply: Reply<()>,
+    },
+    /// The contract has applied fewer batches than the database believes (a chain reset from
+    /// an old snapshot): renumber the batch in flight to `to`.
+    RenumberChainBatch {
+        /// The new id (the contract's `lastBatchId + 1`).
+        to: u64,
+        /// Signalled after the commit.
+        reply: Reply<()>,
+    },
+    /// Points the outbox at a Reputation contract (after `POST /contract/init`, or when the
+    /// configured one is adopted); refused with `StoreError::ChainBusy` while a batch for
+    /// another contract is in flight.
+    SetReputation {
+        /// The contract.
+        contract: pbts_chain::Address,
+        /// Its `lastBatchId` (0 for a new contract; read from the chain when adopting one).
+        last_batch_id: u64,
+        /// Signalled after the commit.
+        reply: Reply<()>,
+    },
     /// Persists run-time settings from `POST /config` and applies the receipt window to the
     /// ledger.
     SetOverrides {
@@ -517,4 +556,35 @@ mod tests {
         assert_eq!(fresh.ratio(RatioSource::Claimed), None);
         assert_eq!(u.to_record().verified_uploaded, 50);
     }
+}
+
+/// A batch of verified credit on its way to the chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainBatch {
+    /// Its number (`creditUsers` applies batch `lastBatchId + 1` only).
+    pub id: u64,
+    /// The contract it is for.
+    pub contract: pbts_chain::Address,
+    /// Per-user deltas.
+    pub entries: Vec<pbts_chain::CreditEntry>,
+}
+
+/// The outbox as `/contract/status` shows it (written by the store and outbox threads).
+#[derive(Debug, Default)]
+pub struct OutboxStats {
+    /// Users with credit not yet in a batch.
+    pub pending_users: AtomicU64,
+    /// The batch in flight (0: none).
+    pub batch_id: AtomicU64,
+    /// Users in the batch in flight.
+    pub batch_users: AtomicU64,
+    /// The contract's last applied batch, as far as the database knows.
+    pub last_batch_id: AtomicU64,
+    /// Unix seconds of the last confirmed batch (0: never).
+    pub last_success_unix: AtomicU64,
+    /// Failed attempts since the last success.
+    pub failures: AtomicU64,
+    /// The last failure's message. A plain mutex: written by the outbox thread, read by
+    /// `/contract/status`, each holding it only to copy a short string.
+    pub last_error: std::sync::Mutex<Option<String>>,
 }

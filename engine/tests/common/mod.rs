@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod receipts;
+
 use pbts_engine::config::{Config, TrackerMode};
 use pbts_engine::udp::wire::{self, ConnectionId, TransactionId};
 

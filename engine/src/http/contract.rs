@@ -1,0 +1,363 @@
+//! `/contract/*`: the original's contract endpoints, with admin-only writes, checked receipts
+//! (a revert is an error with its reason, never `success: true`) and the address of the
+//! contract in use kept in the database.
+
+use pbts_chain::worker::wait_async;
+use pbts_chain::{Address, ChainError, ChainHandle, U256, UserRecord};
+use pbts_http::request::Request;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{ask, fail, json_body, write_json};
+use crate::common::Core;
+use crate::store::StoreCmd;
+
+/// A uint256 as JSON: a number when it fits in u64, else a decimal string.
+fn amount(v: U256) -> Value {
+    u64::try_from(v).map_or_else(|_| Value::String(v.to_string()), Value::from)
+}
+
+/// The HTTP status for a chain failure: the contract refused (409), the node failed (502), the
+/// chain thread is gone (503).
+fn chain_fail(out: &mut Vec<u8>, e: &ChainError, ka: bool) {
+    let status = match e {
+        ChainError::Reverted { .. } => 409,
+        ChainError::Rpc(_) | ChainError::Failed { .. } => 502,
+        ChainError::Config(_) | ChainError::Stopped => 503,
+    };
+    fail(out, status, &e.to_string(), ka);
+}
+
+const NOT_CONFIGURED: &str =
+    "on-chain reputation is not configured: set chain.rpc_url (RPC) and the signing key (PK0)";
+const NO_REPUTATION: &str = "No Reputation contract initialized. Call /contract/init first.";
+
+fn handle<'a>(core: &'a Core, out: &mut Vec<u8>, ka: bool) -> Option<&'a ChainHandle> {
+    let h = core.state.chain.handle.as_ref();
+    if h.is_none() {
+        fail(out, 503, NOT_CONFIGURED, ka);
+    }
+    h
+}
+
+fn reputation(core: &Core, out: &mut Vec<u8>, ka: bool) -> Option<Address> {
+    let r = core.state.chain.reputation();
+    if r.is_none() {
+        fail(out, 400, NO_REPUTATION, ka);
+    }
+    r
+}
+
+fn opt_addr(a: Option<Address>) -> Value {
+    a.map_or(Value::Null, |a| a.to_string().into())
+}
+
+/// Routes `/contract/...`; `admin` says whether the client may write.
+pub(crate) async fn route(core: &Core, req: &Request<'_>, admin: bool, out: &mut Vec<u8>) {
+    use pbts_http::request::Method::{Get, Head, Post};
+    let ka = req.keep_alive;
+    let write = |out: &mut Vec<u8>| {
+        if !admin {
+            fail(out, 403, "contract writes require admin access", ka);
+        }
+        admin
+    };
+    match (req.method, req.path) {
+        (Get | Head, b"/contract/status") => status(core, ka, out).await,
+        (Post, b"/contract/init") if write(out) => init(core, req, out).await,
+        (Post, b"/contract/register") if write(out) => register(core, req, out).await,
+        (Post, b"/contract/update") if write(out) => update(core, req, out).await,
+        (Post, b"/contract/migrate") if write(out) => migrate(core, req, out).await,
+        (Get, path) if path.starts_with(b"/contract/user/") => {
+            let name = std::str::from_utf8(&path[b"/contract/user/".len()..]).unwrap_or("");
+            user(core, name, ka, out).await;
+        }
+        (
+            Post,
+            b"/contract/init" | b"/contract/register" | b"/contract/update" | b"/contract/migrate",
+        ) => {
+            // `write` already answered 403.
+        }
+        _ => fail(out, 404, "not found", ka),
+    }
+}
+
+async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = &core.state;
+    let chain = &state.chain;
+    let o = &chain.outbox;
+    let batch_id = o.batch_id.load(Relaxed);
+    let mut body = json!({
+        "configured": chain.handle.is_some(),
+        "connected": false,
+        "rpc_url": state.config.chain.rpc_url,
+        "account_address": opt_addr(chain.handle.as_ref().map(ChainHandle::account)),
+        "factory_address": opt_addr(chain.factory),
+        "reputation_address": opt_addr(chain.reputation()),
+        "outbox": {
+            "pending_users": o.pending_users.load(Relaxed),
+            "batch_in_flight": if batch_id == 0 { Value::Null } else {
+                json!({ "id": batch_id, "users": o.batch_users.load(Relaxed) })
+            },
+            "last_batch_id": o.last_batch_id.load(Relaxed),
+            "last_success_unix": o.last_success_unix.load(Relaxed),
+            "failures": o.failures.load(Relaxed),
+            "last_error": chain.last_error(),
+        },
+    });
+    if let Some(h) = &chain.handle {
+        match wait_async(h.status()).await {
+            Ok(s) => {
+                body["connected"] = true.into();
+                body["chain_id"] = s.chain_id.into();
+                body["block_number"] = s.block_number.into();
+                body["balance_wei"] = s.balance.to_string().into();
+            }
+            Err(e) => body["error"] = e.to_string().into(),
+        }
+    }
+    write_json(out, 200, &body.to_string(), ka);
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InitBody {
+    #[serde(default)]
+    referrer_address: Option<String>,
+}
+
+async fn init(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let Some(h) = handle(core, out, ka) else { return };
+    let chain = &core.state.chain;
+    let Some(factory) = chain.factory else {
+        return fail(
+            out,
+            400,
+            "no factory: set chain.factory_address (FACTORY) or run `pbts chain deploy-factory`",
+            ka,
+        );
+    };
+    // The original parsed this body leniently: an empty body is no referrer.
+    let body: InitBody = if req.body.trim_ascii().is_empty() {
+        InitBody::default()
+    } else {
+        match json_body(req) {
+            Ok(v) => v,
+            Err(e) => return fail(out, 400, &e, ka),
+        }
+    };
+    let referrer = match body.referrer_address.as_deref().filter(|s| !s.is_empty()) {
+        None => Address::ZERO,
+        Some(s) => match pbts_chain::config::parse_address(s) {
+            Ok(a) => a,
+            Err(_) => return fail(out, 400, "referrer_address must be a 20-byte hex address", ka),
+        },
+    };
+    let in_flight = chain.outbox.batch_id.load(std::sync::atomic::Ordering::Relaxed);
+    if in_flight != 0 {
+        let msg = format!(
+            "batch {in_flight} of credit is still in flight to the current contract; retry once it is confirmed"
+        );
+        return fail(out, 409, &msg, ka);
+    }
+    // TEE quotes arrive with the TEE provider; until then the original's fixed marker.
+    let attestation = pbts_chain::NO_TEE_ATTESTATION.to_vec();
+    let created = match wait_async(h.create_reputation(factory, referrer, attestation)).await {
+        Ok(d) => d,
+        Err(e) => return chain_fail(out, &e, ka),
+    };
+    let address = created.address;
+    if let Err(e) =
+        ask(core, |reply| StoreCmd::SetReputation { contract: address, last_batch_id: 0, reply })
+            .await
+    {
+        let msg = format!("contract {address} was created but could not be recorded: {e}");
+        return fail(out, 503, &msg, ka);
+    }
+    chain.set_reputation(address);
+    let body = json!({
+        "success": true,
+        "reputation_address": address.to_string(),
+        "referrer_address": referrer.to_string(),
+        "factory_address": factory.to_string(),
+        "tx_hash": created.tx.tx_hash.to_string(),
+        "gas_used": created.tx.gas_used,
+        "attestation": "none",
+        "message": "Reputation contract created",
+    });
+    write_json(out, 200, &body.to_string(), ka);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    username: String,
+    #[serde(default)]
+    salt: String,
+    password_hash: String,
+    #[serde(default)]
+    download_size: u64,
+    #[serde(default)]
+    upload_size: u64,
+}
+
+/// Hex (0x optional) of at most 32 bytes, left-padded with zeros as the original did.
+fn password_hash(s: &str) -> Result<pbts_chain::B256, String> {
+    let hex = s.trim().strip_prefix("0x").unwrap_or(s.trim());
+    if hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || hex.is_empty() {
+        return Err("password_hash must be 1 to 64 hex digits (32 bytes)".to_owned());
+    }
+    let padded = format!("{hex:0>64}");
+    padded.parse().map_err(|_| "password_hash must be 1 to 64 hex digits (32 bytes)".to_owned())
+}
+
+async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let Some(h) = handle(core, out, ka) else { return };
+    let b: RegisterBody = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let hash = match password_hash(&b.password_hash) {
+        Ok(h) => h,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(rep) = reputation(core, out, ka) else { return };
+    let record = UserRecord {
+        username: b.username.clone(),
+        salt: b.salt,
+        password_hash: hash,
+        download_size: U256::from(b.download_size),
+        upload_size: U256::from(b.upload_size),
+    };
+    match wait_async(h.add_user(rep, record)).await {
+        Ok(tx) => {
+            let body = json!({
+                "success": true,
+                "username": b.username,
+                "tx_hash": tx.tx_hash.to_string(),
+                "gas_used": tx.gas_used,
+                "message": "User registered on chain",
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => chain_fail(out, &e, ka),
+    }
+}
+
+async fn user(core: &Core, name: &str, ka: bool, out: &mut Vec<u8>) {
+    let Some(h) = handle(core, out, ka) else { return };
+    let Some(rep) = reputation(core, out, ka) else { return };
+    match wait_async(h.find_user(rep, name.to_owned())).await {
+        Ok(Some(found)) => {
+            let u = &found.user;
+            let body = json!({
+                "success": true,
+                "user": {
+                    "username": u.username,
+                    "salt": u.salt,
+                    "passwordHash": u.password_hash.to_string(),
+                    "downloadSize": amount(u.download_size),
+                    "uploadSize": amount(u.upload_size),
+                    // JSON has no Infinity: nothing downloaded is null.
+                    "ratio": u.ratio(),
+                },
+                "contract_address": rep.to_string(),
+                // Where the record is: this contract, or one up its referrer chain (not yet
+                // migrated here).
+                "source_address": found.source.to_string(),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Ok(None) => fail(out, 404, &format!("user not found in {rep} or its referrers"), ka),
+        Err(e) => chain_fail(out, &e, ka),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    username: String,
+    download_size: u64,
+    upload_size: u64,
+}
+
+async fn update(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let Some(h) = handle(core, out, ka) else { return };
+    let b: UpdateBody = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(rep) = reputation(core, out, ka) else { return };
+    let (down, up) = (U256::from(b.download_size), U256::from(b.upload_size));
+    match wait_async(h.update_user(rep, b.username.clone(), down, up)).await {
+        Ok(tx) => {
+            let body = json!({
+                "success": true,
+                "username": b.username,
+                "tx_hash": tx.tx_hash.to_string(),
+                "gas_used": tx.gas_used,
+                "download_size": b.download_size,
+                "upload_size": b.upload_size,
+                "message": "User updated on chain",
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => chain_fail(out, &e, ka),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateBody {
+    username: String,
+}
+
+async fn migrate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let Some(h) = handle(core, out, ka) else { return };
+    let b: MigrateBody = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(rep) = reputation(core, out, ka) else { return };
+    match wait_async(h.migrate_user(rep, b.username.clone())).await {
+        Ok(m) => {
+            let body = json!({
+                "success": true,
+                "username": b.username,
+                "migrated": m.source.is_some(),
+                "source_address": opt_addr(m.source),
+                "tx_hash": m.tx.tx_hash.to_string(),
+                "gas_used": m.tx.gas_used,
+                "message": if m.source.is_some() {
+                    "User migrated from the referrer chain"
+                } else {
+                    "No referrer has this user; nothing changed"
+                },
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => chain_fail(out, &e, ka),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_are_left_padded_like_the_original() {
+        let h = password_hash("0xabc").unwrap();
+        assert_eq!(h.to_string(), format!("0x{}abc", "0".repeat(61)));
+        assert_eq!(password_hash(&"f".repeat(64)).unwrap(), pbts_chain::B256::repeat_byte(0xff));
+        for bad in ["", "0x", &"a".repeat(65), "xyz"] {
+            assert!(password_hash(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(amount(U256::from(5)), json!(5));
+        assert_eq!(amount(U256::MAX), json!(U256::MAX.to_string()));
+    }
+}
