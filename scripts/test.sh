@@ -23,6 +23,14 @@ if ! python3 -c 'import py_ecc' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check py_ecc
 fi
 
+# The dev chain (anvil) and the Solidity compiler (solc-js) from npm, pinned by
+# chain/package-lock.json; then the committed contract artifacts must match a fresh compile.
+if [ ! -x chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d chain/node_modules/solc ]; then
+    echo "installing: chain/ npm packages (solc, @foundry-rs/anvil)"
+    npm ci --prefix chain --no-audit --no-fund --loglevel=error
+fi
+node chain/scripts/compile.mjs --check
+
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

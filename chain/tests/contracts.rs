@@ -332,3 +332,27 @@ fn concurrent_writes_through_the_chain_thread_never_collide_on_a_nonce() {
     let err = wait(&chain.status()).unwrap_err();
     assert!(err.is_transient(), "{err:?}");
 }
+
+#[test]
+fn gas_table_measures_every_operation_and_batches_are_cheaper_per_user() {
+    let anvil = Anvil::start().unwrap();
+    let c = client(&anvil, 0);
+    let report = rt().block_on(pbts_chain::gas::measure(&c, 5)).unwrap();
+    assert_eq!(report.rows.len(), 16);
+    assert!(report.rows.iter().all(|r| r.gas > 21_000), "{:?}", report.rows);
+    let per_user = |prefix: &str| {
+        report.rows.iter().find(|r| r.operation.starts_with(prefix)).unwrap().per_user()
+    };
+    let single = per_user("updateUser x5");
+    let batched = per_user("creditUsers, 5 existing users");
+    assert!(batched < single / 1.5, "batched {batched} vs single {single}");
+    assert!(per_user("updateUsers, 5 users") < single);
+    assert_eq!(report.projections.len(), 12);
+    let daily_1000 =
+        report.projections.iter().find(|p| p.frequency == "daily" && p.users == 1000).unwrap();
+    assert_eq!(daily_1000.updates_per_year, 365);
+    assert!((daily_1000.batched_gas - 365_000.0 * batched).abs() < 1.0);
+    assert!(report.rows_markdown().starts_with("| operation | users | gas | gas per user |\n"));
+    assert_eq!(report.rows_csv().lines().count(), 17);
+    assert_eq!(report.projections_csv().lines().count(), 13);
+}
