@@ -356,3 +356,32 @@ fn gas_table_measures_every_operation_and_batches_are_cheaper_per_user() {
     assert_eq!(report.rows_csv().lines().count(), 17);
     assert_eq!(report.projections_csv().lines().count(), 13);
 }
+
+#[test]
+fn migration_depth_is_bounded_and_credit_arrays_must_match() {
+    let anvil = Anvil::start().unwrap();
+    let rt = rt();
+    let c = client(&anvil, 0);
+    rt.block_on(async {
+        let factory = c.deploy_factory().await.unwrap().address;
+        let root = c.create_reputation(factory, Address::ZERO, vec![]).await.unwrap().address;
+        c.add_user(root, &user("deep", 0xde, 1, 1)).await.unwrap();
+        let r = Reputation::new(root, c.provider().clone());
+        let max: u64 = r.MAX_REFERRER_DEPTH().call().await.unwrap().try_into().unwrap();
+        assert_eq!(max, 16);
+        // A chain of exactly MAX_REFERRER_DEPTH referrers above the last contract still finds
+        // the user; one more level does not.
+        let mut tip = root;
+        for _ in 0..max {
+            tip = c.create_reputation(factory, tip, vec![]).await.unwrap().address;
+        }
+        assert_eq!(c.find_user(tip, "deep").await.unwrap().unwrap().source, root);
+        let beyond = c.create_reputation(factory, tip, vec![]).await.unwrap().address;
+        assert_eq!(c.find_user(beyond, "deep").await.unwrap(), None);
+        assert_eq!(c.migrate_user(beyond, "deep").await.unwrap().source, None);
+
+        let call = r.creditUsers(1, vec!["a".into()], vec![], vec![U256::ZERO], vec![U256::ZERO]);
+        let err = call.from(c.account()).estimate_gas().await.unwrap_err();
+        assert!(err.to_string().contains("Length mismatch"), "{err}");
+    });
+}
