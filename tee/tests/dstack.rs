@@ -166,10 +166,9 @@ fn the_simulator_endpoint_over_http_works_the_same() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let log: Log = Arc::default();
-    let l = log.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
-            serve(conn.unwrap(), &l, false);
+            serve(conn.unwrap(), &log, false);
         }
     });
     let tee = open(&format!("http://{addr}")).unwrap();
