@@ -37,6 +37,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod derive;
 pub mod provider;
 pub mod quote;

@@ -2,91 +2,27 @@
 //! (the one dstack-sdk 0.1.x uses): HTTP/1.1 `POST /GetKey`, `/GetQuote`, `/Info` with JSON
 //! bodies and `Host: dstack`, on a Unix socket and, as the simulator serves it, over TCP.
 //!
-//! The agent here derives keys as a KMS would (deterministic per app, path and purpose) and
-//! answers quotes by writing the requested report data into a real sample quote, so what the
-//! provider sends and how it reads the answers are checked byte for byte.
+//! The agent ([`pbts_tee::agent`]) derives keys as a KMS would (deterministic per app, path and
+//! purpose) and answers quotes by writing the requested report data into a real sample quote,
+//! so what the provider sends and how it reads the answers are checked byte for byte; the
+//! request checks below pin the wire format.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixListener;
-use std::sync::{Arc, Mutex};
-
-use pbts_http::request::{Limits, Method, Status, parse_request};
+use pbts_tee::agent::{self, AgentConfig, RequestLog};
 use pbts_tee::{Tee, TeeConfig, TeeError, TeeMode, quote};
-use serde_json::{Value, json};
-use sha2::Digest as _;
+use serde_json::json;
 
 const SAMPLE: &[u8] = include_bytes!("data/tdx_quote");
 
-/// Requests the agent saw: (path, JSON body).
-type Log = Arc<Mutex<Vec<(String, Value)>>>;
-
-fn answer(path: &str, body: &Value, fail_quotes: bool) -> (u16, String) {
-    match path {
-        "/GetKey" => {
-            let mut h = sha2::Sha256::new();
-            h.update(b"app-secret");
-            h.update(body["path"].as_str().unwrap_or_default());
-            h.update([0]);
-            h.update(body["purpose"].as_str().unwrap_or_default());
-            let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-            (200, json!({"key": key, "signature_chain": ["00", "11"]}).to_string())
-        }
-        "/GetQuote" if fail_quotes => (500, "TDX not available".to_owned()),
-        "/GetQuote" => {
-            let rd = quote::unhex(body["report_data"].as_str().unwrap()).unwrap();
-            let mut q = SAMPLE.to_vec();
-            q[48 + 520..48 + 520 + 64].fill(0);
-            q[48 + 520..48 + 520 + rd.len()].copy_from_slice(&rd);
-            (200, json!({"quote": quote::hex(&q), "event_log": "[]"}).to_string())
-        }
-        "/Info" => {
-            (200, json!({"app_id": "a1", "instance_id": "i1", "app_name": "pbts"}).to_string())
-        }
-        _ => (404, "no such method".to_owned()),
-    }
-}
-
-/// Serves one connection: one request, one response, close.
-fn serve(mut s: impl Read + Write, log: &Log, fail_quotes: bool) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let (path, body) = loop {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "client closed before a full request");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Ok(Status::Complete(req, _)) = parse_request(&buf, &Limits::default()) {
-            assert_eq!(req.method, Method::Post);
-            let text = String::from_utf8_lossy(&buf).to_lowercase();
-            assert!(text.contains("\r\nhost: dstack\r\n"), "{text}");
-            assert!(text.contains("\r\ncontent-type: application/json\r\n"), "{text}");
-            break (
-                String::from_utf8(req.path.to_vec()).unwrap(),
-                serde_json::from_slice::<Value>(req.body).unwrap(),
-            );
-        }
-    };
-    log.lock().unwrap().push((path.clone(), body.clone()));
-    let (status, text) = answer(&path, &body, fail_quotes);
-    let resp = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-        text.len()
-    );
-    s.write_all(resp.as_bytes()).unwrap();
+fn agent_config(fail_quotes: bool) -> AgentConfig {
+    AgentConfig { secret: b"app-secret".to_vec(), template_quote: SAMPLE.to_vec(), fail_quotes }
 }
 
 /// An agent on a Unix socket in `dir`; serves until the test ends.
-fn unix_agent(dir: &std::path::Path, fail_quotes: bool) -> (String, Log) {
+fn unix_agent(dir: &std::path::Path, fail_quotes: bool) -> (String, RequestLog) {
     let path = dir.join("dstack.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let log: Log = Arc::default();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            serve(conn.unwrap(), &l, fail_quotes);
-        }
-    });
+    let log = agent::serve_unix(&path, agent_config(fail_quotes)).unwrap();
     (path.display().to_string(), log)
 }
 
@@ -106,7 +42,17 @@ fn keys_are_derived_from_the_agent_deterministically_and_quotes_bind_the_payload
     let tee = open(&socket).unwrap();
     assert_eq!(tee.mode(), TeeMode::Dstack);
     assert!(tee.can_quote());
-    assert_eq!(log.lock().unwrap()[0], ("/Info".to_owned(), json!({})), "open asks Info first");
+    let first = log.lock().unwrap()[0].clone();
+    assert_eq!(
+        first,
+        agent::Logged {
+            path: "/Info".into(),
+            host: Some("dstack".into()),
+            content_type: Some("application/json".into()),
+            body: json!({}),
+        },
+        "open asks Info first"
+    );
 
     let a = tee.bls_key("tracker").unwrap().public_key().to_bytes();
     assert_eq!(a, tee.bls_key("tracker").unwrap().public_key().to_bytes());
@@ -118,27 +64,29 @@ fn keys_are_derived_from_the_agent_deterministically_and_quotes_bind_the_payload
     assert_eq!(a, again.bls_key("tracker").unwrap().public_key().to_bytes());
     {
         let log = log.lock().unwrap();
+        assert_eq!(log[1].path, "/GetKey");
         assert_eq!(
-            log[1],
-            (
-                "/GetKey".to_owned(),
-                json!({"path": "pbts/bls/tracker", "purpose": "signature", "algorithm": "secp256k1"})
-            )
+            log[1].body,
+            json!({"path": "pbts/bls/tracker", "purpose": "signature", "algorithm": "secp256k1"})
         );
-        assert!(log.iter().any(|(p, b)| p == "/GetKey"
-            && b["path"] == "ethereum/pbts"
-            && b["purpose"] == "tracker"));
+        assert!(log.iter().any(|r| r.path == "/GetKey"
+            && r.body["path"] == "ethereum/pbts"
+            && r.body["purpose"] == "tracker"));
     }
 
     let payload = b"PBTS-Tracker-v1.0:factory=0x00000000000000000000000000000000000000aa:referrer=0x0000000000000000000000000000000000000000";
     let (raw, report_data) = tee.quote(payload).unwrap();
     assert_eq!(report_data, quote::report_data_for(payload));
     assert_eq!(quote::parse(&raw).unwrap().report.report_data, report_data);
-    let sent = log.lock().unwrap().iter().rev().find(|(p, _)| p == "/GetQuote").unwrap().1.clone();
+    let sent =
+        log.lock().unwrap().iter().rev().find(|r| r.path == "/GetQuote").unwrap().body.clone();
     assert_eq!(sent, json!({"report_data": quote::hex(&report_data)}));
 
     let info = tee.info();
-    assert_eq!((info["provider"].as_str(), info["app_id"].as_str()), (Some("dstack"), Some("a1")));
+    assert_eq!(
+        (info["provider"].as_str(), info["app_id"].as_str()),
+        (Some("dstack"), Some("pbts-dev"))
+    );
     let stats = tee.stats.snapshot();
     assert_eq!((stats.key_generations, stats.attestations_generated), (5, 1));
 }
@@ -163,15 +111,9 @@ fn agent_failures_are_errors_with_the_agents_words() {
 
 #[test]
 fn the_simulator_endpoint_over_http_works_the_same() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let log: Log = Arc::default();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            serve(conn.unwrap(), &log, false);
-        }
-    });
-    let tee = open(&format!("http://{addr}")).unwrap();
+    let (url, log) = agent::serve_http(agent_config(false)).unwrap();
+    let tee = open(&url).unwrap();
+    assert_eq!(log.lock().unwrap().len(), 1);
     let dir = tempfile::tempdir().unwrap();
     let (socket, _) = unix_agent(dir.path(), false);
     let unix = open(&socket).unwrap();
