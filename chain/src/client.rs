@@ -334,6 +334,28 @@ impl ChainClient {
         Ok(found.found.then(|| FoundUser { source: found.source, user: record(found.data) }))
     }
 
+    /// The attestation `factory` published when it created `reputation` (from its
+    /// `ReputationCreated` events); `None` if it did not create it.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn reputation_attestation(
+        &self,
+        factory: Address,
+        reputation: Address,
+    ) -> Result<Option<Vec<u8>>, ChainError> {
+        use alloy::sol_types::SolEvent as _;
+        let filter = alloy::rpc::types::Filter::new()
+            .address(factory)
+            .event_signature(ReputationFactory::ReputationCreated::SIGNATURE_HASH)
+            .from_block(0u64);
+        let logs = self.provider.get_logs(&filter).await.map_err(rpc_error)?;
+        Ok(logs.iter().find_map(|log| {
+            let e = ReputationFactory::ReputationCreated::decode_log(&log.inner).ok()?;
+            (e.data.newReputationAddress == reputation).then(|| e.data.attestation.to_vec())
+        }))
+    }
+
     /// `owner()` and `referrerReputation()` of a contract.
     ///
     /// # Errors

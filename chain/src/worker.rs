@@ -159,6 +159,15 @@ impl ChainHandle {
         })
     }
 
+    /// See [`ChainClient::reputation_attestation`].
+    pub fn reputation_attestation(
+        &self,
+        factory: Address,
+        reputation: Address,
+    ) -> Reply<Option<Vec<u8>>> {
+        self.run(move |c| async move { c.reputation_attestation(factory, reputation).await })
+    }
+
     /// See [`ChainClient::describe`].
     pub fn describe(&self, reputation: Address) -> Reply<(Address, Address)> {
         self.run(move |c| async move { c.describe(reputation).await })

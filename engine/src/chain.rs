@@ -37,8 +37,9 @@ pub struct ChainState {
 }
 
 impl ChainState {
-    /// Starts the chain thread when an RPC URL is configured. The contract in use is the one
-    /// the database remembers (from `POST /contract/init`), else `chain.reputation_address`.
+    /// Starts the chain thread when an RPC URL is configured, signing with `tee_key` (derived in
+    /// the TEE) or else the configured key. The contract in use is the one the database
+    /// remembers (from `POST /contract/init`), else `chain.reputation_address`.
     ///
     /// # Errors
     /// An RPC URL without a signing key, or an unusable key or address.
@@ -46,6 +47,7 @@ impl ChainState {
         config: &pbts_chain::ChainConfig,
         remembered: Option<Address>,
         outbox: Arc<OutboxStats>,
+        tee_key: Option<pbts_chain::SigningKey>,
     ) -> anyhow::Result<Self> {
         let parse = |s: &str| -> anyhow::Result<Option<Address>> {
             if s.trim().is_empty() {
@@ -59,7 +61,10 @@ impl ChainState {
             None => parse(&config.reputation_address).context("chain.reputation_address")?,
         };
         let handle = if config.is_enabled() {
-            let key = config.load_key(|name| std::env::var(name).ok()).context("chain key")?;
+            let key = match tee_key {
+                Some(k) => k,
+                None => config.load_key(|name| std::env::var(name).ok()).context("chain key")?,
+            };
             Some(ChainHandle::start(config.clone(), key).context("start the chain thread")?)
         } else {
             None

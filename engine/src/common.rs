@@ -64,6 +64,8 @@ pub struct State {
     pub runtime: Runtime,
     /// On-chain reputation: the chain thread, the contract in use, the outbox.
     pub chain: crate::chain::ChainState,
+    /// The TEE provider (`none` without one). Its calls block: run them off the serving cores.
+    pub tee: Arc<pbts_tee::Tee>,
 }
 
 /// Settings `POST /config` changes while serving: the configuration file's values, replaced by

@@ -28,6 +28,8 @@ pub struct Config {
     pub receipts: ReceiptsConfig,
     /// On-chain reputation (disabled while `rpc_url` is empty).
     pub chain: pbts_chain::ChainConfig,
+    /// Trusted execution: key derivation and quotes.
+    pub tee: pbts_tee::TeeConfig,
 }
 
 /// Which client-supplied header, if any, carries the real client address.
@@ -363,7 +365,7 @@ impl Config {
     /// Applies environment overrides read through `get`:
     /// `PBTS_MODE`, `PBTS_CORES`, `PBTS_DATA_DIR`, `PBTS_LISTEN` (comma-separated addresses),
     /// `PORT` (replaces the port of every listen address), `MIN_RATIO`, `MAX_PEERS`, `RPC`,
-    /// `FACTORY`, `REPUTATION_ADDRESS` (the original's names), `PBTS_PUBLIC_URL`. The chain
+    /// `FACTORY`, `REPUTATION_ADDRESS`, `TEE_MODE` (the original's names), `PBTS_PUBLIC_URL`. The chain
     /// key's variable (`PK0` by default) is read at start-up, never stored here.
     ///
     /// # Errors
@@ -428,6 +430,13 @@ impl Config {
         }
         if let Some(v) = get("REPUTATION_ADDRESS") {
             self.chain.reputation_address = v;
+        }
+        if let Some(v) = get("TEE_MODE") {
+            self.tee.mode = pbts_tee::TeeMode::parse(&v).map_err(|_| ConfigError::Env {
+                name: "TEE_MODE",
+                value: v,
+                reason: "expected none, tdx or dstack (or disabled, enabled, benchmark)",
+            })?;
         }
         Ok(())
     }
@@ -520,6 +529,15 @@ impl Config {
             problems.push("receipts.prune_interval_secs: must be at least 1".to_owned());
         }
         problems.extend(self.chain.problems());
+        if self.tee.chain_key && self.tee.mode == pbts_tee::TeeMode::None {
+            problems.push(
+                "tee.chain_key = true needs tee.mode = tdx or dstack (the key would not be in a TEE)"
+                    .to_owned(),
+            );
+        }
+        if self.tee.timeout_secs == 0 {
+            problems.push("tee.timeout_secs: must be at least 1".to_owned());
+        }
         if self.storage.flush_interval_ms == 0 {
             problems.push("storage.flush_interval_ms: must be at least 1".to_owned());
         }
@@ -534,7 +552,7 @@ impl Config {
         format!(
             r#"# pbts configuration. Every value below is the default.
 # Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
-# MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS.
+# MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS, TEE_MODE.
 
 [network]
 # UDP socket + TCP listener per address and core (SO_REUSEPORT); IPv6 sockets are IPv6-only.
@@ -639,6 +657,24 @@ tx_timeout_secs = {chain_tx}
 rpc_timeout_secs = {chain_rpc}
 # Longest pause between retries while the RPC fails, seconds.
 max_backoff_secs = {chain_backoff}
+
+[tee]
+# "none", "tdx" (configfs-tsm quotes) or "dstack" (the dstack guest agent); env TEE_MODE.
+# A provider that is not there is a start-up error.
+mode = "none"
+# Root secret of the none and tdx providers (created 0600 when missing); empty:
+# <data_dir>/tee-root.key.
+root_key_file = ""
+# dstack agent socket or http:// URL; empty: DSTACK_SIMULATOR_ENDPOINT or /var/run/dstack.sock.
+dstack_endpoint = ""
+# configfs-tsm report directory (tdx).
+tsm_report_dir = "{tsm}"
+# PCCS used by POST /verify-attestation when a request brings no collateral.
+pccs_url = ""
+# Derive the tracker's Ethereum account in the TEE instead of reading chain.key_*.
+chain_key = false
+# Seconds a provider or PCCS request may take.
+timeout_secs = {tee_timeout}
 "#,
             cores = d.network.cores,
             first_cpu = d.network.first_cpu,
@@ -678,6 +714,8 @@ max_backoff_secs = {chain_backoff}
             chain_tx = d.chain.tx_timeout_secs,
             chain_rpc = d.chain.rpc_timeout_secs,
             chain_backoff = d.chain.max_backoff_secs,
+            tsm = d.tee.tsm_report_dir,
+            tee_timeout = d.tee.timeout_secs,
         )
     }
 

@@ -267,7 +267,17 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
     let db =
         Db::open(&config.storage.data_dir, freshness, receipt_stats.clone(), outbox_stats.clone())
             .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
-    let chain = ChainState::start(&config.chain, db.chain_contract()?, outbox_stats)?;
+    let tee = pbts_tee::Tee::open(&config.tee, &config.storage.data_dir).with_context(|| {
+        format!("open the TEE provider (tee.mode = {})", config.tee.mode.as_str())
+    })?;
+    let tee_key = if config.tee.chain_key && config.chain.is_enabled() {
+        let secret =
+            tee.ethereum_key(pbts_tee::derive::ETHEREUM_PATH).context("derive the chain key")?;
+        Some(pbts_chain::SigningKey::from_bytes(&secret)?)
+    } else {
+        None
+    };
+    let chain = ChainState::start(&config.chain, db.chain_contract()?, outbox_stats, tee_key)?;
     let accounts = Arc::new(Accounts::default());
     let swarms = SwarmStore::new();
     let registered = dashmap::DashMap::with_hasher(ahash::RandomState::new());
@@ -307,6 +317,7 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         receipt_stats,
         runtime,
         chain,
+        tee: Arc::new(tee),
         config,
     });
     let outbox = match state.chain.handle {

@@ -122,6 +122,10 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
         (Method::Post, b"/register") => register(core, req, out).await,
         (Method::Post, b"/verify-receipt") => receipts::verify_receipt(req, out).await,
         (Method::Post, b"/keygen") => receipts::keygen(core, req, peer, out).await,
+        (Method::Post, b"/keygen-tee") => super::tee::keygen(core, req, out).await,
+        (Method::Post, b"/generate-attestation") => super::tee::generate(core, req, out).await,
+        (Method::Post, b"/verify-attestation") => super::tee::verify(core, req, out).await,
+        (Method::Get | Method::Head, b"/tee/status") => super::tee::status(core, ka, out).await,
         (Method::Post, b"/attest") => receipts::attest(core, req, peer, out).await,
         (Method::Post, path) if receipts::report_route(path).is_some() => {
             let passkey = receipts::report_route(path).flatten();
@@ -166,9 +170,18 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
         (_, b"/health" | b"/stats" | b"/metrics" | b"/config") => {
             error(out, 405, "method not allowed", ka)
         }
-        (_, b"/register" | b"/report" | b"/verify-receipt" | b"/keygen" | b"/attest") => {
-            error(out, 405, "method not allowed", ka)
-        }
+        (
+            _,
+            b"/register"
+            | b"/report"
+            | b"/verify-receipt"
+            | b"/keygen"
+            | b"/attest"
+            | b"/keygen-tee"
+            | b"/generate-attestation"
+            | b"/verify-attestation"
+            | b"/tee/status",
+        ) => error(out, 405, "method not allowed", ka),
         _ => error(out, 404, "not found", ka),
     }
 }

@@ -162,8 +162,14 @@ async fn init(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         );
         return fail(out, 409, &msg, ka);
     }
-    // TEE quotes arrive with the TEE provider; until then the original's fixed marker.
-    let attestation = pbts_chain::NO_TEE_ATTESTATION.to_vec();
+    let tee = core.state.tee.clone();
+    let quoted = glommio::executor()
+        .spawn_blocking(move || super::tee::factory_attestation(&tee, factory, referrer))
+        .await;
+    let (attestation, attestation_kind) = match quoted {
+        Ok(v) => v,
+        Err(e) => return fail(out, 503, &format!("factory attestation: {e}"), ka),
+    };
     let created = match wait_async(h.create_reputation(factory, referrer, attestation)).await {
         Ok(d) => d,
         Err(e) => return chain_fail(out, &e, ka),
@@ -184,7 +190,7 @@ async fn init(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         "factory_address": factory.to_string(),
         "tx_hash": created.tx.tx_hash.to_string(),
         "gas_used": created.tx.gas_used,
-        "attestation": "none",
+        "attestation": attestation_kind,
         "message": "Reputation contract created",
     });
     write_json(out, 200, &body.to_string(), ka);

@@ -4,4 +4,5 @@ pub(crate) mod api;
 pub(crate) mod contract;
 pub(crate) mod receipt_json;
 pub(crate) mod receipts;
+pub(crate) mod tee;
 pub(crate) mod worker;

@@ -1,0 +1,307 @@
+//! The original's TEE endpoints, fixed: `POST /keygen-tee` returns the derived public key and
+//! never a private key; quote sizes are binary sizes; `POST /verify-attestation` needs no TEE
+//! and enforces the report data. Every provider call and every verification runs on a blocking
+//! thread, never on the serving core.
+
+use std::time::Instant;
+
+use pbts_http::request::Request;
+use pbts_tee::verify::{Collateral, Expected};
+use pbts_tee::{TeeError, quote};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{fail, json_body, write_json};
+use crate::common::{Core, unix_now};
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn tee_fail(out: &mut Vec<u8>, e: &TeeError, ka: bool) {
+    let status = match e {
+        TeeError::Unavailable(_) => 503,
+        TeeError::Provider(_) => 502,
+        TeeError::Quote(_) | TeeError::Collateral(_) | TeeError::Derivation(_) => 400,
+    };
+    fail(out, status, &e.to_string(), ka);
+}
+
+/// 503 unless a TEE can make quotes and keys.
+fn require_tee(core: &Core, out: &mut Vec<u8>, ka: bool) -> bool {
+    let ok = core.state.tee.can_quote();
+    if !ok {
+        fail(
+            out,
+            503,
+            "TEE not available (tee.mode = none): set tee.mode or TEE_MODE to tdx or dstack",
+            ka,
+        );
+    }
+    ok
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeygenBody {
+    #[serde(default)]
+    path: Option<String>,
+    /// The original's benchmark sent a salt; it was ignored there too.
+    #[serde(default)]
+    #[allow(dead_code)]
+    salt: Option<Value>,
+}
+
+/// `POST /keygen-tee`: the TEE-derived BLS key for a path (default `tracker`): its public key
+/// only.
+pub(crate) async fn keygen(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    if !require_tee(core, out, ka) {
+        return;
+    }
+    let body: KeygenBody = if req.body.trim_ascii().is_empty() {
+        KeygenBody::default()
+    } else {
+        match json_body(req) {
+            Ok(v) => v,
+            Err(e) => return fail(out, 400, &e, ka),
+        }
+    };
+    let path = body.path.unwrap_or_else(|| pbts_tee::derive::BLS_PATH.to_owned());
+    if path.is_empty() || path.len() > 128 || path.chars().any(char::is_control) {
+        return fail(out, 400, "path must be 1 to 128 printable characters", ka);
+    }
+    let tee = core.state.tee.clone();
+    let p = path.clone();
+    let t = Instant::now();
+    let derived = glommio::executor()
+        .spawn_blocking(move || tee.bls_key(&p).map(|k| k.public_key().to_bytes()))
+        .await;
+    match derived {
+        Ok(pk) => {
+            let body = json!({
+                "success": true,
+                "public_key": b64(&pk.0),
+                "key_type": "BLS12-381 (TEE-derived)",
+                "public_key_size": 48,
+                "tee_derived": true,
+                "tee_mode": core.state.tee.mode().as_str(),
+                "derivation_path": path,
+                "derivation_time_ms": ms(t),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => tee_fail(out, &e, ka),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttestBody {
+    #[serde(default)]
+    payload: Option<String>,
+}
+
+/// `POST /generate-attestation`: a quote whose report data binds `payload`.
+pub(crate) async fn generate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let body: AttestBody = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(payload) = body.payload.filter(|p| !p.is_empty()) else {
+        return fail(out, 400, "Missing payload", ka);
+    };
+    if !require_tee(core, out, ka) {
+        return;
+    }
+    let tee = core.state.tee.clone();
+    let p = payload.clone();
+    let t = Instant::now();
+    match glommio::executor().spawn_blocking(move || tee.quote(p.as_bytes())).await {
+        Ok((raw, report_data)) => {
+            let body = json!({
+                "success": true,
+                "quote": quote::hex(&raw),
+                "payload": payload,
+                "report_data": quote::hex(&report_data),
+                // Bytes of the quote itself (the original reported its hex length).
+                "quote_size_bytes": raw.len(),
+                "generation_time_ms": ms(t),
+                "tee_mode": core.state.tee.mode().as_str(),
+            });
+            write_json(out, 200, &body.to_string(), ka);
+        }
+        Err(e) => tee_fail(out, &e, ka),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    #[serde(default)]
+    quote: Option<String>,
+    #[serde(default)]
+    expected_payload: Option<String>,
+    /// Hex of exactly 64 bytes, instead of a payload.
+    #[serde(default)]
+    expected_report_data: Option<String>,
+    /// Collateral in dcap-qvl's JSON form (offline verification).
+    #[serde(default)]
+    collateral: Option<Value>,
+    #[serde(default)]
+    pccs_url: Option<String>,
+    /// Unix seconds to verify at (default now): old quotes verify against their old collateral.
+    #[serde(default)]
+    now: Option<u64>,
+}
+
+/// `POST /verify-attestation`: verifies a quote (no TEE needed) and its binding to a payload.
+pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let b: VerifyBody = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(raw) = b.quote.filter(|q| !q.is_empty()) else {
+        return fail(out, 400, "Missing quote", ka);
+    };
+    let raw = match quote::unhex(&raw) {
+        Ok(r) if r.len() <= quote::MAX_QUOTE_LEN => r,
+        Ok(_) => {
+            return fail(out, 400, &format!("quote is over {} bytes", quote::MAX_QUOTE_LEN), ka);
+        }
+        Err(_) => return fail(out, 400, "quote must be hex", ka),
+    };
+    let expected = match (b.expected_payload, b.expected_report_data) {
+        (Some(p), None) => ExpectedOwned::Payload(p.into_bytes()),
+        (None, Some(h)) => match quote::unhex(&h).ok().and_then(|v| <[u8; 64]>::try_from(v).ok()) {
+            Some(rd) => ExpectedOwned::ReportData(rd),
+            None => return fail(out, 400, "expected_report_data must be 64 bytes of hex", ka),
+        },
+        (Some(_), Some(_)) => {
+            return fail(out, 400, "give expected_payload or expected_report_data, not both", ka);
+        }
+        (None, None) => return fail(out, 400, "Missing expected_payload", ka),
+    };
+    let collateral = match (b.collateral, b.pccs_url) {
+        (Some(c), _) => match serde_json::from_value(c) {
+            Ok(c) => Collateral::Given(Box::new(c)),
+            Err(e) => return fail(out, 400, &format!("collateral: {e}"), ka),
+        },
+        (None, Some(url)) => Collateral::Pccs(url),
+        (None, None) if !core.state.config.tee.pccs_url.is_empty() => {
+            Collateral::Pccs(core.state.config.tee.pccs_url.clone())
+        }
+        (None, None) => {
+            return fail(
+                out,
+                400,
+                "collateral or pccs_url required (no tee.pccs_url is configured)",
+                ka,
+            );
+        }
+    };
+    let now = b.now.unwrap_or_else(unix_now);
+    let timeout = std::time::Duration::from_secs(core.state.config.tee.timeout_secs);
+    let tee = core.state.tee.clone();
+    let t = Instant::now();
+    let result = glommio::executor()
+        .spawn_blocking(move || {
+            let c = match collateral {
+                Collateral::Given(c) => *c,
+                Collateral::Pccs(url) => pbts_tee::verify::fetch_collateral(&url, &raw, timeout)?,
+            };
+            let v = pbts_tee::verify::verify(&raw, &c, now, expected.as_expected());
+            tee.stats.verified(t);
+            Ok::<_, TeeError>(v)
+        })
+        .await;
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => return tee_fail(out, &e, ka),
+    };
+    let mut body = json!({
+        "success": true,
+        "is_valid": v.valid,
+        "reason": v.reason,
+        "status": v.status,
+        "advisory_ids": v.advisory_ids,
+        "report_data_matches": v.report_data_matches,
+        "verification_time_ms": ms(t),
+    });
+    if let Some(q) = &v.quote {
+        let r = &q.report;
+        body["quote_version"] = q.version.into();
+        body["tee_type"] = "TDX".into();
+        body["report_data"] = quote::hex(&r.report_data).into();
+        body["measurements"] = json!({
+            "mr_td": quote::hex(&r.mr_td),
+            "rtmr0": quote::hex(&r.rtmr[0]),
+            "rtmr1": quote::hex(&r.rtmr[1]),
+            "rtmr2": quote::hex(&r.rtmr[2]),
+            "rtmr3": quote::hex(&r.rtmr[3]),
+            "mr_config_id": quote::hex(&r.mr_config_id),
+            "mr_owner": quote::hex(&r.mr_owner),
+            "mr_owner_config": quote::hex(&r.mr_owner_config),
+            "mr_seam": quote::hex(&r.mr_seam),
+            "td_attributes": quote::hex(&r.td_attributes),
+            "debug": r.is_debug(),
+        });
+    }
+    write_json(out, 200, &body.to_string(), ka);
+}
+
+/// [`Expected`] with owned data, to move to the blocking thread.
+enum ExpectedOwned {
+    Payload(Vec<u8>),
+    ReportData([u8; 64]),
+}
+
+impl ExpectedOwned {
+    fn as_expected(&self) -> Expected<'_> {
+        match self {
+            Self::Payload(p) => Expected::Payload(p),
+            Self::ReportData(rd) => Expected::ReportData(rd),
+        }
+    }
+}
+
+/// `GET /tee/status` (the provider's description may need a call to the agent: off the core).
+pub(crate) async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
+    let tee = &core.state.tee;
+    let t = tee.clone();
+    let info = glommio::executor().spawn_blocking(move || t.info()).await;
+    let body = json!({
+        "tee_available": tee.can_quote(),
+        "tee_mode": tee.mode().as_str(),
+        "provider": info,
+        "chain_key_in_tee": core.state.config.tee.chain_key,
+        "statistics": tee.stats.snapshot(),
+    });
+    write_json(out, 200, &body.to_string(), ka);
+}
+
+/// The factory attestation for `POST /contract/init`: a quote binding
+/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>` when a TEE is configured (its raw
+/// bytes, not the hex text the original sent), else the fixed marker. Blocking.
+///
+/// # Errors
+/// A configured TEE that fails to quote (never silently replaced by the marker).
+pub(crate) fn factory_attestation(
+    tee: &pbts_tee::Tee,
+    factory: pbts_chain::Address,
+    referrer: pbts_chain::Address,
+) -> Result<(Vec<u8>, &'static str), TeeError> {
+    if !tee.can_quote() {
+        return Ok((pbts_chain::NO_TEE_ATTESTATION.to_vec(), "none"));
+    }
+    let payload = format!("PBTS-Tracker-v1.0:factory={factory}:referrer={referrer}");
+    let (raw, _) = tee.quote(payload.as_bytes())?;
+    Ok((raw, "tdx-quote"))
+}

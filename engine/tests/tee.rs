@@ -1,0 +1,275 @@
+//! The TEE endpoints over real HTTP: without a TEE (baseline: verification still works, quotes
+//! and TEE keys are refused), and with the dstack provider against the development agent on a
+//! Unix socket (derived keys, quotes binding payloads, the factory attestation, the chain
+//! account derived in the TEE).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use pbts_engine::config::TrackerMode;
+use pbts_tee::agent::{self, AgentConfig};
+use pbts_tee::{Tee, TeeConfig, TeeMode, quote};
+use serde_json::{Value, json};
+
+const SAMPLE: &[u8] = include_bytes!("../../tee/tests/data/tdx_quote");
+const COLLATERAL: &[u8] = include_bytes!("../../tee/tests/data/tdx_quote_collateral.json");
+
+fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (status, _, resp) =
+        http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
+    let v = serde_json::from_slice(&resp)
+        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
+    (status, v)
+}
+
+fn fails(got: (u16, Value), status: u16, text: &str) {
+    assert_eq!(got, (status, json!({"success": false, "error": text})));
+}
+
+fn verify_time() -> u64 {
+    let c = pbts_tee::verify::parse_collateral(COLLATERAL).unwrap();
+    pbts_tee::verify::collateral_issue_time(&c).unwrap() + 3600
+}
+
+fn dev_agent(dir: &std::path::Path) -> String {
+    let path = dir.join("dstack.sock");
+    let config = AgentConfig {
+        secret: b"app".to_vec(),
+        template_quote: SAMPLE.to_vec(),
+        fail_quotes: false,
+    };
+    agent::serve_unix(&path, config).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn without_a_tee_quotes_are_refused_and_verification_still_works() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let a = srv.v4;
+    let (status, s) = call(a, "GET", "/tee/status", None);
+    assert_eq!(status, 200);
+    assert_eq!((s["tee_available"].as_bool(), s["tee_mode"].as_str()), (Some(false), Some("none")));
+    assert_eq!(s["provider"]["provider"], "none");
+    let refused = "TEE not available (tee.mode = none): set tee.mode or TEE_MODE to tdx or dstack";
+    fails(call(a, "POST", "/keygen-tee", None), 503, refused);
+    fails(call(a, "POST", "/generate-attestation", Some(json!({}))), 400, "Missing payload");
+    fails(call(a, "POST", "/generate-attestation", Some(json!({"payload": "x"}))), 503, refused);
+
+    let rd = quote::parse(SAMPLE).unwrap().report.report_data;
+    let collateral: Value = serde_json::from_slice(COLLATERAL).unwrap();
+    let body = |extra: Value| {
+        let mut b =
+            json!({"quote": quote::hex(SAMPLE), "collateral": collateral, "now": verify_time()});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let (status, v) = call(
+        a,
+        "POST",
+        "/verify-attestation",
+        Some(body(json!({"expected_report_data": quote::hex(&rd)}))),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["is_valid"].as_bool(), v["report_data_matches"].as_bool()),
+        (Some(true), Some(true)),
+        "{v}"
+    );
+    assert_eq!(v["quote_version"], 4);
+    assert_eq!(v["tee_type"], "TDX");
+    assert_eq!(v["measurements"]["mr_td"], quote::hex(&quote::parse(SAMPLE).unwrap().report.mr_td));
+    assert_eq!(v["reason"], Value::Null);
+
+    // The original never enforced the payload: here a mismatch is invalid.
+    let (_, v) = call(
+        a,
+        "POST",
+        "/verify-attestation",
+        Some(body(json!({"expected_payload": "something else"}))),
+    );
+    assert_eq!(
+        (v["is_valid"].as_bool(), v["report_data_matches"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(v["reason"], "report data does not match the expected payload");
+    // A flipped byte fails the signature.
+    let mut tampered = SAMPLE.to_vec();
+    tampered[48 + 136] ^= 1;
+    let mut b = body(json!({"expected_report_data": quote::hex(&rd)}));
+    b["quote"] = quote::hex(&tampered).into();
+    let (_, v) = call(a, "POST", "/verify-attestation", Some(b));
+    assert_eq!(v["is_valid"], false);
+    assert!(v["reason"].as_str().unwrap().starts_with("quote verification failed"), "{v}");
+
+    fails(
+        call(a, "POST", "/verify-attestation", Some(json!({"expected_payload": "x"}))),
+        400,
+        "Missing quote",
+    );
+    fails(
+        call(
+            a,
+            "POST",
+            "/verify-attestation",
+            Some(json!({"quote": "zz", "expected_payload": "x"})),
+        ),
+        400,
+        "quote must be hex",
+    );
+    fails(
+        call(a, "POST", "/verify-attestation", Some(json!({"quote": quote::hex(SAMPLE)}))),
+        400,
+        "Missing expected_payload",
+    );
+    fails(
+        call(
+            a,
+            "POST",
+            "/verify-attestation",
+            Some(json!({"quote": quote::hex(SAMPLE), "expected_payload": "x"})),
+        ),
+        400,
+        "collateral or pccs_url required (no tee.pccs_url is configured)",
+    );
+    let s = call(a, "GET", "/tee/status", None).1;
+    assert_eq!(s["statistics"]["attestations_verified"], 3);
+}
+
+#[test]
+fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dev_agent(dir.path());
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.tee.mode = TeeMode::Dstack;
+        c.tee.dstack_endpoint = socket.clone();
+    });
+    let a = srv.v4;
+    let (_, s) = call(a, "GET", "/tee/status", None);
+    assert_eq!(
+        (s["tee_available"].as_bool(), s["tee_mode"].as_str()),
+        (Some(true), Some("dstack"))
+    );
+    assert_eq!(s["provider"]["app_id"], "pbts-dev");
+
+    // The same agent, asked directly, derives the same key: deterministic by path.
+    let direct = Tee::open(
+        &TeeConfig {
+            mode: TeeMode::Dstack,
+            dstack_endpoint: socket,
+            ..TeeConfig::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    use base64::Engine as _;
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(direct.bls_key("tracker").unwrap().public_key().to_bytes().0);
+    let (status, k) = call(a, "POST", "/keygen-tee", Some(json!({"salt": "ignored"})));
+    assert_eq!(status, 200, "{k}");
+    assert_eq!(k["public_key"], expected);
+    assert_eq!(
+        (k["tee_derived"].as_bool(), k["derivation_path"].as_str()),
+        (Some(true), Some("tracker"))
+    );
+    let mut keys: Vec<&str> = k.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "derivation_path",
+            "derivation_time_ms",
+            "key_type",
+            "public_key",
+            "public_key_size",
+            "success",
+            "tee_derived",
+            "tee_mode"
+        ],
+        "no private key ever leaves"
+    );
+    let (_, other) = call(a, "POST", "/keygen-tee", Some(json!({"path": "other"})));
+    assert_ne!(other["public_key"], expected);
+
+    let payload = "x".repeat(100);
+    let (status, q) = call(a, "POST", "/generate-attestation", Some(json!({"payload": payload})));
+    assert_eq!(status, 200, "{q}");
+    let raw = quote::unhex(q["quote"].as_str().unwrap()).unwrap();
+    assert_eq!(q["quote_size_bytes"], raw.len(), "binary size, not the hex length");
+    let rd = quote::report_data_for(payload.as_bytes());
+    assert_eq!(q["report_data"], quote::hex(&rd));
+    assert_eq!(quote::parse(&raw).unwrap().report.report_data, rd);
+    let s = call(a, "GET", "/tee/status", None).1;
+    assert_eq!(s["statistics"]["key_generations"], 2);
+    assert_eq!(s["statistics"]["attestations_generated"], 1);
+
+    // Asking for dstack where there is no agent fails the start.
+    let mut config = test_config(TrackerMode::Private, dir.path());
+    config.tee.mode = TeeMode::Dstack;
+    config.tee.dstack_endpoint = dir.path().join("none.sock").display().to_string();
+    let err = format!("{:#}", pbts_engine::start(config).unwrap_err());
+    assert!(err.starts_with("open the TEE provider (tee.mode = dstack): TEE unavailable: tee.mode = dstack but the agent"), "{err}");
+}
+
+#[test]
+fn the_factory_attestation_is_a_quote_and_the_chain_account_lives_in_the_tee() {
+    use pbts_chain::devnet::{Anvil, dev_key};
+    use pbts_chain::worker::wait;
+    let anvil = Anvil::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dev_agent(dir.path());
+    let config = pbts_chain::ChainConfig { rpc_url: anvil.url(), ..Default::default() };
+    let own = pbts_chain::ChainHandle::start(config, dev_key(0)).unwrap();
+    let factory = wait(&own.deploy_factory()).unwrap().address;
+
+    // The account the TEE derives, funded on the dev chain.
+    let tee_cfg = TeeConfig {
+        mode: TeeMode::Dstack,
+        dstack_endpoint: socket,
+        ..TeeConfig::default()
+    };
+    let direct = Tee::open(&tee_cfg, dir.path()).unwrap();
+    let secret = direct.ethereum_key(pbts_tee::derive::ETHEREUM_PATH).unwrap();
+    let account = pbts_chain::SigningKey::from_bytes(&secret).unwrap().address();
+    let fund = json!({"jsonrpc": "2.0", "id": 1, "method": "anvil_setBalance",
+                      "params": [account.to_string(), "0x56BC75E2D63100000"]});
+    let anvil_addr: SocketAddr = anvil.url().trim_start_matches("http://").parse().unwrap();
+    let (status, _) = call(anvil_addr, "POST", "/", Some(fund));
+    assert_eq!(status, 200);
+
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.tee = tee_cfg.clone();
+        c.tee.chain_key = true;
+        c.chain = pbts_chain::ChainConfig {
+            rpc_url: anvil.url(),
+            key_env: "PBTS_TEST_UNSET_KEY".into(),
+            factory_address: factory.to_string(),
+            ..Default::default()
+        };
+    });
+    let (_, s) = call(srv.v4, "GET", "/contract/status", None);
+    assert_eq!(
+        s["account_address"],
+        account.to_string(),
+        "signing with the TEE-derived key, no PK0"
+    );
+    let (status, v) = call(srv.v4, "POST", "/contract/init", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["attestation"], "tdx-quote");
+    let rep: pbts_chain::Address = v["reputation_address"].as_str().unwrap().parse().unwrap();
+    let (owner, _) = wait(&own.describe(rep)).unwrap();
+    assert_eq!(owner, account, "the contract belongs to the TEE's account");
+    // The quote published in ReputationCreated binds the factory and referrer.
+    let payload =
+        format!("PBTS-Tracker-v1.0:factory={factory}:referrer={}", pbts_chain::Address::ZERO);
+    let published = wait(&own.reputation_attestation(factory, rep)).unwrap().unwrap();
+    assert_eq!(
+        quote::parse(&published).unwrap().report.report_data,
+        quote::report_data_for(payload.as_bytes())
+    );
+}
