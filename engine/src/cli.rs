@@ -25,7 +25,7 @@ USAGE:
     pbts --help                this text
 
 Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
-MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS; the chain key is read from PK0
+MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS, TEE_MODE; the chain key is read from PK0
 (chain.key_env) or chain.key_file; RUST_LOG sets the log filter (default info).
 ";
 
