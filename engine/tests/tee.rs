@@ -159,11 +159,7 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
 
     // The same agent, asked directly, derives the same key: deterministic by path.
     let direct = Tee::open(
-        &TeeConfig {
-            mode: TeeMode::Dstack,
-            dstack_endpoint: socket,
-            ..TeeConfig::default()
-        },
+        &TeeConfig { mode: TeeMode::Dstack, dstack_endpoint: socket, ..TeeConfig::default() },
         dir.path(),
     )
     .unwrap();
@@ -228,11 +224,8 @@ fn the_factory_attestation_is_a_quote_and_the_chain_account_lives_in_the_tee() {
     let factory = wait(&own.deploy_factory()).unwrap().address;
 
     // The account the TEE derives, funded on the dev chain.
-    let tee_cfg = TeeConfig {
-        mode: TeeMode::Dstack,
-        dstack_endpoint: socket,
-        ..TeeConfig::default()
-    };
+    let tee_cfg =
+        TeeConfig { mode: TeeMode::Dstack, dstack_endpoint: socket, ..TeeConfig::default() };
     let direct = Tee::open(&tee_cfg, dir.path()).unwrap();
     let secret = direct.ethereum_key(pbts_tee::derive::ETHEREUM_PATH).unwrap();
     let account = pbts_chain::SigningKey::from_bytes(&secret).unwrap().address();

@@ -245,6 +245,23 @@ impl PublicKey {
     }
 }
 
+/// `Aggregate`: the sum of signatures (each decompressed and subgroup-checked), compressed. The
+/// original tracker aggregated a report's signatures this way before one `AggregateVerify`.
+///
+/// # Errors
+/// [`VerifyError::MalformedSignature`] or [`VerifyError::SignatureNotInSubgroup`] for the first
+/// bad input; an empty input is [`VerifyError::MalformedSignature`].
+pub fn aggregate_signatures(sigs: &[SignatureBytes]) -> Result<SignatureBytes, VerifyError> {
+    if sigs.is_empty() {
+        return Err(VerifyError::MalformedSignature);
+    }
+    let decoded = sigs.iter().map(decode_signature).collect::<Result<Vec<_>, _>>()?;
+    let refs: Vec<&min_pk::Signature> = decoded.iter().collect();
+    let agg = min_pk::AggregateSignature::aggregate(&refs, false)
+        .map_err(|_| VerifyError::MalformedSignature)?;
+    Ok(SignatureBytes(agg.to_signature().compress()))
+}
+
 /// Decompresses a signature and checks it is in the G2 subgroup. The identity passes (it is in
 /// the subgroup); it then fails verification as a bad signature.
 pub(crate) fn decode_signature(sig: &SignatureBytes) -> Result<min_pk::Signature, VerifyError> {
@@ -257,6 +274,30 @@ pub(crate) fn decode_signature(sig: &SignatureBytes) -> Result<min_pk::Signature
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn aggregation_sums_signatures() {
+        let a = SecretKey::from_ikm(&[1; 32]).unwrap();
+        let b = SecretKey::from_ikm(&[2; 32]).unwrap();
+        let (sa, sb) = (a.sign(b"m1"), b.sign(b"m2"));
+        let agg = aggregate_signatures(&[sa, sb]).unwrap();
+        assert_eq!(aggregate_signatures(&[sb, sa]).unwrap(), agg, "order does not matter");
+        assert_ne!(agg, sa);
+        // Verifies as an aggregate of both (blst's AggregateVerify).
+        let sig = min_pk::Signature::uncompress(&agg.0).unwrap();
+        let pks = [a.public_key().0, b.public_key().0];
+        let pk_refs: Vec<&min_pk::PublicKey> = pks.iter().collect();
+        let msgs: [&[u8]; 2] = [b"m1", b"m2"];
+        assert_eq!(
+            sig.aggregate_verify(true, &msgs, DST, &pk_refs, false),
+            BLST_ERROR::BLST_SUCCESS
+        );
+        assert_eq!(aggregate_signatures(&[]), Err(VerifyError::MalformedSignature));
+        assert_eq!(
+            aggregate_signatures(&[SignatureBytes([0x11; 96])]),
+            Err(VerifyError::MalformedSignature)
+        );
+    }
+
     use super::*;
     use crate::receipt::PieceHash;
     use pbts_http::InfoHash;
