@@ -1,21 +1,29 @@
 //! # pbts-experiments
 //!
-//! Side-by-side load runs of pbts against aquatic, in one run on one machine, with each tracker
-//! pinned to one CPU and the load generator to another:
+//! Every table of the paper from one command, measured on correct code paths:
 //!
 //! ```text
-//! cargo install aquatic_udp aquatic_udp_load_test aquatic_http aquatic_http_load_test
-//! cargo build --release -p pbts-engine -p pbts-experiments
-//! target/release/pbts-experiments vs-aquatic --duration 20 --out experiments/results
+//! cargo build --release -p pbts-experiments
+//! target/release/pbts-experiments run --iterations 30 --duration 5 --out experiments/results/paper
+//! target/release/pbts-experiments run --quick --out /tmp/pbts-quick          # CI-sized
+//! target/release/pbts-experiments announce --flamegraph flame.svg            # one experiment
 //! ```
 //!
-//! For each protocol it starts the tracker (`taskset -c 0`), runs aquatic's load tester
-//! (`taskset -c 1`) for `--duration` seconds, and reads the tracker's CPU time from
-//! `/proc/<pid>/stat` around the run. It reports responses per second and responses per tracker
-//! CPU-second (the fair figure when the one-core load generator, not the tracker, is the
-//! ceiling), prints a table and writes `aquatic_comparison.csv`.
+//! Experiments: `receipts`, `tee`, `client-download`, `tracker-overhead`, `scalability`, `gas`,
+//! `announce` (see `exp/`). Each writes `<name>_raw.csv` (every sample), one CSV per summary
+//! table, `tables/<table>.tex` (booktabs) and `tables/all.tex` (a document including them all:
+//! `pdflatex all.tex`), `summary.csv` (all tables, long form), `report.txt`, and `env.json`
+//! (commit and dirty flag, rustc, kernel, CPU model, cores, settings, seed).
+//!
+//! `vs-aquatic` runs pbts and aquatic side by side in separate pinned processes.
 
 #![forbid(unsafe_code)]
+// A binary: `pub` marks each module's interface to the others, not a crate API.
+#![allow(unreachable_pub)]
+
+mod env;
+mod exp;
+mod report;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -62,41 +70,104 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         warmup: u64,
     },
-    /// Gas of every contract operation on a fresh anvil, single updates against the outbox's
-    /// batches, and the annual cost projection (writes gas_operations.csv,
-    /// gas_projection.csv and gas.md).
-    Gas {
-        /// Users per batch (and per one-by-one run).
-        #[arg(long, default_value_t = 100)]
-        users: usize,
-        /// Output directory.
-        #[arg(long, default_value = "experiments/results")]
-        out: PathBuf,
-    },
+    /// Every experiment, in one run.
+    Run(Common),
+    /// Receipt keygen, signing, verification, aggregation, batches.
+    Receipts(Common),
+    /// Baseline vs TEE-derived keys, attestation generation and verification.
+    Tee(Common),
+    /// The download overhead model with measured receipt costs.
+    ClientDownload(Common),
+    /// End-to-end latency of tracker operations against pbts and anvil.
+    TrackerOverhead(Common),
+    /// Report throughput vs concurrent reporters and swarm sizes.
+    Scalability(Common),
+    /// Gas per contract operation and the annual cost projection.
+    Gas(Common),
+    /// UDP and HTTP announce throughput and latency vs serving threads.
+    Announce(Common),
 }
 
-fn gas(users: usize, out: &Path) -> anyhow::Result<()> {
-    use pbts_chain::gas::{GWEI_PER_GAS, USD_PER_ETH};
-    let anvil = pbts_chain::devnet::Anvil::start().context("start anvil")?;
-    let config = pbts_chain::ChainConfig { rpc_url: anvil.url(), ..Default::default() };
-    let client = pbts_chain::ChainClient::connect(&config, &pbts_chain::devnet::dev_key(0))?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = rt.block_on(pbts_chain::gas::measure(&client, users))?;
-    std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("gas_operations.csv"), report.rows_csv())?;
-    std::fs::write(out.join("gas_projection.csv"), report.projections_csv())?;
-    let md = format!(
-        "Gas per operation (receipts' gasUsed on anvil; solc 0.8.37, optimizer 200 runs, cancun):\n\n{}\n\
-         Annual cost at {GWEI_PER_GAS} gwei and ${USD_PER_ETH}/ETH (the original's assumptions), every \
-         user written on each schedule tick:\n\n{}",
-        report.rows_markdown(),
-        report.projections_markdown()
+/// Options shared by the experiments.
+#[derive(clap::Args, Debug, Clone)]
+struct Common {
+    /// Repetitions of each measured operation.
+    #[arg(long, default_value_t = 30)]
+    iterations: usize,
+    /// Seconds of load per point of the throughput experiments.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Output directory.
+    #[arg(long, default_value = "experiments/results/latest")]
+    out: PathBuf,
+    /// CI-sized run: fewer points and repetitions (a minute or two).
+    #[arg(long)]
+    quick: bool,
+    /// Seed of the harness's random choices.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Write a flamegraph (SVG) of the tracker under UDP load to this file.
+    #[arg(long)]
+    flamegraph: Option<PathBuf>,
+}
+
+fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
+    let (iterations, duration) = if c.quick {
+        (c.iterations.min(5), c.duration.min(1.0))
+    } else {
+        (c.iterations, c.duration)
+    };
+    let settings = exp::Settings {
+        iterations,
+        duration: Duration::from_secs_f64(duration.max(0.1)),
+        quick: c.quick,
+        seed: c.seed,
+        flamegraph: c.flamegraph.clone(),
+    };
+    let env = env::capture(
+        serde_json::json!({
+            "experiments": names, "iterations": iterations, "duration_secs": duration,
+            "quick": c.quick, "flamegraph": c.flamegraph,
+        }),
+        c.seed,
     );
-    std::fs::write(out.join("gas.md"), &md)?;
-    print!("{md}");
-    eprintln!("wrote gas_operations.csv, gas_projection.csv and gas.md in {}", out.display());
+    std::fs::create_dir_all(&c.out).with_context(|| format!("create {}", c.out.display()))?;
+    let bar = indicatif::ProgressBar::new(names.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})")
+            .expect("a valid template"),
+    );
+    let mut outcomes = Vec::new();
+    for name in names {
+        bar.set_message(name.to_string());
+        let started = Instant::now();
+        let outcome = match *name {
+            "receipts" => exp::receipts::run(&settings),
+            "tee" => exp::tee::run(&settings)?,
+            "client-download" => exp::download::run(&settings),
+            "tracker-overhead" => exp::overhead::run(&settings)?,
+            "scalability" => exp::scalability::run(&settings)?,
+            "gas" => exp::gas::run(&settings, &c.out)?,
+            "announce" => exp::announce::run(&settings)?,
+            other => bail!("unknown experiment {other}"),
+        };
+        bar.println(format!("{name}: {:.1}s", started.elapsed().as_secs_f64()));
+        bar.inc(1);
+        outcomes.push(outcome);
+    }
+    bar.finish_and_clear();
+    report::write_run(&c.out, &outcomes, &env)?;
+    eprintln!(
+        "wrote {} tables to {}",
+        outcomes.iter().map(|o| o.tables.len()).sum::<usize>(),
+        c.out.display()
+    );
     Ok(())
 }
+
+/// Every experiment, in the order `run` runs them.
+const ALL: [&str; 7] =
+    ["receipts", "tee", "client-download", "tracker-overhead", "scalability", "gas", "announce"];
 
 struct Killed(Child);
 
@@ -436,6 +507,13 @@ fn main() -> anyhow::Result<()> {
             let plan = Plan { duration, warmup, pbts, tracker_cpu, load_cpus, runs };
             vs_aquatic(&plan, &out, only.as_deref())
         }
-        Cmd::Gas { users, out } => gas(users, &out),
+        Cmd::Run(c) => run_experiments(&ALL, &c),
+        Cmd::Receipts(c) => run_experiments(&["receipts"], &c),
+        Cmd::Tee(c) => run_experiments(&["tee"], &c),
+        Cmd::ClientDownload(c) => run_experiments(&["client-download"], &c),
+        Cmd::TrackerOverhead(c) => run_experiments(&["tracker-overhead"], &c),
+        Cmd::Scalability(c) => run_experiments(&["scalability"], &c),
+        Cmd::Gas(c) => run_experiments(&["gas"], &c),
+        Cmd::Announce(c) => run_experiments(&["announce"], &c),
     }
 }

@@ -1,0 +1,281 @@
+//! The experiments, and what they share: settings, a keep-alive HTTP client, and a tracker
+//! started in this process on 127.0.0.1 (so the harness measures the real engine, and
+//! `--flamegraph` can sample it).
+
+pub mod announce;
+pub mod download;
+pub mod gas;
+pub mod overhead;
+pub mod receipts;
+pub mod scalability;
+pub mod tee;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use pbts_engine::config::{Config, TrackerMode};
+
+/// Options every experiment reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Repetitions of each measured operation.
+    pub iterations: usize,
+    /// Seconds of load per point of the throughput experiments.
+    pub duration: Duration,
+    /// CI-sized runs: fewer points, fewer repetitions.
+    pub quick: bool,
+    /// Seed of every random choice the harness makes.
+    pub seed: u64,
+    /// Where to write a flamegraph of the tracker under load (announce experiment).
+    pub flamegraph: Option<std::path::PathBuf>,
+}
+
+/// Milliseconds since `t`.
+pub fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A tracker running in this process.
+pub struct Tracker {
+    /// The server.
+    pub server: Option<pbts_engine::Server>,
+    /// Its HTTP and UDP address.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Tracker {
+    /// Starts a tracker on 127.0.0.1:0 with `cores` serving cores (unpinned: the load
+    /// generator shares the machine), its database in a fresh directory.
+    ///
+    /// # Errors
+    /// Start-up failures.
+    pub fn start(
+        mode: TrackerMode,
+        cores: usize,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut c = Config::default();
+        c.network.listen = vec!["127.0.0.1:0".parse().expect("literal")];
+        c.network.cores = cores;
+        c.network.first_cpu = -1;
+        c.network.io_memory_kib = 256;
+        c.tracker.mode = mode;
+        c.tracker.interval_jitter_secs = 0;
+        c.storage.data_dir = dir.path().to_owned();
+        c.storage.flush_interval_ms = 200;
+        tweak(&mut c);
+        let server = pbts_engine::start(c)?;
+        let addr = server.addrs()[0];
+        Ok(Self { server: Some(server), addr, _dir: dir })
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            let _ = s.join();
+        }
+    }
+}
+
+/// A blocking keep-alive HTTP/1.1 client.
+pub struct Http {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Http {
+    /// Connects.
+    ///
+    /// # Errors
+    /// Connection failures.
+    pub fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self { stream, buf: Vec::with_capacity(8192) })
+    }
+
+    /// Writes one request without waiting (for pipelining).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn send(&mut self, method: &str, target: &str, body: Option<&[u8]>) -> anyhow::Result<()> {
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pbts\r\n").into_bytes();
+        if let Some(b) = body {
+            req.extend_from_slice(
+                format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len())
+                    .as_bytes(),
+            );
+            req.extend_from_slice(b);
+        } else {
+            req.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&req)?;
+        Ok(())
+    }
+
+    /// Reads one response: (status, body).
+    ///
+    /// # Errors
+    /// I/O errors or a malformed response.
+    pub fn recv(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
+        use pbts_http::request::{Status, parse_response_head};
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Status::Complete(head, _) = parse_response_head(&self.buf)? {
+                let len = head.content_length.unwrap_or(0);
+                if self.buf.len() >= head.head_len + len {
+                    let body = self.buf[head.head_len..head.head_len + len].to_vec();
+                    self.buf.drain(..head.head_len + len);
+                    return Ok((head.status, body));
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("connection closed mid-response");
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// One request and its response.
+    ///
+    /// # Errors
+    /// As [`Http::send`] and [`Http::recv`].
+    pub fn call(
+        &mut self,
+        method: &str,
+        target: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.send(method, target, body)?;
+        self.recv()
+    }
+
+    /// A JSON request whose answer must be 200; its JSON.
+    ///
+    /// # Errors
+    /// Any other status, with the body.
+    pub fn json_ok(
+        &mut self,
+        method: &str,
+        target: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, resp) = self.call(method, target, Some(body.to_string().as_bytes()))?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {target}: {status} {}", String::from_utf8_lossy(&resp));
+        }
+        Ok(serde_json::from_slice(&resp)?)
+    }
+}
+
+/// Standard base64.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Percent-encodes every byte.
+pub fn pct(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A user registered with a client-made key.
+pub struct User {
+    /// The key.
+    pub sk: pbts_verifier::keys::SecretKey,
+    /// The passkey.
+    pub passkey: String,
+}
+
+/// Registers `name` with a key from `seed`.
+///
+/// # Errors
+/// Registration refused.
+pub fn register(http: &mut Http, name: &str, seed: u64) -> anyhow::Result<User> {
+    let mut ikm = [0x42u8; 32];
+    ikm[..8].copy_from_slice(&seed.to_be_bytes());
+    let sk = pbts_verifier::keys::SecretKey::from_ikm(&ikm)?;
+    let v = http.json_ok(
+        "POST",
+        "/register",
+        &serde_json::json!({"user_id": name, "public_key": b64(&sk.public_key().to_bytes().0),
+                            "proof_of_possession": b64(&sk.prove_possession().0)}),
+    )?;
+    let passkey = v["passkey"].as_str().context("passkey in /register answer")?.to_owned();
+    Ok(User { sk, passkey })
+}
+
+/// The torrent the experiments trade: 2^20 pieces of 16 KiB.
+pub const INFO_HASH: [u8; 20] = [0xab; 20];
+/// Its piece length.
+pub const PIECE: u64 = 16 * 1024;
+
+/// Registers [`INFO_HASH`].
+///
+/// # Errors
+/// Registration refused.
+pub fn register_torrent(http: &mut Http) -> anyhow::Result<()> {
+    http.json_ok(
+        "POST",
+        "/admin/torrents",
+        &serde_json::json!({"info_hash": hex(&INFO_HASH), "piece_length": PIECE, "total_size": PIECE << 20}),
+    )?;
+    Ok(())
+}
+
+/// A report body of receipts that `downloader` signs for pieces `first..first + k` received from
+/// `uploader`, fresh (timestamp now) and never reported before when `first` is unique.
+pub fn report_body(uploader: &User, downloader: &User, first: u32, k: u32) -> Vec<u8> {
+    use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+    let ts = unix_now();
+    let receipts: Vec<serde_json::Value> = (first..first + k)
+        .map(|i| {
+            let mut r = Receipt {
+                info_hash: pbts_http::InfoHash(INFO_HASH),
+                sender_pk: uploader.sk.public_key().to_bytes(),
+                receiver_pk: downloader.sk.public_key().to_bytes(),
+                piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).expect("20 bytes"),
+                piece_index: i,
+                timestamp: ts,
+                signature: SignatureBytes([0; 96]),
+            };
+            downloader.sk.sign_receipt(&mut r);
+            serde_json::json!({
+                "infohash": hex(&r.info_hash.0), "sender_pk": b64(&r.sender_pk.0),
+                "receiver_public_key": b64(&r.receiver_pk.0), "piece_hash": hex(r.piece_hash.as_bytes()),
+                "piece_index": r.piece_index, "timestamp": r.timestamp, "signature": b64(&r.signature.0),
+            })
+        })
+        .collect();
+    serde_json::json!({"passkey": uploader.passkey, "receipts": receipts}).to_string().into_bytes()
+}
+
+/// Checks a `/report` answer credited all `k` receipts.
+///
+/// # Errors
+/// Any other answer.
+pub fn check_report(status: u16, body: &[u8], k: u32) -> anyhow::Result<()> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    if status != 200 || v["verified_receipts"].as_u64() != Some(u64::from(k)) {
+        bail!("report of {k} receipts: {status} {v}");
+    }
+    Ok(())
+}

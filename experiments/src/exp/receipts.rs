@@ -1,0 +1,178 @@
+//! Receipts (the original's 7.1, on correct paths): key generation, receipt creation, single
+//! verification, aggregate creation, and batches verified one by one, by blst's own batch
+//! verification, and by our pipeline, for batch sizes 10 to 1024.
+
+use std::time::Instant;
+
+use pbts_http::InfoHash;
+use pbts_verifier::batch;
+use pbts_verifier::keys::{self, SecretKey};
+use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+use rand::SeedableRng;
+
+use super::{Settings, ms};
+use crate::report::{Cell, Outcome, Raw, Stats, Table};
+
+/// `n` valid receipts for one uploader, signed in turn by `signers` downloaders.
+pub fn signed_receipts(n: usize, signers: usize, seed: u8) -> Vec<Receipt> {
+    let keys: Vec<SecretKey> = (0..signers)
+        .map(|i| {
+            let mut ikm = [seed; 32];
+            ikm[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            SecretKey::from_ikm(&ikm).expect("32 bytes of ikm")
+        })
+        .collect();
+    let sender = SecretKey::from_ikm(&[0xee; 32]).expect("32 bytes").public_key().to_bytes();
+    (0..n)
+        .map(|i| {
+            let sk = &keys[i % signers];
+            let mut r = Receipt {
+                info_hash: InfoHash([0xb4; 20]),
+                sender_pk: sender,
+                receiver_pk: sk.public_key().to_bytes(),
+                piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).expect("20 bytes"),
+                piece_index: i as u32,
+                timestamp: 1_700_000_000 + i as u64,
+                signature: SignatureBytes([0; 96]),
+            };
+            sk.sign_receipt(&mut r);
+            r
+        })
+        .collect()
+}
+
+/// Runs the experiment.
+pub fn run(s: &Settings) -> Outcome {
+    let n = s.iterations.max(2);
+    let mut raw = Raw::default();
+    let mut ops = Table::new(
+        "receipts_operations",
+        "Receipt operations",
+        "BLS12-381 min-pk (blst, one thread), milliseconds per operation; the original's py_ecc took \
+         167 ms to sign and 485 ms to verify",
+        &["operation", "n", "mean (ms)", "median (ms)", "stdev (ms)", "p95 (ms)"],
+    );
+    let mut add = |name: &str, samples: Vec<f64>, raw: &mut Raw| {
+        raw.add(name, "", &samples, "ms");
+        let st = Stats::of(&samples);
+        ops.row(vec![
+            name.into(),
+            st.n.into(),
+            Cell::num(st.mean, 3),
+            Cell::num(st.median, 3),
+            Cell::num(st.stdev, 3),
+            Cell::num(st.p95, 3),
+        ]);
+    };
+    let keygen: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let sk = SecretKey::random();
+            std::hint::black_box(sk.public_key().to_bytes());
+            ms(t)
+        })
+        .collect();
+    add("key generation", keygen, &mut raw);
+    let base = signed_receipts(1, 1, 1)[0];
+    let signer = SecretKey::from_ikm(&[1; 32]).expect("32 bytes");
+    let create: Vec<f64> = (0..n)
+        .map(|i| {
+            let mut r = Receipt { piece_index: i as u32, ..base };
+            let t = Instant::now();
+            signer.sign_receipt(&mut r);
+            ms(t)
+        })
+        .collect();
+    add("receipt creation (sign)", create, &mut raw);
+    let verify: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(batch::verify_one(&base), Ok(()));
+            ms(t)
+        })
+        .collect();
+    add("single verification", verify, &mut raw);
+
+    let sizes: &[usize] = if s.quick { &[10, 25, 50] } else { &[10, 25, 50, 100, 500, 1024] };
+    let mut agg = Table::new(
+        "receipts_aggregation",
+        "Aggregate creation",
+        "Summing b signatures (each decompressed and subgroup-checked), milliseconds",
+        &["batch size", "runs", "mean (ms)", "per signature (µs)"],
+    );
+    let mut batches = Table::new(
+        "receipts_batches",
+        "Batch verification",
+        "Milliseconds per batch: every receipt verified alone, blst's verify_multiple_aggregate_signatures, \
+         and our pipeline (grouped by signer, one final exponentiation, bisection on failure); all \
+         receipts valid; speedups are over one by one",
+        &[
+            "batch size",
+            "signers",
+            "one by one (ms)",
+            "blst batch (ms)",
+            "pipeline (ms)",
+            "pipeline speedup",
+            "vs blst",
+        ],
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s.seed);
+    for &b in sizes {
+        let mut cases = vec![b];
+        if b >= 100 {
+            cases.push(16);
+        }
+        for signers in cases {
+            let rs = signed_receipts(b, signers, 0x5a);
+            let runs = if s.quick { 2 } else { (200 / b).clamp(3, 10) };
+            if signers == b {
+                let sigs: Vec<SignatureBytes> = rs.iter().map(|r| r.signature).collect();
+                let a: Vec<f64> = (0..runs.max(5))
+                    .map(|_| {
+                        let t = Instant::now();
+                        keys::aggregate_signatures(&sigs).expect("valid signatures");
+                        ms(t)
+                    })
+                    .collect();
+                raw.add("aggregate creation", &b.to_string(), &a, "ms");
+                let st = Stats::of(&a);
+                agg.row(vec![
+                    b.into(),
+                    st.n.into(),
+                    Cell::num(st.mean, 3),
+                    Cell::num(st.mean * 1000.0 / b as f64, 2),
+                ]);
+            }
+            let mut one = Vec::new();
+            let mut blst = Vec::new();
+            let mut ours = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                assert!(rs.iter().all(|r| batch::verify_one(r).is_ok()));
+                one.push(ms(t));
+                let t = Instant::now();
+                assert!(batch::blst_batch_verify(&rs, &mut rng));
+                blst.push(ms(t));
+                let t = Instant::now();
+                let v = batch::verify_batch(&rs, &mut rng).expect("non-empty");
+                assert!(v.iter().all(Result::is_ok));
+                ours.push(ms(t));
+            }
+            let param = format!("{b}x{signers}");
+            raw.add("verify one by one", &param, &one, "ms");
+            raw.add("verify blst batch", &param, &blst, "ms");
+            raw.add("verify pipeline", &param, &ours, "ms");
+            let (o, bl, p) = (Stats::of(&one).mean, Stats::of(&blst).mean, Stats::of(&ours).mean);
+            batches.row(vec![
+                b.into(),
+                signers.into(),
+                Cell::num(o, 2),
+                Cell::num(bl, 2),
+                Cell::num(p, 2),
+                Cell::num(o / p, 2),
+                Cell::num(bl / p, 2),
+            ]);
+        }
+    }
+    Outcome { name: "receipts", tables: vec![ops, agg, batches], raw }
+}

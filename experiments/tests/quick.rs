@@ -1,0 +1,105 @@
+//! `pbts-experiments run --quick` end to end: every file of a run is written, every CSV parses,
+//! every table has rows whose numeric columns hold numbers, and the LaTeX includes every table.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::Path;
+
+/// The tables a run must produce.
+const TABLES: [&str; 10] = [
+    "receipts_operations",
+    "receipts_aggregation",
+    "receipts_batches",
+    "tee_operations",
+    "client_download",
+    "tracker_overhead",
+    "scalability",
+    "gas_operations",
+    "gas_projection",
+    "announce",
+];
+
+/// Splits one CSV line (quoted fields may hold commas and doubled quotes).
+fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn check_table(dir: &Path, id: &str) {
+    let text = std::fs::read_to_string(dir.join(format!("{id}.csv"))).unwrap();
+    let mut lines = text.lines();
+    let head = fields(lines.next().unwrap());
+    let rows: Vec<Vec<String>> = lines.map(fields).collect();
+    assert!(!rows.is_empty(), "{id} has no rows");
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.len(), head.len(), "{id} row {i}");
+        // Every column but the first (a label) is numeric in every table of the harness, except
+        // the label columns named here.
+        for (c, v) in head.iter().zip(r).skip(1) {
+            if matches!(c.as_str(), "protocol" | "operation" | "schedule") {
+                continue;
+            }
+            let x: f64 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("{id} row {i} column {c:?}: {v:?} is not a number"));
+            assert!(x.is_finite(), "{id} {c} = {v}");
+        }
+    }
+    let tex = std::fs::read_to_string(dir.join("tables").join(format!("{id}.tex"))).unwrap();
+    assert!(tex.contains("\\toprule") && tex.contains("\\bottomrule"), "{id}.tex");
+    assert_eq!(tex.matches(" \\\\\n").count(), rows.len() + 1, "{id}.tex rows");
+}
+
+#[test]
+fn quick_run_writes_every_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pbts-experiments"))
+        .args(["run", "--quick", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = dir.path();
+    for id in TABLES {
+        check_table(d, id);
+    }
+    let all = std::fs::read_to_string(d.join("tables/all.tex")).unwrap();
+    for id in TABLES {
+        assert!(all.contains(&format!("\\input{{{id}.tex}}")), "all.tex includes {id}");
+    }
+    assert!(all.contains("\\usepackage{booktabs}"));
+    for raw in
+        ["receipts", "tee", "client_download", "tracker_overhead", "scalability", "gas", "announce"]
+    {
+        let text = std::fs::read_to_string(d.join(format!("{raw}_raw.csv"))).unwrap();
+        assert!(text.starts_with("case,param,iteration,value,unit\n"), "{raw}_raw.csv");
+        assert!(text.lines().count() > 1, "{raw}_raw.csv has samples");
+    }
+    let summary = std::fs::read_to_string(d.join("summary.csv")).unwrap();
+    for id in TABLES {
+        assert!(summary.contains(&format!("\n{id},0,")), "summary.csv has {id}");
+    }
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("env.json")).unwrap()).unwrap();
+    for key in ["commit", "dirty", "rustc", "kernel", "cpu_model", "cores", "seed", "settings"] {
+        assert!(env.get(key).is_some(), "env.json has {key}");
+    }
+    assert_eq!(env["settings"]["quick"], true);
+    let report = std::fs::read_to_string(d.join("report.txt")).unwrap();
+    assert!(report.contains("Batch verification") && report.contains("Announce throughput"));
+}
