@@ -208,6 +208,7 @@ impl std::error::Error for Rejection {}
 ///
 /// Not synchronised: the engine owns it on one thread or behind a lock, and calls
 /// [`Ledger::reserve`] atomically per batch (the original's check-then-mark raced).
+#[derive(Clone)]
 pub struct Ledger {
     freshness: Freshness,
     credited: HashMap<Nullifier, u64>,
