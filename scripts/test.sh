@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Real BitTorrent clients for the end-to-end tests (Debian): aria2c and python3-libtorrent.
+# Debian packages: real BitTorrent clients for the end-to-end tests (aria2c, python3-libtorrent)
+# and LaTeX for the experiments' tables.
 need_apt=()
 command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need_apt+=(python3-libtorrent)
+# pdflatex with booktabs, for the experiments' LaTeX tables.
+command -v pdflatex >/dev/null 2>&1 || need_apt+=(texlive-latex-base)
+command -v kpsewhich >/dev/null 2>&1 && kpsewhich booktabs.sty >/dev/null 2>&1 || need_apt+=(texlive-latex-recommended)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     $SUDO apt-get update -qq

@@ -100,6 +100,17 @@ fn quick_run_writes_every_table() {
         assert!(env.get(key).is_some(), "env.json has {key}");
     }
     assert_eq!(env["settings"]["quick"], true);
+    // The LaTeX compiles (pdflatex from Debian's texlive-latex-base and -recommended, which
+    // scripts/test.sh installs).
+    let tex = std::process::Command::new("pdflatex")
+        .args(["-interaction=nonstopmode", "-halt-on-error", "all.tex"])
+        .current_dir(d.join("tables"))
+        .output()
+        .expect(
+            "pdflatex is needed (apt-get install texlive-latex-base texlive-latex-recommended)",
+        );
+    assert!(tex.status.success(), "{}", String::from_utf8_lossy(&tex.stdout));
+    assert!(std::fs::metadata(d.join("tables/all.pdf")).unwrap().len() > 10_000);
     let report = std::fs::read_to_string(d.join("report.txt")).unwrap();
     assert!(report.contains("Batch verification") && report.contains("Announce throughput"));
 }
