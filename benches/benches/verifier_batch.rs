@@ -9,11 +9,10 @@
 use blst::BLST_ERROR;
 use blst::min_pk;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pbts_http::InfoHash;
 use pbts_verifier::batch::{self, ReceiptError};
-use pbts_verifier::keys::{DST, SecretKey};
+use pbts_verifier::keys::DST;
 use pbts_verifier::pool::VerifierPool;
-use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+use pbts_verifier::receipt::Receipt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::hint::black_box;
@@ -21,30 +20,7 @@ use std::time::Duration;
 
 /// `n` valid receipts for one uploader, signed in turn by `signers` downloaders.
 fn receipts(n: usize, signers: usize) -> Vec<Receipt> {
-    let keys: Vec<SecretKey> = (0..signers)
-        .map(|i| {
-            let mut ikm = [0x5a; 32];
-            ikm[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            SecretKey::from_ikm(&ikm).unwrap()
-        })
-        .collect();
-    let sender = SecretKey::from_ikm(&[0xee; 32]).unwrap().public_key().to_bytes();
-    (0..n)
-        .map(|i| {
-            let sk = &keys[i % signers];
-            let mut r = Receipt {
-                info_hash: InfoHash([0xb4; 20]),
-                sender_pk: sender,
-                receiver_pk: sk.public_key().to_bytes(),
-                piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).unwrap(),
-                piece_index: i as u32,
-                timestamp: 1_700_000_000 + i as u64,
-                signature: SignatureBytes([0; 96]),
-            };
-            sk.sign_receipt(&mut r);
-            r
-        })
-        .collect()
+    pbts_verifier::testing::signed_receipts(n, signers, 0x5a)
 }
 
 fn bench(c: &mut Criterion) {

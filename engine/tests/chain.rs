@@ -45,18 +45,6 @@ fn chain_toml(anvil_url: &str, key: &str, factory: Address) -> String {
     )
 }
 
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, _, resp) =
-        http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
-    let v = serde_json::from_slice(&resp)
-        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
-    (status, v)
-}
-
-fn fails(got: (u16, Value), status: u16, text: &str) {
-    assert_eq!(got, (status, json!({"success": false, "error": text})));
-}
-
 /// Polls `f` until it returns `Some`, for at most 30 s.
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);

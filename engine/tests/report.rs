@@ -147,20 +147,17 @@ fn report_authentication_and_request_errors() {
     let bob = register(&srv, "bob", 2);
     register_torrent(&srv, &IH);
     let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
-    let fail = |got: (u16, Value), status: u16, text: &str| {
-        assert_eq!(got, (status, json!({"success": false, "error": text})));
-    };
-    fail(
+    fails(
         post(&srv, "/report", &json!({"user_id": "alice", "receipts": [r]})),
         401,
         "passkey required: send \"passkey\" in the body or POST /<passkey>/report",
     );
-    fail(
+    fails(
         post(&srv, "/report", &json!({"passkey": "0".repeat(32), "receipts": [r]})),
         401,
         "unknown passkey",
     );
-    fail(
+    fails(
         post(
             &srv,
             "/report",
@@ -170,7 +167,7 @@ fn report_authentication_and_request_errors() {
         "user_id does not match the passkey",
     );
     let bob_pk = b64(&bob.sk.public_key().to_bytes().0);
-    fail(
+    fails(
         post(
             &srv,
             "/report",
@@ -179,13 +176,13 @@ fn report_authentication_and_request_errors() {
         403,
         "public_key is not the reporter's registered key",
     );
-    fail(
+    fails(
         report(&srv, &alice, &[]),
         400,
         "no receipts: upload is credited only for receipts signed by downloaders \
          (uploaded_delta and downloaded_delta are not credited)",
     );
-    fail(
+    fails(
         report(&srv, &alice, &[r.clone(), r.clone(), r.clone(), r.clone()]),
         413,
         "too many receipts: 4 (limit 3 per report)",
@@ -196,12 +193,12 @@ fn report_authentication_and_request_errors() {
     assert!(v["error"].as_str().unwrap().starts_with("invalid JSON body: unknown field `bogus`"));
     // A user an admin created has a passkey but no key: nothing can name them as sender.
     let dave = srv.create_user("dave");
-    fail(
+    fails(
         post(&srv, "/report", &json!({"passkey": dave, "receipts": [r]})),
         403,
         "no public key registered for this user: POST /register first",
     );
-    fail(
+    fails(
         post(
             &srv,
             &format!("/{}/report", bob.passkey),
@@ -367,27 +364,24 @@ fn config_reads_and_admin_writes_all_or_nothing_and_persist() {
     assert_eq!(c["used_receipts_count"], 0);
     assert_eq!(c["tee_available"], false);
     assert_eq!(c["ratio_source"], "claimed");
-    let fail = |got: (u16, Value), status: u16, text: &str| {
-        assert_eq!(got, (status, json!({"success": false, "error": text})));
-    };
-    fail(
+    fails(
         post(&srv, "/config", &json!({"verify_signatures": false})),
         400,
         "verify_signatures cannot be turned off: upload credit comes only from verified signatures",
     );
     let (status, v) = post(&srv, "/config", &json!({"verify_signatures": "false"}));
     assert_eq!(status, 400, "the string \"false\" is not a boolean: {v}");
-    fail(
+    fails(
         post(&srv, "/config", &json!({"tee_mode": "enabled"})),
         400,
         "tee_mode is chosen at start-up (TEE_MODE), not at run time",
     );
-    fail(
+    fails(
         post(&srv, "/config", &json!({"min_ratio": 0.9, "receipt_window": 0})),
         400,
         "receipt_window must be in 1..=2592000 seconds, got 0",
     );
-    fail(
+    fails(
         post(&srv, "/config", &json!({"min_ratio": -1})),
         400,
         "min_ratio must be a finite number >= 0",
@@ -418,7 +412,7 @@ fn config_reads_and_admin_writes_all_or_nothing_and_persist() {
     assert_eq!(report(&srv, &alice, &[r]).1["verified_receipts"], 1);
 
     let srv = srv.restart(TrackerMode::Private, |c| c.admin.allow_loopback = false);
-    fail(
+    fails(
         post(&srv, "/config", &json!({"min_ratio": 0.1})),
         403,
         "changing the configuration requires admin access",
@@ -475,11 +469,8 @@ fn server_side_keygen_and_attest_for_loopback_compatibility() {
     assert_eq!(v["verified_receipts"], 1, "{v}");
     assert_eq!(verified(&srv, &bob.name), (0, PIECE));
 
-    let fail = |got: (u16, Value), status: u16, text: &str| {
-        assert_eq!(got, (status, json!({"success": false, "error": text})));
-    };
     let zero_key = b64(&[0; 32]);
-    fail(
+    fails(
         post(
             &srv,
             "/attest",
@@ -489,7 +480,7 @@ fn server_side_keygen_and_attest_for_loopback_compatibility() {
         400,
         "Invalid secret key",
     );
-    fail(
+    fails(
         post(
             &srv,
             "/attest",
@@ -505,8 +496,8 @@ fn server_side_keygen_and_attest_for_loopback_compatibility() {
     });
     let text = "server-side key endpoints handle private keys and are limited to loopback clients \
                 (receipts.server_side_keys); make keys on the client (pbts keygen)";
-    fail(post(&srv, "/keygen", &json!({})), 403, text);
-    fail(post(&srv, "/attest", &json!({})), 403, text);
+    fails(post(&srv, "/keygen", &json!({})), 403, text);
+    fails(post(&srv, "/attest", &json!({})), 403, text);
 }
 
 #[test]

@@ -18,18 +18,6 @@ use serde_json::{Value, json};
 const SAMPLE: &[u8] = include_bytes!("../../tee/tests/data/tdx_quote");
 const COLLATERAL: &[u8] = include_bytes!("../../tee/tests/data/tdx_quote_collateral.json");
 
-fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let (status, _, resp) =
-        http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
-    let v = serde_json::from_slice(&resp)
-        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
-    (status, v)
-}
-
-fn fails(got: (u16, Value), status: u16, text: &str) {
-    assert_eq!(got, (status, json!({"success": false, "error": text})));
-}
-
 fn verify_time() -> u64 {
     let c = pbts_tee::verify::parse_collateral(COLLATERAL).unwrap();
     pbts_tee::verify::collateral_issue_time(&c).unwrap() + 3600

@@ -21,6 +21,8 @@ pub mod keys;
 pub mod nullifier;
 pub mod pool;
 pub mod receipt;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 #[allow(unsafe_code)]
 mod sys;

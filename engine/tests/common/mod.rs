@@ -150,6 +150,25 @@ pub fn http_request(
     split_response(&raw_exchange(addr, req.as_bytes()))
 }
 
+/// One JSON request; (status, JSON answer).
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let (status, _, resp) =
+        http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
+    let v = serde_json::from_slice(&resp)
+        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
+    (status, v)
+}
+
+/// Asserts the original API's failure shape: `status` and `{"success": false, "error": text}`.
+pub fn fails(got: (u16, serde_json::Value), status: u16, text: &str) {
+    assert_eq!(got, (status, serde_json::json!({"success": false, "error": text})));
+}
+
 /// GET and return the body of a 200 response.
 pub fn get_body(addr: SocketAddr, target: &str) -> Vec<u8> {
     let (status, head, body) = http_request(addr, "GET", target, None);

@@ -4,42 +4,15 @@
 
 use std::time::Instant;
 
-use pbts_http::InfoHash;
 use pbts_verifier::batch;
 use pbts_verifier::keys::{self, SecretKey};
-use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+use pbts_verifier::receipt::{Receipt, SignatureBytes};
 use rand::SeedableRng;
 
 use super::{Settings, ms};
 use crate::report::{Cell, Outcome, Raw, Stats, Table};
 
-/// `n` valid receipts for one uploader, signed in turn by `signers` downloaders.
-pub fn signed_receipts(n: usize, signers: usize, seed: u8) -> Vec<Receipt> {
-    let keys: Vec<SecretKey> = (0..signers)
-        .map(|i| {
-            let mut ikm = [seed; 32];
-            ikm[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            SecretKey::from_ikm(&ikm).expect("32 bytes of ikm")
-        })
-        .collect();
-    let sender = SecretKey::from_ikm(&[0xee; 32]).expect("32 bytes").public_key().to_bytes();
-    (0..n)
-        .map(|i| {
-            let sk = &keys[i % signers];
-            let mut r = Receipt {
-                info_hash: InfoHash([0xb4; 20]),
-                sender_pk: sender,
-                receiver_pk: sk.public_key().to_bytes(),
-                piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).expect("20 bytes"),
-                piece_index: i as u32,
-                timestamp: 1_700_000_000 + i as u64,
-                signature: SignatureBytes([0; 96]),
-            };
-            sk.sign_receipt(&mut r);
-            r
-        })
-        .collect()
-}
+pub use pbts_verifier::testing::signed_receipts;
 
 /// Runs the experiment.
 pub fn run(s: &Settings) -> Outcome {
