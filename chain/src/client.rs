@@ -148,16 +148,7 @@ impl ChainClient {
     /// # Errors
     /// RPC failures or a failed deployment.
     pub async fn deploy_factory(&self) -> Result<Deployed, ChainError> {
-        let _one_at_a_time = self.send_lock.lock().await;
-        let builder = ReputationFactory::deploy_builder(&self.provider).from(self.account);
-        let estimate = builder.estimate_gas().await.map_err(|e| contract_error(&e))?;
-        let gas = estimate.saturating_mul(100 + self.gas_margin_percent) / 100;
-        let pending = builder.gas(gas).send().await.map_err(|e| contract_error(&e))?;
-        let receipt = pending
-            .with_timeout(Some(self.tx_timeout))
-            .get_receipt()
-            .await
-            .map_err(|e| ChainError::Rpc(format!("waiting for the receipt: {e}")))?;
+        let receipt = self.send(ReputationFactory::deploy_builder(&self.provider)).await?;
         let tx = outcome(&receipt)?;
         let address = receipt.contract_address.ok_or_else(|| ChainError::Failed {
             tx_hash: tx.tx_hash,

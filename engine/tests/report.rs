@@ -708,3 +708,35 @@ fn registry_fills_in_piece_lengths_but_never_changes_them() {
     let (_, v) = report(&srv, &alice, &[receipt_json(&receipt(&IH, &alice, &bob.sk, 2, t))]);
     assert_eq!(v["credited_bytes"], LAST, "{v}");
 }
+
+#[test]
+fn a_full_verification_queue_answers_503_with_retry_after() {
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.receipts.max_receipts_per_report = 4;
+        c.receipts.max_pending_receipts = 8;
+    });
+    let alice = register(&srv, "alice", 1);
+    let bob = register(&srv, "bob", 2);
+    register_torrent(&srv, &IH);
+    let body = json!({"passkey": alice.passkey, "receipts": [receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()))]});
+    // Other reports hold 8 receipts under verification: no room for one more.
+    let stats = &srv.server.as_ref().unwrap().state().receipt_stats;
+    stats.in_flight.store(8, std::sync::atomic::Ordering::SeqCst);
+    let (status, head, resp) = http_request(srv.v4, "POST", "/report", Some(&body.to_string()));
+    assert_eq!(status, 503);
+    assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&resp).unwrap(),
+        json!({"success": false, "error": "verifier busy: 8 receipts are being verified (limit 8); retry later"})
+    );
+    assert_eq!(verified(&srv, "alice"), (0, 0), "nothing credited");
+    // Room again: the same report is credited (it was not reserved by the refusal).
+    stats.in_flight.store(7, std::sync::atomic::Ordering::SeqCst);
+    let (status, v) = post(&srv, "/report", &body);
+    assert_eq!((status, v["verified_receipts"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(
+        stats.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+        7,
+        "the report returned its share"
+    );
+}

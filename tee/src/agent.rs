@@ -118,20 +118,29 @@ fn serve(mut s: impl Read + Write, config: &AgentConfig, log: &RequestLog) {
     let _ = s.write_all(resp.as_bytes());
 }
 
+/// Serves every connection of `incoming` from a background thread; returns the request log.
+fn spawn_agent<S, I>(incoming: I, config: AgentConfig) -> std::io::Result<RequestLog>
+where
+    S: Read + Write,
+    I: Iterator<Item = std::io::Result<S>> + Send + 'static,
+{
+    let log = RequestLog::default();
+    let l = log.clone();
+    std::thread::Builder::new().name("dstack-dev-agent".into()).spawn(move || {
+        for conn in incoming.flatten() {
+            serve(conn, &config, &l);
+        }
+    })?;
+    Ok(log)
+}
+
 /// Serves on a Unix socket at `path` from a background thread, for the life of the process.
 ///
 /// # Errors
 /// The socket cannot be bound.
 pub fn serve_unix(path: &Path, config: AgentConfig) -> std::io::Result<RequestLog> {
     let listener = UnixListener::bind(path)?;
-    let log = RequestLog::default();
-    let l = log.clone();
-    std::thread::Builder::new().name("dstack-dev-agent".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            serve(conn, &config, &l);
-        }
-    })?;
-    Ok(log)
+    spawn_agent(std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))), config)
 }
 
 /// Serves over TCP on a free loopback port (the simulator's `http://` form); returns the URL.
@@ -141,12 +150,6 @@ pub fn serve_unix(path: &Path, config: AgentConfig) -> std::io::Result<RequestLo
 pub fn serve_http(config: AgentConfig) -> std::io::Result<(String, RequestLog)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);
-    let log = RequestLog::default();
-    let l = log.clone();
-    std::thread::Builder::new().name("dstack-dev-agent".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            serve(conn, &config, &l);
-        }
-    })?;
-    Ok((url, log))
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s)));
+    Ok((url, spawn_agent(incoming, config)?))
 }
