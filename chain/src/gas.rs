@@ -48,6 +48,11 @@ impl Projection {
     pub fn eth(gas: f64, gwei: f64) -> f64 {
         gas * gwei * 1e-9
     }
+
+    /// (single, batched) yearly cost in ETH at [`GWEI_PER_GAS`].
+    pub fn eth_at_reference_price(&self) -> (f64, f64) {
+        (Self::eth(self.single_gas, GWEI_PER_GAS), Self::eth(self.batched_gas, GWEI_PER_GAS))
+    }
 }
 
 /// The measured table.
@@ -235,10 +240,7 @@ impl GasReport {
             self.batch_size
         );
         for p in &self.projections {
-            let (e1, e2) = (
-                Projection::eth(p.single_gas, GWEI_PER_GAS),
-                Projection::eth(p.batched_gas, GWEI_PER_GAS),
-            );
+            let (e1, e2) = p.eth_at_reference_price();
             out.push_str(&format!(
                 "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.0} |\n",
                 p.frequency,
@@ -274,10 +276,7 @@ impl GasReport {
             "schedule,users,updates_per_year,single_gas,single_eth,single_usd,batched_gas,batched_eth,batched_usd\n",
         );
         for p in &self.projections {
-            let (e1, e2) = (
-                Projection::eth(p.single_gas, GWEI_PER_GAS),
-                Projection::eth(p.batched_gas, GWEI_PER_GAS),
-            );
+            let (e1, e2) = p.eth_at_reference_price();
             out.push_str(&format!(
                 "\"{}\",{},{},{:.0},{:.4},{:.2},{:.0},{:.4},{:.2}\n",
                 p.frequency,

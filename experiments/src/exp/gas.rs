@@ -3,7 +3,7 @@
 //! `gas.md` (the README's tables).
 
 use crate::report::{Cell, Outcome, Raw, Table};
-use pbts_chain::gas::{GWEI_PER_GAS, Projection, USD_PER_ETH};
+use pbts_chain::gas::{GWEI_PER_GAS, USD_PER_ETH};
 
 use super::Settings;
 
@@ -60,10 +60,7 @@ pub fn run(s: &Settings, out: &std::path::Path) -> anyhow::Result<Outcome> {
         ],
     );
     for p in &report.projections {
-        let (e1, e2) = (
-            Projection::eth(p.single_gas, GWEI_PER_GAS),
-            Projection::eth(p.batched_gas, GWEI_PER_GAS),
-        );
+        let (e1, e2) = p.eth_at_reference_price();
         proj.row(vec![
             p.frequency.into(),
             Cell::Int(p.users),

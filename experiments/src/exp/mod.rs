@@ -37,6 +37,17 @@ pub fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// Milliseconds of each of `n` calls of `f`.
+pub fn timed(n: usize, mut f: impl FnMut()) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            ms(t)
+        })
+        .collect()
+}
+
 /// A tracker running in this process.
 pub struct Tracker {
     /// The server.

@@ -9,7 +9,7 @@ use pbts_verifier::keys::{self, SecretKey};
 use pbts_verifier::receipt::{Receipt, SignatureBytes};
 use rand::SeedableRng;
 
-use super::{Settings, ms};
+use super::{Settings, ms, timed};
 use crate::report::{Cell, Outcome, Raw, Stats, Table};
 
 pub use pbts_verifier::testing::signed_receipts;
@@ -37,14 +37,9 @@ pub fn run(s: &Settings) -> Outcome {
             Cell::num(st.p95, 3),
         ]);
     };
-    let keygen: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            let sk = SecretKey::random();
-            std::hint::black_box(sk.public_key().to_bytes());
-            ms(t)
-        })
-        .collect();
+    let keygen = timed(n, || {
+        std::hint::black_box(SecretKey::random().public_key().to_bytes());
+    });
     add("key generation", keygen, &mut raw);
     let base = signed_receipts(1, 1, 1)[0];
     let signer = SecretKey::from_ikm(&[1; 32]).expect("32 bytes");
@@ -57,13 +52,7 @@ pub fn run(s: &Settings) -> Outcome {
         })
         .collect();
     add("receipt creation (sign)", create, &mut raw);
-    let verify: Vec<f64> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            assert_eq!(batch::verify_one(&base), Ok(()));
-            ms(t)
-        })
-        .collect();
+    let verify = timed(n, || assert_eq!(batch::verify_one(&base), Ok(())));
     add("single verification", verify, &mut raw);
 
     let sizes: &[usize] = if s.quick { &[10, 25, 50] } else { &[10, 25, 50, 100, 500, 1024] };
@@ -100,13 +89,9 @@ pub fn run(s: &Settings) -> Outcome {
             let runs = if s.quick { 2 } else { (200 / b).clamp(3, 10) };
             if signers == b {
                 let sigs: Vec<SignatureBytes> = rs.iter().map(|r| r.signature).collect();
-                let a: Vec<f64> = (0..runs.max(5))
-                    .map(|_| {
-                        let t = Instant::now();
-                        keys::aggregate_signatures(&sigs).expect("valid signatures");
-                        ms(t)
-                    })
-                    .collect();
+                let a = timed(runs.max(5), || {
+                    keys::aggregate_signatures(&sigs).expect("valid signatures");
+                });
                 raw.add("aggregate creation", &b.to_string(), &a, "ms");
                 let st = Stats::of(&a);
                 agg.row(vec![

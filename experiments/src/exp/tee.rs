@@ -4,27 +4,15 @@
 //! agent on a Unix socket), generation rows are left out, and the table says so; verification
 //! always runs, on a real sample TDX quote and its collateral.
 
-use std::time::Instant;
-
 use pbts_tee::verify::{self, Expected};
 use pbts_tee::{Tee, TeeConfig, TeeMode, quote};
 use pbts_verifier::keys::SecretKey;
 
-use super::{Settings, ms};
+use super::{Settings, timed};
 use crate::report::{Cell, Outcome, Raw, Stats, Table};
 
 const SAMPLE: &[u8] = include_bytes!("../../../tee/tests/data/tdx_quote");
 const COLLATERAL: &[u8] = include_bytes!("../../../tee/tests/data/tdx_quote_collateral.json");
-
-fn timed(n: usize, mut f: impl FnMut()) -> Vec<f64> {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            ms(t)
-        })
-        .collect()
-}
 
 /// Runs the experiment. `TEE_MODE` (tdx or dstack) makes it measure a real TEE too.
 pub fn run(s: &Settings) -> anyhow::Result<Outcome> {
