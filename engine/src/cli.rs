@@ -124,9 +124,8 @@ pub fn main() -> ExitCode {
 /// `pbts keygen`: a key made here never crosses a network (the original's `/keygen` made keys
 /// on the server and sent the private key back).
 fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
-    use base64::Engine as _;
     use std::io::Write as _;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let b64 = crate::common::b64;
     let sk = pbts_verifier::keys::SecretKey::random();
     let public = serde_json::json!({
         "public_key": b64(&sk.public_key().to_bytes().0),
@@ -187,6 +186,11 @@ fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long stopping may take after SIGTERM before the process exits anyway (naming the workers
+/// still running). Systemd's default `TimeoutStopSec` is 90 s and Docker's stop timeout 10 s;
+/// a clean stop takes well under a second.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -219,7 +223,7 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         println!("pbts listening on udp://{addr} and http://{addr}");
     }
     tracing::info!(?mode, data_dir = %data_dir.display(), "pbts started");
-    server.join()?;
+    server.supervise(SHUTDOWN_GRACE)?;
     tracing::info!("pbts stopped");
     Ok(())
 }

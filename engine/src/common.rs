@@ -66,6 +66,23 @@ pub struct State {
     pub chain: crate::chain::ChainState,
     /// The TEE provider (`none` without one). Its calls block: run them off the serving cores.
     pub tee: Arc<pbts_tee::Tee>,
+    /// `PBTS_FAULT_PANIC=request`: the fault-injection request handlers panic (tests of the
+    /// per-request panic guard; see [`crate::supervisor`]).
+    pub fault_requests: bool,
+    /// Per-client token buckets of the expensive unauthenticated endpoints.
+    pub limiter: crate::ratelimit::RateLimiter,
+}
+
+/// Who sent an HTTP request, as far as authorization goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address: from the trusted proxy header when `network.proxy_header` is set
+    /// (the TCP peer's if the header is missing), else the TCP peer's.
+    pub ip: IpAddr,
+    /// Whether the request gets loopback privileges (admin without a token, the server-side key
+    /// endpoints). Behind a proxy, the TCP peer is the proxy itself, so only a forwarded client
+    /// address that is loopback counts; a request without the header gets none.
+    pub loopback: bool,
 }
 
 /// Settings `POST /config` changes while serving: the configuration file's values, replaced by
@@ -364,9 +381,29 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lowercase hex of arbitrary bytes.
+/// Lowercase hex of arbitrary bytes. Every hex and base64 text of the engine goes through
+/// these four functions (one well-kept codec each, decoding from bytes, never by slicing a
+/// `str`).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const_hex::encode(bytes)
+}
+
+/// Decodes hex (either case, surrounding whitespace and a `0x` prefix allowed); `None` for an
+/// odd length or any non-hex byte, including every byte of a multi-byte UTF-8 character.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    const_hex::decode(text.trim().as_bytes()).ok()
+}
+
+/// Standard base64 (with padding) of arbitrary bytes.
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes standard base64 (surrounding whitespace allowed); `None` if it is not.
+pub fn unb64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text.trim().as_bytes()).ok()
 }
 
 /// Unmaps IPv4-mapped IPv6 addresses (dual-stack sockets report IPv4 clients that way).

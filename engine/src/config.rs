@@ -26,6 +26,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Receipts: `/report`, verification, double-spend window, server-side key endpoints.
     pub receipts: ReceiptsConfig,
+    /// Who may `POST /register`, and invites.
+    pub registration: RegistrationConfig,
+    /// Per-client limits on work and state.
+    pub limits: LimitsConfig,
     /// On-chain reputation (disabled while `rpc_url` is empty).
     pub chain: pbts_chain::ChainConfig,
     /// Trusted execution: key derivation and quotes.
@@ -237,14 +241,80 @@ pub enum ServerSideKeys {
     Disabled,
 }
 
+/// Who may create an account through `POST /register`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistrationPolicy {
+    /// Anyone may register (every account is a receipt signer: see the sybil note in the
+    /// receipts docs).
+    Open,
+    /// Registration needs an invite code from an admin (`POST /admin/invites`) or, when
+    /// `user_invites` allows, from a user (`POST /invites`); each code works once.
+    Invite,
+    /// Only admins create accounts (`POST /admin/users`); `/register` may still attach a key
+    /// to such an account with its passkey.
+    Closed,
+}
+
+impl RegistrationPolicy {
+    /// The name used in the configuration and in error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Invite => "invite",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Who may `POST /register`, and invites.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `open`, `invite` or `closed`. Unset (the default): `invite` in private mode, `open` in
+    /// open mode.
+    pub policy: Option<RegistrationPolicy>,
+    /// Invites each user may create with `POST /invites` (its passkey authenticates it).
+    /// Default 0: only admins invite.
+    pub user_invites: u32,
+}
+
+impl Config {
+    /// The registration policy in force.
+    pub fn registration_policy(&self) -> RegistrationPolicy {
+        self.registration.policy.unwrap_or(match self.tracker.mode {
+            TrackerMode::Private => RegistrationPolicy::Invite,
+            TrackerMode::Open => RegistrationPolicy::Open,
+        })
+    }
+}
+
+/// Per-client limits on work and state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests a client address may burst to `/register`, `/verify-receipt` and
+    /// `/verify-attestation`, which do BLS or quote work for unauthenticated clients (a token
+    /// bucket per IPv4 address or IPv6 /64). Beyond it: 429 with `Retry-After`. Default 10.
+    pub expensive_burst: u32,
+    /// Tokens the bucket regains per minute. Default 30.
+    pub expensive_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { expensive_burst: 10, expensive_per_minute: 30 }
+    }
+}
+
 /// Receipts: `POST /report`, signature verification and the double-spend ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiptsConfig {
     /// A receipt older than this many seconds is refused as stale (the original's
-    /// `receipt_window`). Credited receipts are remembered for this long plus
-    /// `max_future_secs`, so memory grows with the window. Changeable at run time through
-    /// `POST /config`. Default 3600.
+    /// `receipt_window`): uploaders must report within it. It does not decide what was
+    /// already credited (each downloader's pieces are credited once, ever, whatever the
+    /// window). Changeable at run time through `POST /config`. Default 3600.
     pub window_secs: u64,
     /// How far ahead of the tracker's clock a receipt's timestamp may be (clock skew), seconds.
     /// Default 300.
@@ -259,9 +329,6 @@ pub struct ReceiptsConfig {
     /// Verifier threads (BLS pairings never run on a serving core). 0 means one per CPU.
     /// Default 0.
     pub verifier_threads: usize,
-    /// Seconds between sweeps that forget nullifiers of receipts too old to be accepted.
-    /// Default 60.
-    pub prune_interval_secs: u64,
     /// Who may call `POST /keygen` and `POST /attest` (they handle private keys):
     /// `loopback` (default), `anyone` or `disabled`.
     pub server_side_keys: ServerSideKeys,
@@ -275,7 +342,6 @@ impl Default for ReceiptsConfig {
             max_receipts_per_report: 1024,
             max_pending_receipts: 16384,
             verifier_threads: 0,
-            prune_interval_secs: 60,
             server_side_keys: ServerSideKeys::Loopback,
         }
     }
@@ -525,9 +591,6 @@ impl Config {
         if r.verifier_threads > 256 {
             problems.push(format!("receipts.verifier_threads: {} exceeds 256", r.verifier_threads));
         }
-        if r.prune_interval_secs == 0 {
-            problems.push("receipts.prune_interval_secs: must be at least 1".to_owned());
-        }
         problems.extend(self.chain.problems());
         if self.tee.chain_key && self.tee.mode == pbts_tee::TeeMode::None {
             problems.push(
@@ -537,6 +600,13 @@ impl Config {
         }
         if self.tee.timeout_secs == 0 {
             problems.push("tee.timeout_secs: must be at least 1".to_owned());
+        }
+        let l = &self.limits;
+        if l.expensive_burst == 0 || l.expensive_per_minute == 0 {
+            problems.push(
+                "limits.expensive_burst and limits.expensive_per_minute must be at least 1"
+                    .to_owned(),
+            );
         }
         if self.storage.flush_interval_ms == 0 {
             problems.push("storage.flush_interval_ms: must be at least 1".to_owned());
@@ -633,8 +703,6 @@ max_receipts_per_report = {per_report}
 max_pending_receipts = {pending}
 # BLS verifier threads; 0 = one per CPU.
 verifier_threads = {verifiers}
-# Seconds between sweeps forgetting nullifiers of receipts too old to be accepted.
-prune_interval_secs = {prune}
 # Who may call POST /keygen and POST /attest (private keys!): "loopback", "anyone", "disabled".
 server_side_keys = "loopback"
 
@@ -657,6 +725,20 @@ tx_timeout_secs = {chain_tx}
 rpc_timeout_secs = {chain_rpc}
 # Longest pause between retries while the RPC fails, seconds.
 max_backoff_secs = {chain_backoff}
+
+[registration]
+# Who may POST /register: "open", "invite" (an invite code is needed) or "closed" (admins create
+# accounts). Unset: "invite" in private mode, "open" in open mode.
+# policy = "invite"
+# Invites each user may create with POST /invites (0: only admins invite).
+user_invites = {user_invites}
+
+[limits]
+# Per client address (IPv4, or IPv6 /64): requests to /register, /verify-receipt and
+# /verify-attestation (BLS or quote work for unauthenticated clients) as a token bucket:
+# a burst, refilled per minute. Beyond it: 429 with Retry-After.
+expensive_burst = {expensive_burst}
+expensive_per_minute = {expensive_per_minute}
 
 [tee]
 # "none", "tdx" (configfs-tsm quotes) or "dstack" (the dstack guest agent); env TEE_MODE.
@@ -706,7 +788,9 @@ timeout_secs = {tee_timeout}
             per_report = d.receipts.max_receipts_per_report,
             pending = d.receipts.max_pending_receipts,
             verifiers = d.receipts.verifier_threads,
-            prune = d.receipts.prune_interval_secs,
+            user_invites = d.registration.user_invites,
+            expensive_burst = d.limits.expensive_burst,
+            expensive_per_minute = d.limits.expensive_per_minute,
             key_env = d.chain.key_env,
             chain_flush = d.chain.flush_interval_secs,
             chain_batch = d.chain.max_batch_users,

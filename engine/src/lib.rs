@@ -10,7 +10,7 @@
 //! main ── start() ──┬─ socket-NN  (one pinned glommio executor per core: UDP socket and TCP
 //! │                 │              listener per listen address, SO_REUSEPORT)
 //! │                 ├─ store-01   (owns the redb database and the double-spend ledger;
-//! │                 │              batched commits, nullifier pruning)
+//! │                 │              batched commits)
 //! │                 ├─ verifier-NN (BLS batch verification of receipts)
 //! │                 ├─ chain-01   (alloy on a current-thread tokio runtime; when configured)
 //! │                 ├─ outbox-01  (verified credit to the Reputation contract, in batches)
@@ -26,9 +26,10 @@
 //! ```text
 //! POST /report ─ socket-NN: decode JSON, authenticate (passkey → user → sender_pk),
 //!   │            per receipt: signer registered? torrent registered? piece bytes?
-//!   ├─▶ store-01: reserve nullifiers (fresh? never credited? not in flight?)  → verdicts
+//!   ├─▶ store-01: piece hash right? fresh? piece never credited for this downloader?
+//!   │             not in flight?  → reserve the (downloader, torrent, piece) claims → verdicts
 //!   ├─▶ verifier-NN: batched aggregate verification                          → verdicts
-//!   └─▶ store-01: one transaction: nullifiers + uploader's verified upload + signer's
+//!   └─▶ store-01: one transaction: piece sets + uploader's verified upload + signer's
 //!                 verified download (zero-sum); then the ledger marks them credited
 //!       reply with one verdict per receipt, only after the commit
 //! ```
@@ -51,8 +52,10 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod metrics;
+pub mod ratelimit;
 pub mod report;
 pub mod store;
+pub mod supervisor;
 pub mod swarm;
 pub mod torrent;
 pub mod udp;
@@ -71,7 +74,7 @@ use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use pbts_verifier::nullifier::Freshness;
+use pbts_verifier::credit::Freshness;
 use pbts_verifier::pool::VerifierPool;
 
 use crate::chain::ChainState;
@@ -79,6 +82,7 @@ use crate::common::{Core, Runtime, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd};
+use crate::supervisor::{Event, ExitNotice, spawn_role};
 use crate::swarm::SwarmStore;
 use crate::udp::connection::ConnectionValidator;
 
@@ -95,6 +99,8 @@ pub struct Server {
     cleaner: std::thread::JoinHandle<()>,
     outbox: Option<std::thread::JoinHandle<()>>,
     cleaner_stop: flume::Sender<()>,
+    events: flume::Receiver<Event>,
+    events_tx: flume::Sender<Event>,
 }
 
 impl Server {
@@ -115,7 +121,83 @@ impl Server {
 
     /// A handle that can stop the server from another thread (a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle { state: self.state.clone(), cleaner_stop: self.cleaner_stop.clone() }
+        ShutdownHandle {
+            state: self.state.clone(),
+            cleaner_stop: self.cleaner_stop.clone(),
+            events: self.events_tx.clone(),
+        }
+    }
+
+    /// Serves until shutdown is requested or a worker ends on its own, then stops every worker
+    /// within `grace`. This is what the `pbts` binary runs.
+    ///
+    /// # Errors
+    /// A worker that ended on its own (by name: the process must exit non-zero so that its
+    /// supervisor restarts it), a worker that failed while stopping, or workers still running
+    /// after `grace` (named; the caller should exit at once, the database is crash-safe).
+    pub fn supervise(self, grace: Duration) -> anyhow::Result<()> {
+        let mut died = None;
+        while died.is_none() {
+            match self.events.recv() {
+                Ok(Event::Exit { role, ending }) if !self.state.is_shutting_down() => {
+                    let what = supervisor::describe(&role, &ending);
+                    tracing::error!("{what}: stopping the server");
+                    died = Some(what);
+                    self.shutdown();
+                }
+                Ok(Event::Exit { .. }) => {}
+                Ok(Event::ShutdownRequested) | Err(_) => break,
+            }
+        }
+        let mut running = self.roles();
+        let events = self.events.clone();
+        let (done_tx, done_rx) = flume::bounded(1);
+        std::thread::Builder::new()
+            .name("shutdown".to_owned())
+            .spawn(move || {
+                let _ = done_tx.send(self.join());
+            })
+            .context("spawn shutdown thread")?;
+        let deadline = Instant::now() + grace;
+        let joined = loop {
+            for event in events.try_iter() {
+                if let Event::Exit { role, .. } = event {
+                    running.retain(|r| *r != role);
+                }
+            }
+            match done_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(result) => break Some(result),
+                Err(_) if Instant::now() >= deadline => break None,
+                Err(_) => {}
+            }
+        };
+        match (died, joined) {
+            (_, None) => bail!(
+                "shutdown did not finish within {} s; still running: {}",
+                grace.as_secs_f64(),
+                running.join(", ")
+            ),
+            (Some(what), Some(result)) => {
+                if let Err(e) = result {
+                    tracing::error!("while stopping: {e:#}");
+                }
+                bail!("{what}")
+            }
+            (None, Some(result)) => result,
+        }
+    }
+
+    /// The names of every supervised worker thread.
+    fn roles(&self) -> Vec<String> {
+        let mut roles: Vec<String> =
+            (1..=self.cores.len()).map(|i| format!("socket-{i:02}")).collect();
+        roles.push("store-01".to_owned());
+        roles.push("cleaner-01".to_owned());
+        if self.outbox.is_some() {
+            roles.push("outbox-01".to_owned());
+        }
+        roles.extend((1..=self.state.verifier.threads()).map(|i| format!("verifier-{i:02}")));
+        roles
     }
 
     /// Waits for the cores to stop, their accounting to be committed, and the helper threads to
@@ -157,6 +239,7 @@ impl Server {
 pub struct ShutdownHandle {
     state: Arc<State>,
     cleaner_stop: flume::Sender<()>,
+    events: flume::Sender<Event>,
 }
 
 impl ShutdownHandle {
@@ -164,6 +247,7 @@ impl ShutdownHandle {
     pub fn shutdown(&self) {
         self.state.shutdown.store(true, Ordering::Release);
         let _ = self.cleaner_stop.try_send(());
+        let _ = self.events.send(Event::ShutdownRequested);
     }
 }
 
@@ -257,6 +341,8 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let cores = config.serving_cores();
     ensure_memlock(&config, cores)?;
+    ensure_io_uring()?;
+    let (events_tx, events) = flume::unbounded();
 
     let receipt_stats = Arc::new(ReceiptStats::default());
     let freshness = Freshness {
@@ -294,12 +380,18 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
 
     let (store_tx, store_rx) = flume::unbounded();
     let store_accounts = accounts.clone();
-    let prune_every = Duration::from_secs(config.receipts.prune_interval_secs);
-    let store = std::thread::Builder::new()
-        .name("store-01".to_owned())
-        .spawn(move || db.run(store_rx, store_accounts, prune_every))
-        .context("spawn store thread")?;
-    let verifier = VerifierPool::new(config.receipts.verifier_threads());
+    let store = spawn_role("store-01", &events_tx, move || {
+        db.run(store_rx, store_accounts);
+        Ok(())
+    })
+    .context("spawn store thread")?;
+    let verifier = VerifierPool::with_spawner(config.receipts.verifier_threads(), |name, work| {
+        spawn_role(&name, &events_tx, move || {
+            work();
+            Ok(())
+        })
+    })
+    .context("spawn verifier threads")?;
 
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
     let state = Arc::new(State {
@@ -318,16 +410,22 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         runtime,
         chain,
         tee: Arc::new(tee),
+        fault_requests: supervisor::fault_injected("request"),
+        limiter: ratelimit::RateLimiter::new(
+            config.limits.expensive_burst,
+            config.limits.expensive_per_minute,
+        ),
         config,
     });
     let outbox = match state.chain.handle {
         Some(_) => {
             let outbox_state = state.clone();
             Some(
-                std::thread::Builder::new()
-                    .name("outbox-01".to_owned())
-                    .spawn(move || chain::run_outbox_worker(outbox_state))
-                    .context("spawn outbox thread")?,
+                spawn_role("outbox-01", &events_tx, move || {
+                    chain::run_outbox_worker(outbox_state);
+                    Ok(())
+                })
+                .context("spawn outbox thread")?,
             )
         }
         None => None,
@@ -335,20 +433,18 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
 
     let (cleaner_stop, cleaner_rx) = flume::bounded::<()>(1);
     let cleaner_state = state.clone();
-    let cleaner = std::thread::Builder::new()
-        .name("cleaner-01".to_owned())
-        .spawn(move || {
-            let every =
-                Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
-            while let Err(flume::RecvTimeoutError::Timeout) = cleaner_rx.recv_timeout(every) {
-                if cleaner_state.is_shutting_down() {
-                    break;
-                }
-                let removed = cleaner_state.swarms.expire(cleaner_state.now());
-                tracing::debug!("expired {removed} peers");
+    let cleaner = spawn_role("cleaner-01", &events_tx, move || {
+        let every = Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
+        while let Err(flume::RecvTimeoutError::Timeout) = cleaner_rx.recv_timeout(every) {
+            if cleaner_state.is_shutting_down() {
+                break;
             }
-        })
-        .context("spawn cleaner thread")?;
+            let removed = cleaner_state.swarms.expire(cleaner_state.now());
+            tracing::debug!("expired {removed} peers");
+        }
+        Ok(())
+    })
+    .context("spawn cleaner thread")?;
 
     let mut handles = Vec::new();
     for (i, core_sockets) in sockets.into_iter().enumerate() {
@@ -357,16 +453,70 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
             n => Placement::Fixed(n as usize + i),
         };
         let state = state.clone();
+        let role = format!("socket-{:02}", i + 1);
+        // Owned by the core's future: dropped when it returns, or while the executor thread
+        // unwinds from a panic anywhere (also before the future ever ran).
+        let notice = ExitNotice::new(role.clone(), events_tx.clone());
         let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("socket-{:02}", i + 1))
+            .name(&role)
             .io_memory(state.config.network.io_memory_kib * 1024)
             // Blocking work (signature checks) must not share the serving core.
             .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
-            .spawn(move || run_core(state, i, core_sockets))
+            .spawn(move || async move {
+                let _notice = notice;
+                if supervisor::fault_injected(&role) {
+                    glommio::timer::sleep(supervisor::FAULT_DELAY).await;
+                    panic!("injected fault: {}={role}", supervisor::FAULT_ENV);
+                }
+                run_core(state, i, core_sockets).await;
+            })
             .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
         handles.push(handle);
     }
-    Ok(Server { state, addrs, cores: handles, store, cleaner, outbox, cleaner_stop })
+    Ok(Server {
+        state,
+        addrs,
+        cores: handles,
+        store,
+        cleaner,
+        outbox,
+        cleaner_stop,
+        events,
+        events_tx,
+    })
+}
+
+/// Checks that this process may use io_uring, which every serving core needs, before any
+/// executor starts: without it glommio's threads panic after start-up and nothing is served.
+fn ensure_io_uring() -> anyhow::Result<()> {
+    // On a thread of its own: closing a ring queues task work on the thread that made it, which
+    // interrupts that thread's next blocking call with EINTR (a caller's socket read, say).
+    let probed = std::thread::Builder::new()
+        .name("io-uring-probe".to_owned())
+        .spawn(sys::probe_io_uring)
+        .context("spawn the io_uring probe")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the io_uring probe panicked"))?;
+    let Err(e) = probed else { return Ok(()) };
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .filter(|&v| v > 0);
+    let cause = match (e.raw_os_error(), disabled) {
+        (_, Some(v)) => format!(
+            "the kernel disables it (kernel.io_uring_disabled = {v}): set it to 0 \
+             (sysctl -w kernel.io_uring_disabled=0)"
+        ),
+        (Some(libc::ENOSYS), _) => "this kernel has no io_uring (Linux 5.8 or later built with \
+             CONFIG_IO_URING is needed; gVisor does not provide it)"
+            .to_owned(),
+        _ => "a seccomp filter blocks it: Docker 25 and later block io_uring in their default \
+             profile, so run the container with `security_opt: [seccomp=unconfined]` or with \
+             pbts's seccomp profile (which allows io_uring_setup, io_uring_enter and \
+             io_uring_register); under systemd keep @io_uring in SystemCallFilter="
+            .to_owned(),
+    };
+    bail!("io_uring is unavailable (io_uring_setup: {e}); pbts serves through io_uring: {cause}")
 }
 
 async fn run_core(state: Arc<State>, index: usize, sockets: CoreSockets) {

@@ -40,9 +40,14 @@ pub enum Counter {
     RatioRejected,
     /// Announces rejected for a missing or unknown passkey.
     AuthRejected,
+    /// HTTP requests whose handler panicked (answered 500, connection closed; the core kept
+    /// serving).
+    HttpPanics,
+    /// UDP datagrams whose handler panicked (dropped; the core kept serving).
+    UdpPanics,
 }
 
-const COUNTERS: [(Counter, &str, &str, &str); 15] = [
+const COUNTERS: [(Counter, &str, &str, &str); 17] = [
     (Counter::UdpConnect, "pbts_requests_total", "udp", "connect"),
     (Counter::UdpAnnounce, "pbts_requests_total", "udp", "announce"),
     (Counter::UdpScrape, "pbts_requests_total", "udp", "scrape"),
@@ -58,6 +63,8 @@ const COUNTERS: [(Counter, &str, &str, &str); 15] = [
     (Counter::HttpTimeouts, "pbts_connections_total", "http", "timeout"),
     (Counter::RatioRejected, "pbts_announces_rejected_total", "any", "ratio"),
     (Counter::AuthRejected, "pbts_announces_rejected_total", "any", "passkey"),
+    (Counter::HttpPanics, "pbts_panics_total", "http", "request"),
+    (Counter::UdpPanics, "pbts_panics_total", "udp", "datagram"),
 ];
 
 /// One core's counters.

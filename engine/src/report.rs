@@ -9,31 +9,52 @@
 //!     │   malformed · sender_pk is not the reporter's key · signed by the reporter ·
 //!     │   signer not registered · torrent not registered · piece out of range
 //!     ▼
-//!  reserve (store-01 owns the ledger)      stale · future · credited · duplicate · in flight
+//!  reserve (store-01 owns the ledger)      wrong piece hash · stale · future · already
+//!     │                                    credited · duplicate · in flight
 //!     ▼
 //!  verify (verifier-NN, batched)           malformed key/signature · bad signature
 //!     ▼
-//!  credit (store-01, one transaction)      nullifiers + uploader's verified upload +
-//!                                          signer's verified download, then the ledger commits
+//!  credit (store-01, one transaction)      the piece into the downloader's piece set +
+//!                                          uploader's verified upload + signer's verified
+//!                                          download; then the reservation is dropped
 //! ```
 //!
-//! Credit is zero-sum: each receipt moves the torrent's registered piece length (the remainder
-//! for the last piece) to the uploader's verified upload and the signer's verified download, so
-//! colluding accounts can only pass credit between themselves. The number of bytes is never the
-//! client's to choose.
+//! # The credit invariant
 //!
-//! Between reserve and credit the receipts' nullifiers are reserved: a concurrent report of the
-//! same receipt is told "in flight" and credits nothing. If the report is abandoned half way (the
+//! Each (downloader, torrent, piece index) is credited at most once, ever, to one uploader, and
+//! a downloader's verified download for a torrent never exceeds the torrent's size (see
+//! [`pbts_verifier::credit`]). Credit is zero-sum: each receipt moves the torrent's registered
+//! piece length (the remainder for the last piece) to the uploader's verified upload and the
+//! signer's verified download, so colluding accounts can only pass credit between themselves,
+//! and no more than the torrent's size per downloader. The number of bytes is never the
+//! client's to choose, and the piece hash must be the torrent's own when the registry holds its
+//! `.torrent` (`wrong_piece_hash` otherwise).
+//!
+//! A torrent registered by JSON (info-hash, piece length, size) has no piece hashes: any 20- or
+//! 32-byte piece hash is accepted for it, and the bound above is what protects it. Register the
+//! `.torrent` to have piece hashes checked too; it fills them in for a JSON-registered torrent.
+//!
+//! What remains: sybils. Every registered account is a downloader with its own bound, so `k`
+//! throwaway signers can move `k` times a torrent's size to an uploader (each of them then shows
+//! that much verified download and a ratio near zero). Registration policy (`invite` by default
+//! in private mode), per-IP rate limits on `/register`, and ratio enforcement on the signers are
+//! what limit `k`.
+//!
+//! Between reserve and credit the pieces are reserved: a concurrent report claiming the same
+//! piece is told "in flight" and credits nothing. If the report is abandoned half way (the
 //! executor stops), the reservations are released.
 
 use std::sync::atomic::Ordering;
 
+use pbts_http::InfoHash;
 use pbts_verifier::batch::ReceiptError;
-use pbts_verifier::nullifier::{self, Nullifier};
+use pbts_verifier::credit::{self, PieceClaim};
 use pbts_verifier::receipt::{PublicKeyBytes, Receipt};
 
 use crate::common::{State, unix_now};
-use crate::store::{PieceError, ReceiptCredit, ReceiptStats, StoreCmd, User};
+use crate::store::{
+    PieceError, ReceiptCredit, ReceiptStats, ReserveError, ReserveItem, StoreCmd, User,
+};
 use crate::swarm::store::UserId;
 
 /// Why one receipt was not credited.
@@ -51,8 +72,10 @@ pub enum Rejected {
     UnregisteredTorrent,
     /// The registry cannot price this piece.
     Piece(PieceError),
-    /// The double-spend ledger refused it (stale, future, replayed, duplicate, in flight).
-    Ledger(nullifier::Rejection),
+    /// The registry holds the torrent's piece hashes and the receipt's is not this piece's.
+    WrongPieceHash,
+    /// The double-spend ledger refused it (stale, future, credited, duplicate, in flight).
+    Ledger(credit::Rejection),
     /// The signature check failed.
     Signature(ReceiptError),
 }
@@ -68,11 +91,12 @@ impl Rejected {
             Self::UnregisteredTorrent => "unregistered_torrent",
             Self::Piece(PieceError::NoPieceLength) => "no_piece_length",
             Self::Piece(PieceError::OutOfRange { .. }) => "piece_out_of_range",
-            Self::Ledger(nullifier::Rejection::Stale { .. }) => "stale",
-            Self::Ledger(nullifier::Rejection::Future { .. }) => "future",
-            Self::Ledger(nullifier::Rejection::AlreadyCredited) => "already_credited",
-            Self::Ledger(nullifier::Rejection::DuplicateInBatch) => "duplicate_in_batch",
-            Self::Ledger(nullifier::Rejection::InFlight) => "in_flight",
+            Self::WrongPieceHash => "wrong_piece_hash",
+            Self::Ledger(credit::Rejection::Stale { .. }) => "stale",
+            Self::Ledger(credit::Rejection::Future { .. }) => "future",
+            Self::Ledger(credit::Rejection::AlreadyCredited) => "already_credited",
+            Self::Ledger(credit::Rejection::DuplicateInBatch) => "duplicate_in_batch",
+            Self::Ledger(credit::Rejection::InFlight) => "in_flight",
             Self::Signature(ReceiptError::MalformedSenderKey) => "malformed_sender_key",
             Self::Signature(ReceiptError::MalformedSignerKey) => "malformed_signer_key",
             Self::Signature(ReceiptError::MalformedSignature) => "malformed_signature",
@@ -92,6 +116,9 @@ impl std::fmt::Display for Rejected {
             }
             Self::UnregisteredTorrent => f.write_str("torrent not registered"),
             Self::Piece(e) => write!(f, "{e}"),
+            Self::WrongPieceHash => {
+                f.write_str("piece_hash is not the torrent's hash for this piece_index")
+            }
             Self::Ledger(e) => write!(f, "{e}"),
             Self::Signature(e) => write!(f, "{e}"),
         }
@@ -145,6 +172,7 @@ pub struct ReportOutcome {
 struct Candidate {
     position: usize,
     receipt: Receipt,
+    torrent: InfoHash,
     signer: UserId,
     bytes: u64,
 }
@@ -166,8 +194,8 @@ pub async fn report(
     let mut candidates = Vec::with_capacity(receipts.len());
     for (position, decoded) in receipts.into_iter().enumerate() {
         match precheck(state, &sender_pk, decoded) {
-            Ok((receipt, signer, bytes)) => {
-                candidates.push(Candidate { position, receipt, signer, bytes });
+            Ok((receipt, torrent, signer, bytes)) => {
+                candidates.push(Candidate { position, receipt, torrent, signer, bytes });
             }
             Err(why) => verdicts[position] = Some(Verdict::Rejected(why)),
         }
@@ -180,27 +208,28 @@ pub async fn report(
         .into_iter()
         .map(|v| v.expect("every receipt gets a verdict in precheck or verify_and_credit"))
         .collect();
-    let (mut accepted, mut credited_bytes) = (0, 0);
+    let (mut accepted, mut credited_bytes) = (0, 0u64);
     for v in &verdicts {
         if let Verdict::Credited { bytes } = v {
             accepted += 1;
-            credited_bytes += bytes;
+            credited_bytes = credited_bytes.saturating_add(*bytes);
         }
     }
     let stats = &state.receipt_stats;
     stats.reports.fetch_add(1, Ordering::Relaxed);
     stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
     stats.rejected.fetch_add((verdicts.len() - accepted) as u64, Ordering::Relaxed);
-    stats.credited_bytes.fetch_add(credited_bytes, Ordering::Relaxed);
+    crate::store::saturating_add_to(&stats.credited_bytes, credited_bytes);
     Ok(ReportOutcome { verdicts, accepted, credited_bytes })
 }
 
-/// The checks that need no cryptography and no ledger: who signed, for what, worth how much.
+/// The checks that need no cryptography and no ledger: who signed, for what torrent (its
+/// canonical hash), worth how much.
 fn precheck(
     state: &State,
     sender_pk: &PublicKeyBytes,
     decoded: Result<Receipt, String>,
-) -> Result<(Receipt, UserId, u64), Rejected> {
+) -> Result<(Receipt, InfoHash, UserId, u64), Rejected> {
     let r = decoded.map_err(Rejected::Malformed)?;
     if r.sender_pk != *sender_pk {
         return Err(Rejected::WrongSender);
@@ -212,7 +241,7 @@ fn precheck(
     let info =
         state.registered.get(&r.info_hash).map(|e| *e).ok_or(Rejected::UnregisteredTorrent)?;
     let bytes = info.piece_bytes(r.piece_index).map_err(Rejected::Piece)?;
-    Ok((r, signer.id, bytes))
+    Ok((r, info.canonical, signer.id, bytes))
 }
 
 /// Reserve, verify, credit; fills the verdicts of `candidates`.
@@ -224,23 +253,33 @@ async fn verify_and_credit(
 ) -> Result<(), ReportError> {
     let gone = || ReportError::Unavailable("store is shutting down".to_owned());
     let (tx, rx) = flume::bounded(1);
-    let receipts: Vec<Receipt> = candidates.iter().map(|c| c.receipt).collect();
-    let cmd = StoreCmd::ReserveReceipts { receipts, now: unix_now(), reply: tx };
+    let items =
+        candidates.iter().map(|c| ReserveItem { receipt: c.receipt, torrent: c.torrent }).collect();
+    let cmd = StoreCmd::ReserveReceipts { items, now: unix_now(), reply: tx };
     state.store_tx.send(cmd).map_err(|_| gone())?;
-    let reserved = rx.recv_async().await.map_err(|_| gone())?;
+    let reserved = rx
+        .recv_async()
+        .await
+        .map_err(|_| gone())?
+        .map_err(|e| ReportError::Unavailable(format!("ledger unavailable: {e}")))?;
 
     let mut pending = Vec::with_capacity(candidates.len());
     for (c, r) in candidates.into_iter().zip(reserved) {
-        match r {
-            Ok(n) => pending.push((c, n)),
-            Err(why) => verdicts[c.position] = Some(Verdict::Rejected(Rejected::Ledger(why))),
-        }
+        let why = match r {
+            Ok(claim) => {
+                pending.push((c, claim));
+                continue;
+            }
+            Err(ReserveError::WrongPieceHash) => Rejected::WrongPieceHash,
+            Err(ReserveError::Ledger(why)) => Rejected::Ledger(why),
+        };
+        verdicts[c.position] = Some(Verdict::Rejected(why));
     }
     if pending.is_empty() {
         return Ok(());
     }
     let mut reservation =
-        Reservation { state, nullifiers: pending.iter().map(|(_, n)| *n).collect() };
+        Reservation { state, claims: pending.iter().map(|(_, claim)| *claim).collect() };
 
     let batch: Vec<Receipt> = pending.iter().map(|(c, _)| c.receipt).collect();
     let checked = state
@@ -253,20 +292,14 @@ async fn verify_and_credit(
     let mut credits = Vec::new();
     let mut release = Vec::new();
     let mut credited = Vec::new();
-    for ((c, n), ok) in pending.into_iter().zip(checked) {
+    for ((c, claim), ok) in pending.into_iter().zip(checked) {
         match ok {
             Ok(()) => {
-                credits.push(ReceiptCredit {
-                    nullifier: n,
-                    timestamp: c.receipt.timestamp,
-                    uploader,
-                    signer: c.signer,
-                    bytes: c.bytes,
-                });
+                credits.push(ReceiptCredit { claim, uploader, signer: c.signer, bytes: c.bytes });
                 credited.push((c.position, c.bytes));
             }
             Err(e) => {
-                release.push(n);
+                release.push(claim);
                 verdicts[c.position] = Some(Verdict::Rejected(Rejected::Signature(e)));
             }
         }
@@ -277,7 +310,7 @@ async fn verify_and_credit(
         .send(StoreCmd::CreditReceipts { credits, release, reply: tx })
         .map_err(|_| gone())?;
     // The store now owns the reservations: it commits or releases every one of them.
-    reservation.nullifiers.clear();
+    reservation.claims.clear();
     match rx.recv_async().await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(ReportError::Unavailable(format!("credit not stored: {e}"))),
@@ -289,17 +322,17 @@ async fn verify_and_credit(
     Ok(())
 }
 
-/// Nullifiers reserved by a report that has not handed them to the store yet; released if the
+/// Pieces reserved by a report that has not handed them to the store yet; released if the
 /// report is dropped half way (a cancelled task), so they are not "in flight" forever.
 struct Reservation<'a> {
     state: &'a State,
-    nullifiers: Vec<Nullifier>,
+    claims: Vec<PieceClaim>,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.nullifiers.is_empty() {
-            let release = std::mem::take(&mut self.nullifiers);
+        if !self.claims.is_empty() {
+            let release = std::mem::take(&mut self.claims);
             let (reply, _) = flume::bounded(1);
             let _ = self.state.store_tx.send(StoreCmd::CreditReceipts {
                 credits: Vec::new(),
@@ -342,7 +375,7 @@ mod tests {
 
     #[test]
     fn every_rejection_has_a_distinct_code() {
-        use nullifier::Rejection as L;
+        use credit::Rejection as L;
         let all = [
             Rejected::Malformed("x".into()),
             Rejected::WrongSender,
@@ -351,6 +384,7 @@ mod tests {
             Rejected::UnregisteredTorrent,
             Rejected::Piece(PieceError::NoPieceLength),
             Rejected::Piece(PieceError::OutOfRange { index: 9, pieces: 3 }),
+            Rejected::WrongPieceHash,
             Rejected::Ledger(L::Stale { age_secs: 1 }),
             Rejected::Ledger(L::Future { ahead_secs: 1 }),
             Rejected::Ledger(L::AlreadyCredited),

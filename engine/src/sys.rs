@@ -33,6 +33,24 @@ pub(crate) fn set_memlock_limit(soft: u64, hard: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets up (and closes) a one-entry io_uring ring, to learn before any executor starts whether
+/// this process may use io_uring at all (a seccomp filter, a kernel without it, or
+/// `kernel.io_uring_disabled` refuse `io_uring_setup`).
+pub(crate) fn probe_io_uring() -> std::io::Result<()> {
+    // struct io_uring_params is 120 bytes of integers; all zero asks for defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup(2) reads and writes at most sizeof(struct io_uring_params) = 120
+    // bytes at the pointer, which is valid and writable for the duration of the call.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the call returned a new file descriptor that nothing else owns; closing it once
+    // releases the ring.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// Buffers for receiving up to `capacity` datagrams with one `recvmmsg` system call.
 ///
 /// The kernel structures (`mmsghdr`, `iovec`) point into this struct's own heap vectors, set

@@ -12,6 +12,16 @@ use sha2::Sha256;
 /// Largest `.torrent` accepted, bytes.
 pub const MAX_TORRENT_BYTES: usize = 8 << 20;
 
+/// Largest piece length accepted, bytes (512 MiB; clients use 16 KiB to 16 MiB): a receipt's
+/// credit is one piece, so the bound caps what one signature can move.
+pub const MAX_PIECE_LENGTH: u64 = 1 << 29;
+
+/// Largest torrent accepted, bytes (1 PiB).
+pub const MAX_TOTAL_SIZE: u64 = 1 << 50;
+
+/// Most pieces in a torrent: piece indices are `u32` on the wire.
+pub const MAX_PIECES: u64 = 1 << 32;
+
 /// What the registry keeps from a `.torrent`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metainfo {
@@ -25,6 +35,8 @@ pub struct Metainfo {
     pub piece_length: u64,
     /// Bytes of all files.
     pub total_size: u64,
+    /// The v1 piece hashes (SHA-1, 20 bytes each, one per piece): v1 and hybrid torrents.
+    pub pieces: Option<Vec<u8>>,
 }
 
 impl Metainfo {
@@ -60,6 +72,55 @@ pub enum MetainfoError {
     /// Neither `pieces` (v1) nor `meta version` 2 (v2).
     #[error("torrent is neither BitTorrent v1 nor v2")]
     UnknownVersion,
+    /// `piece length` or the size is outside what the registry accepts.
+    #[error("{0}")]
+    Layout(LayoutError),
+    /// `pieces` does not hold one 20-byte hash per piece.
+    #[error("torrent has {got} piece hashes for {expected} pieces")]
+    PieceCount {
+        /// Hashes given (`pieces` length / 20, rounded down).
+        got: u64,
+        /// Pieces the size and piece length make.
+        expected: u64,
+    },
+}
+
+/// A piece layout the registry refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// Zero or above [`MAX_PIECE_LENGTH`].
+    #[error("piece_length must be in 1..={MAX_PIECE_LENGTH}, got {0}")]
+    PieceLength(u64),
+    /// Above [`MAX_TOTAL_SIZE`].
+    #[error("total_size must be at most {MAX_TOTAL_SIZE}, got {0}")]
+    TotalSize(u64),
+    /// More than [`MAX_PIECES`] pieces.
+    #[error("the torrent would have {0} pieces (at most {MAX_PIECES}: piece indices are 32-bit)")]
+    Pieces(u64),
+}
+
+/// Checks a piece layout (either part may be unknown).
+///
+/// # Errors
+/// The first bound the layout breaks.
+pub fn check_layout(piece_length: Option<u64>, total_size: Option<u64>) -> Result<(), LayoutError> {
+    if let Some(len) = piece_length
+        && !(1..=MAX_PIECE_LENGTH).contains(&len)
+    {
+        return Err(LayoutError::PieceLength(len));
+    }
+    if let Some(total) = total_size
+        && total > MAX_TOTAL_SIZE
+    {
+        return Err(LayoutError::TotalSize(total));
+    }
+    if let (Some(len), Some(total)) = (piece_length, total_size) {
+        let pieces = total.div_ceil(len);
+        if pieces > MAX_PIECES {
+            return Err(LayoutError::Pieces(pieces));
+        }
+    }
+    Ok(())
 }
 
 fn positive(v: Option<&Value<'_>>, field: &'static str) -> Result<u64, MetainfoError> {
@@ -105,7 +166,8 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
     if piece_length == 0 {
         return Err(MetainfoError::BadField("piece length"));
     }
-    let is_v1 = info.get(b"pieces").and_then(Value::as_bytes).is_some();
+    let pieces = info.get(b"pieces").and_then(Value::as_bytes);
+    let is_v1 = pieces.is_some();
     let is_v2 = info.get(b"meta version").and_then(Value::as_int) == Some(2);
     if !is_v1 && !is_v2 {
         return Err(MetainfoError::UnknownVersion);
@@ -123,6 +185,13 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
     } else {
         return Err(MetainfoError::BadField("length"));
     };
+    check_layout(Some(piece_length), Some(total_size)).map_err(MetainfoError::Layout)?;
+    if let Some(p) = pieces {
+        let expected = total_size.div_ceil(piece_length);
+        if p.len() % 20 != 0 || p.len() as u64 / 20 != expected {
+            return Err(MetainfoError::PieceCount { got: p.len() as u64 / 20, expected });
+        }
+    }
     Ok(Metainfo {
         v1: is_v1.then(|| InfoHash(Sha1::digest(raw).into())),
         v2: is_v2.then(|| Sha256::digest(raw).into()),
@@ -133,6 +202,7 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
             .map(str::to_owned),
         piece_length,
         total_size,
+        pieces: pieces.map(<[u8]>::to_vec),
     })
 }
 
@@ -140,8 +210,10 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
 mod tests {
     use super::*;
 
+    /// 100 000 bytes in 16 KiB pieces: 7 pieces, so 140 bytes of hashes.
     fn single(extra_info: &str) -> Vec<u8> {
-        format!("d8:announce3:url4:infod6:lengthi100000e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaa{extra_info}ee").into_bytes()
+        let pieces = "a".repeat(140);
+        format!("d8:announce3:url4:infod6:lengthi100000e4:name1:x12:piece lengthi16384e6:pieces140:{pieces}{extra_info}ee").into_bytes()
     }
 
     #[test]
@@ -152,6 +224,7 @@ mod tests {
         let raw = &t[start..t.len() - 1];
         assert_eq!(m.v1, Some(InfoHash(Sha1::digest(raw).into())));
         assert_eq!((m.piece_length, m.total_size, m.v2), (16384, 100_000, None));
+        assert_eq!(m.pieces.as_deref(), Some(&[b'a'; 140][..]));
         assert_eq!(m.name.as_deref(), Some("x"));
         assert_eq!(m.announce_hashes().len(), 1);
     }
@@ -171,5 +244,38 @@ mod tests {
         assert!(matches!(parse_torrent(b"d4:info"), Err(MetainfoError::Bencode(_))));
         let bad = b"d4:infod6:lengthi-1e12:piece lengthi16384e6:pieces0:ee";
         assert_eq!(parse_torrent(bad), Err(MetainfoError::BadField("length")));
+    }
+
+    #[test]
+    fn piece_hashes_and_layout_bounds() {
+        let t = |len: u64, piece: u64, hashes: usize| {
+            let pieces = "p".repeat(hashes);
+            parse_torrent(
+                format!(
+                    "d4:infod6:lengthi{len}e4:name1:x12:piece lengthi{piece}e6:pieces{}:{pieces}ee",
+                    pieces.len()
+                )
+                .as_bytes(),
+            )
+        };
+        assert_eq!(t(40, 16, 60).unwrap().pieces.map(|p| p.len()), Some(60));
+        assert_eq!(t(40, 16, 40), Err(MetainfoError::PieceCount { got: 2, expected: 3 }));
+        assert_eq!(t(40, 16, 61), Err(MetainfoError::PieceCount { got: 3, expected: 3 }));
+        assert_eq!(
+            t(1 << 30, 1 << 30, 20),
+            Err(MetainfoError::Layout(LayoutError::PieceLength(1 << 30)))
+        );
+        assert_eq!(
+            t(1 << 40, 1, 0).unwrap_err().to_string(),
+            "the torrent would have 1099511627776 pieces (at most 4294967296: piece indices are \
+             32-bit)"
+        );
+        assert_eq!(check_layout(Some(0), None), Err(LayoutError::PieceLength(0)));
+        assert_eq!(check_layout(None, Some(u64::MAX)), Err(LayoutError::TotalSize(u64::MAX)));
+        assert_eq!(check_layout(None, None), Ok(()));
+        assert_eq!(
+            LayoutError::PieceLength(0).to_string(),
+            "piece_length must be in 1..=536870912, got 0"
+        );
     }
 }

@@ -39,7 +39,9 @@ fn each_receipt_gets_its_own_verdict_and_good_ones_are_credited() {
     let self_signed = receipt(&IH, &alice, &alice.sk, 1, t);
     let unknown_torrent = receipt(&OTHER_IH, &alice, &bob.sk, 1, t);
     let out_of_range = receipt(&IH, &alice, &bob.sk, 3, t);
-    let mut bad_point = receipt(&IH, &alice, &bob.sk, 1, t + 1);
+    // Carol's claim on piece 1 (Bob's is in this batch already), with a signature that is not
+    // a curve point.
+    let mut bad_point = receipt(&IH, &alice, &carol.sk, 1, t + 1);
     bad_point.signature = SignatureBytes([0x11; 96]);
     let mut missing = receipt_json(&good);
     missing.as_object_mut().unwrap().remove("timestamp");
@@ -67,7 +69,7 @@ fn each_receipt_gets_its_own_verdict_and_good_ones_are_credited() {
     let expected = vec![
         pair("ok", &PIECE.to_string()),
         pair("bad_signature", "bad signature"),
-        pair("duplicate_in_batch", "duplicate receipt in batch"),
+        pair("duplicate_in_batch", "another receipt in this report claims the same piece"),
         pair("stale", "stale receipt (age 3606 s)"),
         pair("future", "timestamp in the future (306 s ahead)"),
         pair("wrong_sender", "sender_pk is not the reporter's registered key"),
@@ -115,7 +117,10 @@ fn each_receipt_gets_its_own_verdict_and_good_ones_are_credited() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         verdicts(&v),
-        vec![pair("already_credited", "receipt already credited"), pair("ok", &PIECE.to_string())]
+        vec![
+            pair("already_credited", "piece already credited for this downloader"),
+            pair("ok", &PIECE.to_string())
+        ]
     );
     assert_eq!(verified(&srv, "alice"), (2 * PIECE + LAST, 0));
     assert_eq!(verified(&srv, "bob"), (0, 2 * PIECE + LAST));
@@ -132,12 +137,12 @@ fn each_receipt_gets_its_own_verdict_and_good_ones_are_credited() {
     assert_eq!(stats["receipts"]["accepted"], 4);
     assert_eq!(stats["receipts"]["rejected"], 14);
     assert_eq!(stats["receipts"]["credited_bytes"], 3 * PIECE + LAST);
-    assert_eq!(stats["receipts"]["nullifiers_held"], 4);
+    assert_eq!(stats["receipts"]["credited_pieces"], 4);
     assert_eq!(stats["receipts"]["in_flight"], 0);
     assert_eq!(get(&srv, "/config")["used_receipts_count"], 4);
     let metrics = String::from_utf8(get_body(srv.v4, "/metrics")).unwrap();
     assert!(metrics.contains("pbts_receipts_accepted_total 4\n"), "{metrics}");
-    assert!(metrics.contains("pbts_nullifiers 4\n"), "{metrics}");
+    assert!(metrics.contains("pbts_credited_pieces 4\n"), "{metrics}");
 }
 
 #[test]
@@ -286,7 +291,10 @@ fn concurrent_reports_of_the_same_receipts_credit_once() {
                     let v: Value = serde_json::from_slice(&resp).unwrap();
                     for (code, _) in verdicts(&v) {
                         assert!(
-                            matches!(code.as_str(), "ok" | "in_flight" | "already_credited"),
+                            matches!(
+                                code.as_str(),
+                                "ok" | "in_flight" | "already_credited" | "duplicate_in_batch"
+                            ),
                             "{code}"
                         );
                     }
@@ -296,15 +304,17 @@ fn concurrent_reports_of_the_same_receipts_credit_once() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(accepted.iter().sum::<u64>(), 24, "{accepted:?}");
-    let expected = 8 * (2 * PIECE + LAST);
+    // Three pieces, each signed with eight timestamps, reported eight times at once: Bob
+    // received three pieces, so three receipts are credited.
+    assert_eq!(accepted.iter().sum::<u64>(), 3, "{accepted:?}");
+    let expected = 2 * PIECE + LAST;
     assert_eq!(verified(&srv, "alice"), (expected, 0));
     assert_eq!(verified(&srv, "bob"), (0, expected));
     assert_eq!(get(&srv, "/stats")["receipts"]["in_flight"], 0);
 }
 
 #[test]
-fn nullifiers_and_verified_stats_survive_a_restart() {
+fn credited_pieces_and_verified_stats_survive_a_restart() {
     let srv = TestServer::start(TrackerMode::Private, |_| {});
     let alice = register(&srv, "alice", 1);
     let bob = register(&srv, "bob", 2);
@@ -318,37 +328,49 @@ fn nullifiers_and_verified_stats_survive_a_restart() {
     assert_eq!(get(&srv, "/config")["used_receipts_count"], 1);
     let (status, v) = report(&srv, &alice, &[r]);
     assert_eq!(status, 200, "{v}");
-    assert_eq!(verdicts(&v), vec![pair("already_credited", "receipt already credited")]);
+    assert_eq!(
+        verdicts(&v),
+        vec![pair("already_credited", "piece already credited for this downloader")]
+    );
     assert_eq!(verified(&srv, "alice"), (PIECE, 0));
 }
 
 #[test]
-fn nullifiers_leave_the_ledger_with_the_window_and_stay_refused() {
+fn a_credited_piece_stays_credited_whatever_the_window() {
     let tweak = |c: &mut pbts_engine::config::Config| {
-        c.receipts.window_secs = 1;
+        c.receipts.window_secs = 2;
         c.receipts.max_future_secs = 0;
-        c.receipts.prune_interval_secs = 1;
     };
     let srv = TestServer::start(TrackerMode::Private, tweak);
     let alice = register(&srv, "alice", 1);
     let bob = register(&srv, "bob", 2);
     register_torrent(&srv, &IH);
-    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
+    let t = now();
+    let r = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, t));
     assert_eq!(report(&srv, &alice, std::slice::from_ref(&r)).1["verified_receipts"], 1);
+    // Once the window has passed, the receipt is stale (uploaders must report promptly)...
     let deadline = Instant::now() + Duration::from_secs(15);
-    while get(&srv, "/config")["used_receipts_count"] != 0 {
-        assert!(Instant::now() < deadline, "the nullifier was never pruned");
-        std::thread::sleep(Duration::from_millis(200));
+    loop {
+        let (_, v) = report(&srv, &alice, std::slice::from_ref(&r));
+        if verdicts(&v)[0].0 == "stale" {
+            break;
+        }
+        assert_eq!(verdicts(&v)[0].0, "already_credited");
+        assert!(Instant::now() < deadline, "the receipt never went stale");
+        std::thread::sleep(Duration::from_millis(250));
     }
-    // Pruned, and still refused: its timestamp is below the prune floor, whatever the window.
+    // ...and raising the window reopens nothing, now or after a restart: the piece is credited.
     let (status, v) = post(&srv, "/config", &json!({"receipt_window": 86_400}));
     assert_eq!(status, 200, "{v}");
-    let (_, v) = report(&srv, &alice, std::slice::from_ref(&r));
-    assert_eq!(verdicts(&v)[0].0, "stale");
-    // Also after a restart (the floor is persisted).
+    let fresh = receipt_json(&receipt(&IH, &alice, &bob.sk, 0, now()));
+    for r in [&r, &fresh] {
+        let (_, v) = report(&srv, &alice, std::slice::from_ref(r));
+        assert_eq!(verdicts(&v)[0].0, "already_credited");
+    }
     let srv = srv.restart(TrackerMode::Private, tweak);
-    let (_, v) = report(&srv, &alice, &[r]);
-    assert_eq!(verdicts(&v)[0].0, "stale");
+    let (_, v) = report(&srv, &alice, &[r, fresh]);
+    assert_eq!(verdicts(&v)[0].0, "already_credited");
+    assert_eq!(verdicts(&v)[1].0, "already_credited");
     assert_eq!(verified(&srv, "alice"), (PIECE, 0));
 }
 
@@ -431,9 +453,7 @@ fn server_side_keygen_and_attest_for_loopback_compatibility() {
     );
     assert_eq!(k["warning"], "Store private key securely! Never share it!");
     // The returned key pair is consistent and registers (its proof of possession verifies).
-    use base64::Engine as _;
-    let raw =
-        |f: &str| base64::engine::general_purpose::STANDARD.decode(k[f].as_str().unwrap()).unwrap();
+    let raw = |f: &str| pbts_engine::common::unb64(k[f].as_str().unwrap()).unwrap();
     let sk = SecretKey::from_bytes(&raw("private_key").try_into().unwrap()).unwrap();
     assert_eq!(sk.public_key().to_bytes().0.to_vec(), raw("public_key"));
     let (status, v) = post(
@@ -663,7 +683,10 @@ fn acknowledged_credit_survives_sigkill() {
     let u: Value = serde_json::from_slice(&u).unwrap();
     assert_eq!(u["verified_uploaded"], PIECE);
     let (_, v) = call(p.addr, "/report", report_body);
-    assert_eq!(verdicts(&v), vec![pair("already_credited", "receipt already credited")]);
+    assert_eq!(
+        verdicts(&v),
+        vec![pair("already_credited", "piece already credited for this downloader")]
+    );
 }
 
 #[test]
@@ -739,4 +762,167 @@ fn a_full_verification_queue_answers_503_with_retry_after() {
         7,
         "the report returned its share"
     );
+}
+
+/// A `.torrent` of `pieces` 16 KiB pieces (the last `last` bytes long) whose piece `i` has hash
+/// `[i ^ 0x5a; 20]`, as [`receipt`] signs; with `hybrid`, a BEP 52 file tree too.
+fn torrent_file(name: &str, pieces: u32, last: u64, hybrid: bool) -> Vec<u8> {
+    let size = u64::from(pieces - 1) * PIECE + last;
+    let hashes: Vec<u8> = (0..pieces).flat_map(|i| [i as u8 ^ 0x5a; 20]).collect();
+    let mut info = Vec::new();
+    if hybrid {
+        info.extend_from_slice(
+            format!("9:file treed{}:{name}d0:d6:lengthi{size}eeee", name.len()).as_bytes(),
+        );
+    }
+    info.extend_from_slice(format!("6:lengthi{size}e").as_bytes());
+    if hybrid {
+        info.extend_from_slice(b"12:meta versioni2e");
+    }
+    info.extend_from_slice(
+        format!("4:name{}:{name}12:piece lengthi{PIECE}e", name.len()).as_bytes(),
+    );
+    info.extend_from_slice(format!("6:pieces{}:", hashes.len()).as_bytes());
+    info.extend_from_slice(&hashes);
+    let mut t = b"d4:infod".to_vec();
+    t.extend_from_slice(&info);
+    t.extend_from_slice(b"ee");
+    t
+}
+
+/// Registers a `.torrent`; returns its v1 info-hash and, for a hybrid, the truncated v2 hash.
+fn upload_torrent(srv: &TestServer, file: &[u8]) -> ([u8; 20], Option<[u8; 20]>) {
+    let (status, _, resp) = http_request_with(
+        srv.v4,
+        "POST",
+        "/admin/torrents",
+        &[("Content-Type", "application/x-bittorrent")],
+        file,
+    );
+    let v: Value = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["piece_hashes"], true);
+    let hash = |s: &Value| -> [u8; 20] {
+        const_hex::decode(&s.as_str().unwrap()[..40]).unwrap().try_into().unwrap()
+    };
+    (hash(&v["info_hash"]), v["v2_info_hash"].as_str().map(|_| hash(&v["v2_info_hash"])))
+}
+
+/// Issue 10's collusion: one downloader and one uploader try every variation of re-signing
+/// they have, then sybil signers join. The credit never exceeds the bound: each downloader's
+/// verified download per torrent is at most the torrent's size, and the uploader's verified
+/// upload is the sum of those.
+#[test]
+fn a_colluding_pair_cannot_credit_more_than_the_torrent() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let alice = register(&srv, "alice", 1); // the uploader
+    let bob = register(&srv, "bob", 2); // her accomplice, who signs
+    let carol = register(&srv, "carol", 3); // a second uploader account of theirs
+    // T1: 4 pieces from a .torrent (piece hashes known); size 3 * 16384 + 1000.
+    let (t1, _) = upload_torrent(&srv, &torrent_file("t1", 4, 1000, false));
+    let size1 = 3 * PIECE + 1000;
+    // T2: registered by JSON (no piece hashes): 3 pieces, 40000 bytes.
+    register_torrent(&srv, &IH);
+    // T3: a hybrid torrent, announced under two hashes.
+    let (t3_v1, t3_v2) = upload_torrent(&srv, &torrent_file("t3", 2, 500, true));
+    let t3_v2 = t3_v2.unwrap();
+    let size3 = PIECE + 500;
+    let t = now();
+    let tally = |v: &Value| -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for (code, _) in verdicts(v) {
+            *m.entry(code).or_default() += 1;
+        }
+        m
+    };
+    let counts = |pairs: &[(&str, usize)]| -> std::collections::BTreeMap<String, usize> {
+        pairs.iter().map(|&(c, n)| (c.to_owned(), n)).collect()
+    };
+
+    // 1. Piece 0 re-signed with ten timestamps: in one report, then one per report.
+    let resigned: Vec<Value> =
+        (0..10).map(|k| receipt_json(&receipt(&t1, &alice, &bob.sk, 0, t - k))).collect();
+    let (_, v) = report(&srv, &alice, &resigned);
+    assert_eq!(tally(&v), counts(&[("ok", 1), ("duplicate_in_batch", 9)]));
+    for r in &resigned {
+        let (_, v) = report(&srv, &alice, std::slice::from_ref(r));
+        assert_eq!(tally(&v), counts(&[("already_credited", 1)]));
+    }
+    // 2. Piece 1 with ten invented piece hashes: not the torrent's.
+    let invented: Vec<Value> = (0..10u8)
+        .map(|k| {
+            let mut r = receipt(&t1, &alice, &bob.sk, 1, t);
+            r.piece_hash = pbts_verifier::receipt::PieceHash::from_slice(&[k; 20]).unwrap();
+            bob.sk.sign_receipt(&mut r);
+            receipt_json(&r)
+        })
+        .collect();
+    let (_, v) = report(&srv, &alice, &invented);
+    assert_eq!(tally(&v), counts(&[("wrong_piece_hash", 10)]));
+    assert_eq!(verdicts(&v)[0].1, "piece_hash is not the torrent's hash for this piece_index");
+    // 3. Pieces past the end.
+    let past: Vec<Value> = [4, 5, u32::MAX]
+        .iter()
+        .map(|&i| receipt_json(&receipt(&t1, &alice, &bob.sk, i, t)))
+        .collect();
+    let (_, v) = report(&srv, &alice, &past);
+    assert_eq!(tally(&v), counts(&[("piece_out_of_range", 3)]));
+    // 4. Every real piece, then all of them again for Carol, the second uploader account.
+    let all: Vec<Value> =
+        (0..4).map(|i| receipt_json(&receipt(&t1, &alice, &bob.sk, i, t - 1))).collect();
+    let (_, v) = report(&srv, &alice, &all);
+    assert_eq!(tally(&v), counts(&[("ok", 3), ("already_credited", 1)]));
+    let for_carol: Vec<Value> =
+        (0..4).map(|i| receipt_json(&receipt(&t1, &carol, &bob.sk, i, t - 2))).collect();
+    let (_, v) = report(&srv, &carol, &for_carol);
+    assert_eq!(tally(&v), counts(&[("already_credited", 4)]));
+    // 5. Another torrent's hash: an unregistered one, and the JSON-registered T2 whose piece
+    //    hashes are unknown (any hash goes, but each piece still counts once).
+    let other = receipt_json(&receipt(&OTHER_IH, &alice, &bob.sk, 0, t));
+    let (_, v) = report(&srv, &alice, &[other]);
+    assert_eq!(tally(&v), counts(&[("unregistered_torrent", 1)]));
+    let t2: Vec<Value> = (0..10u8)
+        .map(|k| {
+            let mut r = receipt(&IH, &alice, &bob.sk, u32::from(k % 3), t - u64::from(k));
+            r.piece_hash = pbts_verifier::receipt::PieceHash::from_slice(&[k; 20]).unwrap();
+            bob.sk.sign_receipt(&mut r);
+            receipt_json(&r)
+        })
+        .collect();
+    let (_, v) = report(&srv, &alice, &t2);
+    assert_eq!(tally(&v), counts(&[("ok", 3), ("duplicate_in_batch", 7)]));
+    // 6. The hybrid torrent under each of its two hashes: one torrent.
+    let (_, v) = report(
+        &srv,
+        &alice,
+        &[
+            receipt_json(&receipt(&t3_v1, &alice, &bob.sk, 0, t)),
+            receipt_json(&receipt(&t3_v2, &alice, &bob.sk, 0, t)),
+            receipt_json(&receipt(&t3_v2, &alice, &bob.sk, 1, t)),
+        ],
+    );
+    assert_eq!(tally(&v), counts(&[("ok", 2), ("duplicate_in_batch", 1)]));
+    let (_, v) = report(&srv, &alice, &[receipt_json(&receipt(&t3_v1, &alice, &bob.sk, 1, t))]);
+    assert_eq!(tally(&v), counts(&[("already_credited", 1)]));
+
+    // Bob's verified download is exactly the three torrents' sizes; Alice got exactly that.
+    let bound = size1 + SIZE + size3;
+    assert_eq!(verified(&srv, "bob"), (0, bound));
+    assert_eq!(verified(&srv, "alice"), (bound, 0));
+    assert_eq!(verified(&srv, "carol"), (0, 0));
+
+    // 7. Sybils (open registration): each throwaway signer adds at most one torrent's size,
+    //    and carries that much verified download itself.
+    let sybils: Vec<Peer> = (0..5).map(|i| register(&srv, &format!("sybil{i}"), 10 + i)).collect();
+    for s in &sybils {
+        let rs: Vec<Value> = (0..4)
+            .flat_map(|i| (0..3).map(move |k| (i, k)))
+            .map(|(i, k)| receipt_json(&receipt(&t1, &alice, &s.sk, i, t - k)))
+            .collect();
+        let (_, v) = report(&srv, &alice, &rs);
+        assert_eq!(tally(&v), counts(&[("ok", 4), ("duplicate_in_batch", 8)]));
+        assert_eq!(verified(&srv, &s.name), (0, size1));
+    }
+    assert_eq!(verified(&srv, "alice"), (bound + 5 * size1, 0));
+    assert_eq!(get(&srv, "/stats")["receipts"]["credited_pieces"], 4 + 3 + 2 + 5 * 4);
 }

@@ -134,10 +134,7 @@ fn print_config_output_parses_back_to_defaults() {
 
 #[test]
 fn keygen_makes_a_registrable_key_on_the_client() {
-    use base64::Engine as _;
-    let dec = |v: &serde_json::Value| {
-        base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
-    };
+    let dec = |v: &serde_json::Value| pbts_engine::common::unb64(v.as_str().unwrap()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("keygen").output().unwrap();
     assert!(out.status.success());
     let k: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

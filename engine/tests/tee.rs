@@ -151,9 +151,8 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
         dir.path(),
     )
     .unwrap();
-    use base64::Engine as _;
-    let expected = base64::engine::general_purpose::STANDARD
-        .encode(direct.bls_key("tracker").unwrap().public_key().to_bytes().0);
+    let expected =
+        pbts_engine::common::b64(&direct.bls_key("tracker").unwrap().public_key().to_bytes().0);
     let (status, k) = call(a, "POST", "/keygen-tee", Some(json!({"salt": "ignored"})));
     assert_eq!(status, 200, "{k}");
     assert_eq!(k["public_key"], expected);

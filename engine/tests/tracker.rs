@@ -496,10 +496,7 @@ fn proxy_header_is_used_only_when_trusted() {
     assert_eq!(ext(&xff), [10, 9, 8, 7]);
 }
 
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+use pbts_engine::common::b64;
 
 #[test]
 fn register_binds_a_proven_key_and_returns_a_working_passkey() {

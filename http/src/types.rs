@@ -40,15 +40,10 @@ macro_rules! hex_debug {
 
             /// Parses 40 hex digits (either case); `None` otherwise.
             pub fn from_hex(hex: &str) -> Option<Self> {
-                let hex = hex.as_bytes();
                 if hex.len() != 40 {
                     return None;
                 }
-                let mut out = [0u8; 20];
-                for (i, pair) in hex.chunks_exact(2).enumerate() {
-                    out[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
-                }
-                Some(Self(out))
+                const_hex::decode_to_array(hex.as_bytes()).ok().map(Self)
             }
         }
     };
@@ -57,7 +52,8 @@ macro_rules! hex_debug {
 hex_debug!(InfoHash);
 hex_debug!(PeerId);
 
-/// Value of one ASCII hex digit.
+/// Value of one ASCII hex digit (percent-decoding reads digits one at a time; whole hex strings
+/// go through `const_hex`).
 pub(crate) fn hex_val(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

@@ -248,7 +248,7 @@ pub fn report_data_for(payload: &[u8]) -> [u8; 64] {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const_hex::encode(bytes)
 }
 
 /// Decodes hex (either case, `0x` optional).
@@ -256,16 +256,14 @@ pub fn hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`TeeError::Quote`] for odd length or a non-hex digit.
 pub fn unhex(s: &str) -> Result<Vec<u8>, TeeError> {
-    let s = s.trim();
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
-        return Err(TeeError::Quote("hex has an odd number of digits".to_owned()));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| TeeError::Quote("not valid hex".to_owned()))
+    // Decoded from bytes: a multi-byte UTF-8 character is just an invalid digit here (slicing
+    // the `str` by byte index, as this function once did, panicked on one).
+    const_hex::decode(s.trim().as_bytes()).map_err(|e| match e {
+        const_hex::FromHexError::OddLength => {
+            TeeError::Quote("hex has an odd number of digits".to_owned())
+        }
+        _ => TeeError::Quote("not valid hex".to_owned()),
+    })
 }
 
 #[cfg(test)]
@@ -312,5 +310,8 @@ mod tests {
         );
         assert_eq!(unhex("0xAbCd").unwrap(), vec![0xab, 0xcd]);
         assert!(unhex("abc").is_err() && unhex("zz").is_err());
+        // A 2-byte character split by 2-byte slices: once a panic on the serving core.
+        assert_eq!(unhex("aé0").unwrap_err().to_string(), "quote: not valid hex");
+        assert_eq!(unhex("éé").unwrap_err().to_string(), "quote: not valid hex");
     }
 }

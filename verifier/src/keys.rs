@@ -303,7 +303,7 @@ pub(crate) mod tests {
     use pbts_http::InfoHash;
 
     pub(crate) fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        const_hex::encode(bytes)
     }
 
     /// The golden receipt: `[0x02; 32]`'s key signs that `[0x01; 32]`'s key uploaded piece 7.

@@ -1,7 +1,7 @@
 //! # pbts-verifier
 //!
 //! Upload credit proven by downloaders' signatures. Pure: no async runtime and no I/O; the
-//! engine feeds [`pool`] from its serving cores and persists what [`nullifier`] decides.
+//! engine feeds [`pool`] from its serving cores and persists the piece sets [`credit`] reads.
 //!
 //! - [`keys`]: BLS12-381 min-pk keys (48-byte public keys, 96-byte signatures), ciphersuite
 //!   `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`, IETF KeyGen, proofs of possession.
@@ -10,15 +10,16 @@
 //! - [`batch`]: batched aggregate verification (grouping by signer, random scalars, one final
 //!   exponentiation per batch, bisection on failure: a verdict per receipt).
 //! - [`pool`]: verifier threads fed by channels.
-//! - [`nullifier`]: each receipt is credited at most once ever; freshness window.
+//! - [`credit`]: each (downloader, torrent, piece index) is credited at most once, ever;
+//!   freshness window; roaring piece sets.
 //! - [`bep10`]: peer-to-peer receipt exchange over the BEP 10 extension protocol.
 
 #![deny(unsafe_code)]
 
 pub mod batch;
 pub mod bep10;
+pub mod credit;
 pub mod keys;
-pub mod nullifier;
 pub mod pool;
 pub mod receipt;
 #[cfg(any(test, feature = "test-utils"))]

@@ -54,18 +54,33 @@ impl VerifierPool {
     ///
     /// If the operating system cannot spawn a thread.
     pub fn new(threads: usize) -> Self {
+        Self::with_spawner(threads, |name, work| std::thread::Builder::new().name(name).spawn(work))
+            .expect("spawning a verifier thread")
+    }
+
+    /// Like [`VerifierPool::new`], with the threads started by `spawn(name, work)`, which must
+    /// run `work` on a new thread named `name` (a server wraps it to supervise the threads).
+    ///
+    /// # Errors
+    ///
+    /// The first error `spawn` returns (threads already started finish with the pool).
+    pub fn with_spawner<S>(threads: usize, mut spawn: S) -> std::io::Result<Self>
+    where
+        S: FnMut(String, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>,
+    {
         let threads = threads.max(1);
         let (tx, rx) = flume::unbounded::<Job>();
-        let handles = (1..=threads)
-            .map(|i| {
-                let rx = rx.clone();
-                std::thread::Builder::new()
-                    .name(format!("verifier-{i:02}"))
-                    .spawn(move || run_verifier_worker(&rx))
-                    .expect("spawning a verifier thread")
-            })
-            .collect();
-        Self { jobs: Some(tx), handles }
+        let mut pool = Self { jobs: Some(tx), handles: Vec::with_capacity(threads) };
+        for i in 1..=threads {
+            let rx = rx.clone();
+            pool.handles.push(spawn(
+                format!("verifier-{i:02}"),
+                Box::new(move || {
+                    run_verifier_worker(&rx);
+                }),
+            )?);
+        }
+        Ok(pool)
     }
 
     /// Number of verifier threads.

@@ -3,7 +3,6 @@
 //!
 //! Writes go to the store thread and are answered only after they are committed.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use pbts_http::InfoHash;
@@ -13,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::receipts;
-use crate::common::Core;
-use crate::config::TrackerMode;
+use crate::common::{Client, Core};
+use crate::config::{RegistrationPolicy, TrackerMode};
 use crate::metrics::Counter;
 use crate::store::{Overrides, StoreCmd, StoreError, TorrentRecord};
 
@@ -35,9 +34,32 @@ fn error(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
     write_json(out, status, &json!({ "error": message }).to_string(), keep_alive);
 }
 
-pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) {
+/// The endpoints that do BLS or quote work for clients that have not authenticated.
+fn is_expensive(req: &Request<'_>) -> bool {
+    req.method == Method::Post
+        && matches!(req.path, b"/register" | b"/verify-receipt" | b"/verify-attestation")
+}
+
+pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
     let state = &core.state;
+    if is_expensive(req)
+        && let Err(wait) = state.limiter.check(client.ip, std::time::Instant::now())
+    {
+        let secs = wait.as_secs().max(1).to_string();
+        let body = json!({
+            "success": false,
+            "error": format!("too many requests from this address: retry in {secs} s"),
+        });
+        return response::write_response_with_headers(
+            out,
+            429,
+            JSON,
+            &[("Retry-After", secs.as_bytes())],
+            body.to_string().as_bytes(),
+            ka,
+        );
+    }
     match (req.method, req.path) {
         (Method::Get | Method::Head, b"/health") => {
             let body = json!({
@@ -73,7 +95,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
                     "accepted": rs.accepted.load(Ordering::Relaxed),
                     "rejected": rs.rejected.load(Ordering::Relaxed),
                     "credited_bytes": rs.credited_bytes.load(Ordering::Relaxed),
-                    "nullifiers_held": rs.nullifiers.load(Ordering::Relaxed),
+                    "credited_pieces": rs.credited_pieces.load(Ordering::Relaxed),
                     "in_flight": rs.in_flight.load(Ordering::Relaxed),
                     "verifier_threads": state.verifier.threads(),
                 },
@@ -112,21 +134,22 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
                     load(&rs.credited_bytes),
                 ),
                 (
-                    "pbts_nullifiers",
-                    "Nullifiers held by the double-spend ledger",
-                    load(&rs.nullifiers),
+                    "pbts_credited_pieces",
+                    "Pieces credited by receipts, ever (one per downloader, torrent and piece)",
+                    load(&rs.credited_pieces),
                 ),
             ]);
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }
         (Method::Post, b"/register") => register(core, req, out).await,
+        (Method::Post, b"/invites") => user_invite(core, req, out).await,
         (Method::Post, b"/verify-receipt") => receipts::verify_receipt(req, out).await,
-        (Method::Post, b"/keygen") => receipts::keygen(core, req, peer, out).await,
+        (Method::Post, b"/keygen") => receipts::keygen(core, req, client, out).await,
         (Method::Post, b"/keygen-tee") => super::tee::keygen(core, req, out).await,
         (Method::Post, b"/generate-attestation") => super::tee::generate(core, req, out).await,
         (Method::Post, b"/verify-attestation") => super::tee::verify(core, req, out).await,
         (Method::Get | Method::Head, b"/tee/status") => super::tee::status(core, ka, out).await,
-        (Method::Post, b"/attest") => receipts::attest(core, req, peer, out).await,
+        (Method::Post, b"/attest") => receipts::attest(core, req, client, out).await,
         (Method::Post, path) if receipts::report_route(path).is_some() => {
             let passkey = receipts::report_route(path).flatten();
             receipts::report(core, req, passkey, out).await;
@@ -135,7 +158,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             write_json(out, 200, &config_json(core).to_string(), ka);
         }
         (Method::Post, b"/config") => {
-            if !is_admin(core, req, peer) {
+            if !is_admin(core, req, client) {
                 return fail(out, 403, "changing the configuration requires admin access", ka);
             }
             set_config(core, req, out).await;
@@ -153,11 +176,11 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
             write_json(out, 200, &body.to_string(), ka);
         }
         (_, path) if path.starts_with(b"/contract/") => {
-            let admin = is_admin(core, req, peer);
+            let admin = is_admin(core, req, client);
             super::contract::route(core, req, admin, out).await;
         }
         (_, path) if path.starts_with(b"/admin/") => {
-            if !is_admin(core, req, peer) {
+            if !is_admin(core, req, client) {
                 return error(
                     out,
                     403,
@@ -173,6 +196,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, peer: SocketAddr, out:
         (
             _,
             b"/register"
+            | b"/invites"
             | b"/report"
             | b"/verify-receipt"
             | b"/keygen"
@@ -201,7 +225,7 @@ fn config_json(core: &Core) -> serde_json::Value {
         "ratio_source": receipts::user_totals_source(c.ratio.source),
         "max_peers": c.tracker.max_peers,
         "max_receipts_per_report": c.receipts.max_receipts_per_report,
-        "used_receipts_count": state.receipt_stats.nullifiers.load(Ordering::Relaxed),
+        "used_receipts_count": state.receipt_stats.credited_pieces.load(Ordering::Relaxed),
         "tee_available": false,
     })
 }
@@ -279,9 +303,9 @@ fn mode_str(mode: TrackerMode) -> &'static str {
     }
 }
 
-fn is_admin(core: &Core, req: &Request<'_>, peer: SocketAddr) -> bool {
+fn is_admin(core: &Core, req: &Request<'_>, client: Client) -> bool {
     let state = &core.state;
-    if state.config.admin.allow_loopback && crate::common::canonical_ip(peer.ip()).is_loopback() {
+    if state.config.admin.allow_loopback && client.loopback {
         return true;
     }
     let (Some(token), Some(auth)) = (&state.admin_token, req.authorization) else {
@@ -315,9 +339,9 @@ struct NewTorrent {
     total_size: Option<u64>,
 }
 
-/// A registry record from a `.torrent` body (`Content-Type: application/x-bittorrent`) or
-/// from JSON `{"info_hash", "piece_length"?, "total_size"?, "name"?}`.
-fn torrent_record(req: &Request<'_>) -> Result<TorrentRecord, String> {
+/// A registry record from a `.torrent` body (`Content-Type: application/x-bittorrent`), with its
+/// v1 piece hashes, or from JSON `{"info_hash", "piece_length"?, "total_size"?, "name"?}`.
+fn torrent_record(req: &Request<'_>) -> Result<(TorrentRecord, Option<Vec<u8>>), String> {
     let now = crate::common::unix_now();
     let is_torrent = req.content_type.is_some_and(|ct| {
         ct.split(|&b| b == b';')
@@ -327,28 +351,28 @@ fn torrent_record(req: &Request<'_>) -> Result<TorrentRecord, String> {
     if is_torrent {
         let m = crate::torrent::parse_torrent(req.body).map_err(|e| e.to_string())?;
         let primary = m.announce_hashes()[0];
-        return Ok(TorrentRecord {
+        let record = TorrentRecord {
             info_hash: primary.to_string(),
             name: m.name,
             registered_at: now,
             v2_info_hash: m.v2.map(|h| crate::common::hex(&h)),
             piece_length: Some(m.piece_length),
             total_size: Some(m.total_size),
-        });
+        };
+        return Ok((record, m.pieces));
     }
     let new: NewTorrent = json_body(req)?;
     let ih = InfoHash::from_hex(&new.info_hash).ok_or("info_hash must be 40 hex characters")?;
-    if new.piece_length == Some(0) {
-        return Err("piece_length must be positive".to_owned());
-    }
-    Ok(TorrentRecord {
+    crate::torrent::check_layout(new.piece_length, new.total_size).map_err(|e| e.to_string())?;
+    let record = TorrentRecord {
         info_hash: ih.to_string(),
         name: new.name,
         registered_at: now,
         v2_info_hash: None,
         piece_length: new.piece_length,
         total_size: new.total_size,
-    })
+    };
+    Ok((record, None))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -402,6 +426,9 @@ struct Registration {
     /// authorises attaching the key to that existing user.
     #[serde(default)]
     passkey: Option<String>,
+    /// An invite code (`registration.policy = "invite"`).
+    #[serde(default)]
+    invite: Option<String>,
 }
 
 /// Decodes base64 of exactly `N` bytes, naming `field` on failure.
@@ -447,6 +474,24 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     if !valid_name(&r.user_id) {
         return fail(out, 400, "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .", ka);
     }
+    // Attaching a key to an account that exists (the passkey proves it) is not registration.
+    let invite = match (core.state.config.registration_policy(), &r.passkey) {
+        (_, Some(_)) | (RegistrationPolicy::Open, None) => None,
+        (RegistrationPolicy::Closed, None) => {
+            return fail(out, 403, "registration is closed: an admin creates accounts", ka);
+        }
+        (RegistrationPolicy::Invite, None) => match r.invite.clone() {
+            Some(code) => Some(code),
+            None => {
+                return fail(
+                    out,
+                    403,
+                    "an invite code is required to register: send \"invite\": \"<code>\"",
+                    ka,
+                );
+            }
+        },
+    };
     let decoded = (|| {
         let pk = b64_array::<48>("public_key", &r.public_key)?;
         let proof = b64_array::<96>("proof_of_possession", &r.proof_of_possession)?;
@@ -478,7 +523,8 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         }
         None => {
             let public_key = Some(public_key);
-            ask(core, |reply| StoreCmd::CreateUser { name: r.user_id, public_key, reply }).await
+            ask(core, |reply| StoreCmd::CreateUser { name: r.user_id, invite, public_key, reply })
+                .await
         }
     };
     match result {
@@ -496,9 +542,37 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             write_json(out, 200, &body.to_string(), ka);
         }
         Err(StoreError::UserExists(_)) => fail(out, 409, "User already exists", ka),
+        Err(e @ StoreError::InvalidInvite) => fail(out, 403, &e.to_string(), ka),
         Err(e @ (StoreError::KeyExists | StoreError::UserHasKey)) => {
             fail(out, 409, &e.to_string(), ka)
         }
+        Err(e) => fail(out, 503, &e.to_string(), ka),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    passkey: String,
+}
+
+/// `POST /invites {"passkey": ...}`: a user creates an invite code, within the budget
+/// `registration.user_invites` (0 by default: only admins invite).
+async fn user_invite(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let body: InviteRequest = match json_body(req) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
+    let Some(user) = crate::store::Passkey::parse(body.passkey.as_bytes())
+        .and_then(|pk| core.state.accounts.by_passkey(&pk))
+    else {
+        return fail(out, 401, "unknown passkey", ka);
+    };
+    let budget = core.state.config.registration.user_invites;
+    match ask(core, |reply| StoreCmd::CreateInvite { by: Some((user.id, budget)), reply }).await {
+        Ok(code) => write_json(out, 201, &json!({"success": true, "code": code}).to_string(), ka),
+        Err(e @ StoreError::NoInvitesLeft { .. }) => fail(out, 403, &e.to_string(), ka),
         Err(e) => fail(out, 503, &e.to_string(), ka),
     }
 }
@@ -517,6 +591,7 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             }
             match ask(core, |reply| StoreCmd::CreateUser {
                 name: new.name,
+                invite: None,
                 public_key: None,
                 reply,
             })
@@ -557,12 +632,21 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             body["created_at"] = r.created_at.into();
             write_json(out, 200, &body.to_string(), ka);
         }
+        (Method::Post, b"/admin/invites") => {
+            match ask(core, |reply| StoreCmd::CreateInvite { by: None, reply }).await {
+                Ok(code) => {
+                    write_json(out, 201, &json!({"success": true, "code": code}).to_string(), ka)
+                }
+                Err(e) => error(out, 503, &e.to_string(), ka),
+            }
+        }
         (Method::Post, b"/admin/torrents") => {
-            let record = match torrent_record(req) {
+            let (record, pieces) = match torrent_record(req) {
                 Ok(r) => r,
                 Err(e) => return error(out, 400, &e, ka),
             };
-            match ask(core, |reply| StoreCmd::RegisterTorrent { record, reply }).await {
+            let piece_hashes = pieces.is_some();
+            match ask(core, |reply| StoreCmd::RegisterTorrent { record, pieces, reply }).await {
                 Ok((new, stored)) => {
                     for ih in stored.announce_hashes() {
                         state.registered.insert(ih, stored.info());
@@ -575,6 +659,7 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
                         "piece_length": stored.piece_length,
                         "total_size": stored.total_size,
                         "name": stored.name,
+                        "piece_hashes": piece_hashes,
                     });
                     write_json(out, if new { 201 } else { 200 }, &body.to_string(), ka);
                 }

@@ -38,25 +38,12 @@ pub(crate) struct ReceiptJson {
 
 /// Decodes hex (either case), naming `field` on failure.
 pub(crate) fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
-    let v = value.trim().as_bytes();
-    if !v.len().is_multiple_of(2) {
-        return Err(format!("{field} is not valid hex"));
-    }
-    v.chunks(2)
-        .map(|p| {
-            let d = |c: u8| (c as char).to_digit(16).map(|x| x as u8);
-            Some((d(p[0])? << 4) | d(p[1])?)
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| format!("{field} is not valid hex"))
+    crate::common::unhex(value).ok_or_else(|| format!("{field} is not valid hex"))
 }
 
 /// Decodes standard base64, naming `field` on failure.
 pub(crate) fn b64_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .map_err(|_| format!("{field} is not valid base64"))
+    crate::common::unb64(value).ok_or_else(|| format!("{field} is not valid base64"))
 }
 
 fn sized<const N: usize>(field: &str, raw: Vec<u8>) -> Result<[u8; N], String> {

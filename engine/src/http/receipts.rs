@@ -2,8 +2,6 @@
 //! the original's server-side key endpoints `POST /keygen` and `POST /attest`, kept for
 //! compatibility and limited to loopback clients by default (they handle private keys).
 
-use std::net::SocketAddr;
-
 use pbts_http::InfoHash;
 use pbts_http::request::Request;
 use pbts_verifier::keys::SecretKey;
@@ -13,7 +11,7 @@ use serde_json::json;
 
 use super::api::{b64_array, fail, json_body, parse_json, write_json};
 use super::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
-use crate::common::{Core, canonical_ip, unix_now};
+use crate::common::{Client, Core, unix_now};
 use crate::config::{RatioSource, ServerSideKeys};
 use crate::report::{ReportError, Verdict};
 use crate::store::{Passkey, User};
@@ -245,11 +243,11 @@ pub(crate) async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
     write_json(out, 200, &body.to_string(), ka);
 }
 
-/// Whether `peer` may use the server-side key endpoints; writes the 403 if not.
-fn server_side_keys_allowed(core: &Core, peer: SocketAddr, ka: bool, out: &mut Vec<u8>) -> bool {
+/// Whether `client` may use the server-side key endpoints; writes the 403 if not.
+fn server_side_keys_allowed(core: &Core, client: Client, ka: bool, out: &mut Vec<u8>) -> bool {
     let allowed = match core.state.config.receipts.server_side_keys {
         ServerSideKeys::Anyone => true,
-        ServerSideKeys::Loopback => canonical_ip(peer.ip()).is_loopback(),
+        ServerSideKeys::Loopback => client.loopback,
         ServerSideKeys::Disabled => false,
     };
     if !allowed {
@@ -266,9 +264,9 @@ fn server_side_keys_allowed(core: &Core, peer: SocketAddr, ka: bool, out: &mut V
 
 /// `POST /keygen`: the original's server-side key generation (a fresh IETF KeyGen key from OS
 /// randomness), plus the proof of possession `POST /register` needs.
-pub(crate) async fn keygen(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) {
+pub(crate) async fn keygen(core: &Core, req: &Request<'_>, client: Client, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
-    if !server_side_keys_allowed(core, peer, ka, out) {
+    if !server_side_keys_allowed(core, client, ka, out) {
         return;
     }
     let (sk, pk, pop) = glommio::executor()
@@ -313,9 +311,9 @@ struct AttestBody {
 
 /// `POST /attest`: signs a receipt on the server with a private key the client sends (the
 /// original's API; clients should sign locally).
-pub(crate) async fn attest(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) {
+pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
-    if !server_side_keys_allowed(core, peer, ka, out) {
+    if !server_side_keys_allowed(core, client, ka, out) {
         return;
     }
     let a: AttestBody = match json_body(req) {
@@ -372,8 +370,7 @@ pub(crate) async fn attest(core: &Core, req: &Request<'_>, peer: SocketAddr, out
 }
 
 fn b64(bytes: &[u8]) -> zeroize::Zeroizing<String> {
-    use base64::Engine as _;
-    zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes))
+    zeroize::Zeroizing::new(crate::common::b64(bytes))
 }
 
 #[cfg(test)]

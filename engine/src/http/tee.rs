@@ -12,12 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{fail, json_body, write_json};
-use crate::common::{Core, unix_now};
-
-fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+use crate::common::{Core, b64, unix_now};
 
 fn tee_fail(out: &mut Vec<u8>, e: &TeeError, ka: bool) {
     let status = match e {

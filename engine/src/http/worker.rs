@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use pbts_http::PeerId;
 use pbts_http::query::{self, QueryError};
@@ -15,7 +15,7 @@ use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
 
 use super::api;
 use super::receipts::{self, is_report_request};
-use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
+use crate::common::{self, Announce, Client, Core, canonical_ip, split_passkey_path};
 use crate::config::ProxyHeader;
 use crate::metrics::Counter;
 
@@ -66,7 +66,11 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     // pin gigabytes of buffers. The parser accepts the largest limit; the buffer grows past
     // the normal one only for a request whose request line is a report.
     let mut limits = Limits::default();
-    if core.state.config.admin.allow_loopback && canonical_ip(peer.ip()).is_loopback() {
+    // Behind a proxy every peer is loopback: the larger limit is then decided by nobody.
+    if core.state.config.admin.allow_loopback
+        && core.state.config.network.proxy_header == ProxyHeader::None
+        && canonical_ip(peer.ip()).is_loopback()
+    {
         limits.max_body_bytes = crate::torrent::MAX_TORRENT_BYTES;
     }
     let normal_body = limits.max_body_bytes;
@@ -90,9 +94,36 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                         close = true;
                         break;
                     }
-                    if let Next::Close = handle(core, &req, peer, &mut out).await {
-                        close = true;
-                        break;
+                    // A panic while handling one request costs that request (a 500) and its
+                    // connection, never the core: glommio would otherwise unwind the whole
+                    // executor and stop this core's share of all traffic.
+                    let mark = out.len();
+                    let handled = std::panic::AssertUnwindSafe(handle(core, &req, peer, &mut out))
+                        .catch_unwind()
+                        .await;
+                    match handled {
+                        Ok(Next::KeepAlive) => {}
+                        Ok(Next::Close) => {
+                            close = true;
+                            break;
+                        }
+                        Err(_) => {
+                            core.metrics().inc(Counter::HttpPanics);
+                            tracing::error!(
+                                route = %route_for_log(req.path),
+                                "panic while handling a request: answered 500"
+                            );
+                            out.truncate(mark);
+                            response::write_response(
+                                &mut out,
+                                500,
+                                "text/plain; charset=utf-8",
+                                b"internal error\n",
+                                false,
+                            );
+                            close = true;
+                            break;
+                        }
                     }
                 }
                 Ok(Status::Partial) => break,
@@ -175,24 +206,63 @@ fn too_large(core: &Core, out: &mut Vec<u8>, limit: usize) {
     response::write_response(out, 413, "text/plain; charset=utf-8", body.as_bytes(), false);
 }
 
-/// The client address, honouring a trusted proxy header when configured.
-fn client_ip(core: &Core, req: &Request<'_>, peer: SocketAddr) -> IpAddr {
+/// The client of a request, honouring a trusted proxy header when configured.
+pub(crate) fn client(core: &Core, req: &Request<'_>, peer: SocketAddr) -> Client {
+    let peer_ip = canonical_ip(peer.ip());
     let header = match core.state.config.network.proxy_header {
-        ProxyHeader::None => None,
+        ProxyHeader::None => return Client { ip: peer_ip, loopback: peer_ip.is_loopback() },
         // The last hop is the one our proxy appended; earlier entries are client-supplied.
         ProxyHeader::XForwardedFor => {
             req.x_forwarded_for.and_then(|v| v.rsplit(|&b| b == b',').next())
         }
         ProxyHeader::XRealIp => req.x_real_ip,
     };
-    header
+    match header
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        .map_or_else(|| canonical_ip(peer.ip()), canonical_ip)
+    {
+        Some(ip) => {
+            let ip = canonical_ip(ip);
+            Client { ip, loopback: ip.is_loopback() }
+        }
+        // No (valid) header: the proxy did not forward it, or someone bypassed the proxy. The
+        // peer's address is the best address there is, but never a reason for privileges.
+        None => Client { ip: peer_ip, loopback: false },
+    }
+}
+
+/// A request path fit for the log: passkeys (32 hex characters in any segment) replaced, at most
+/// 128 bytes, lossy UTF-8. The query is never logged.
+pub(crate) fn route_for_log(path: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if crate::store::Passkey::parse(segment).is_some() {
+            out.push_str("<passkey>");
+        } else {
+            out.push_str(&String::from_utf8_lossy(segment));
+        }
+        if out.len() > 128 {
+            let mut end = 128;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push('…');
+            break;
+        }
+    }
+    out
 }
 
 async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<u8>) -> Next {
     let keep_alive = req.keep_alive;
+    if core.state.fault_requests && req.path == b"/fault/panic" {
+        panic!("injected fault: {}=request", crate::supervisor::FAULT_ENV);
+    }
+    let client = client(core, req, peer);
     let (action, passkey) = split_passkey_path(req.path);
     let tracker_route = matches!(action, b"announce" | b"scrape")
         && (passkey.is_some() || matches!(req.path, b"/announce" | b"/scrape"));
@@ -203,9 +273,8 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
             return next(keep_alive);
         }
         let mut body = Vec::with_capacity(256);
-        let ip = client_ip(core, req, peer);
         if action == b"announce" {
-            http_announce(core, req.query, ip, passkey, &mut body);
+            http_announce(core, req.query, client.ip, passkey, &mut body);
         } else {
             http_scrape(core, req.query, passkey, &mut body);
         }
@@ -214,7 +283,7 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
     }
     core.metrics().inc(Counter::HttpApi);
     let start = out.len();
-    api::route(core, req, peer, out).await;
+    api::route(core, req, client, out).await;
     if req.method == Method::Head {
         // Same head (Content-Length included) as GET, no body (RFC 9110 §9.3.2).
         if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {

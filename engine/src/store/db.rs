@@ -4,15 +4,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use pbts_http::InfoHash;
-use pbts_verifier::nullifier::{Freshness, Ledger, Nullifier};
+use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, SetKey};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::{
-    Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats, StoreCmd,
-    TorrentInfo, TorrentRecord, UserRecord,
+    Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats,
+    ReserveError, StoreCmd, TorrentInfo, TorrentRecord, UserRecord, saturating_add_to,
 };
 use crate::common::unix_now;
 use crate::swarm::SwarmStore;
@@ -29,13 +28,26 @@ const USER_KEYS: TableDefinition<'_, &[u8], u32> = TableDefinition::new("user_ke
 const SNATCHES: TableDefinition<'_, &[u8], u32> = TableDefinition::new("snatches");
 /// info-hash → JSON [`TorrentRecord`].
 const TORRENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("torrents");
-/// nullifier (32 bytes) → receipt timestamp: every credited receipt still inside the window.
-const NULLIFIERS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("nullifiers");
+/// downloader public key (48) ‖ canonical info-hash (20) → roaring bitmap of the piece indices
+/// credited for that downloader ([`PieceSet`]), kept for good: the credit invariant.
+const CREDITED: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("credited_pieces");
+/// canonical info-hash → the torrent's v1 piece hashes (20 bytes each, in order), from its
+/// `.torrent`: a receipt's piece hash must be the torrent's own.
+const PIECE_HASHES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("piece_hashes");
+/// The receipt ledger of earlier versions (nullifiers of signed messages, pruned by time): it
+/// could not enforce one credit per piece, and is dropped at start-up.
+const OLD_NULLIFIERS: TableDefinition<'_, &[u8], u64> = TableDefinition::new("nullifiers");
 /// user id → verified (download, upload) bytes not yet in a chain batch (8 BE each).
 const CHAIN_PENDING: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("chain_pending");
 /// batch id → JSON [`ChainBatch`]: the one batch in flight to the chain.
 const CHAIN_BATCH: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("chain_batch");
-/// Small named values (`next_user_id`, `nullifier_floor`, `chain_last_batch`).
+/// invite code (32 hex) → JSON [`Invite`]: codes not used yet.
+const INVITES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("invites");
+/// user id → invites the user has created (their budget is `registration.user_invites`).
+const USER_INVITES: TableDefinition<'_, u32, u32> = TableDefinition::new("user_invites");
+/// user id → the user whose invite they registered with (0: an admin's).
+const INVITED_BY: TableDefinition<'_, u32, u32> = TableDefinition::new("invited_by");
+/// Small named values (`next_user_id`, `credited_pieces`, `chain_last_batch`).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Small named texts (`instance_id`, `config_overrides`, `chain_contract`).
 const META_TEXT: TableDefinition<'_, &str, &str> = TableDefinition::new("meta_text");
@@ -57,6 +69,17 @@ pub enum StoreError {
     /// A user with that name exists.
     #[error("user {0:?} already exists")]
     UserExists(String),
+    /// The invite code does not exist or was used.
+    #[error("invalid or already used invite code")]
+    InvalidInvite,
+    /// The user created every invite their budget allows.
+    #[error("no invites left ({used} of {budget} used)")]
+    NoInvitesLeft {
+        /// Invites created.
+        used: u32,
+        /// `registration.user_invites`.
+        budget: u32,
+    },
     /// Another user registered that public key.
     #[error("public key already registered")]
     KeyExists,
@@ -126,7 +149,7 @@ fn after_commit<T: 'static>(reply: super::Reply<T>, value: T) -> ReplyFn {
     })
 }
 
-/// The open database, and the double-spend ledger whose nullifiers it persists (one owner, the
+/// The open database, and the double-spend ledger whose piece sets it persists (one owner, the
 /// store thread, so reserving, crediting and persisting a receipt never race).
 #[derive(Debug)]
 pub struct Db {
@@ -138,8 +161,8 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) `<dir>/pbts.redb` and its tables, restores the ledger's
-    /// nullifiers and prune floor, and forgets those already out of the window.
+    /// Opens (creating if needed) `<dir>/pbts.redb` and its tables, and restores the run-time
+    /// settings and the receipt counters.
     ///
     /// `freshness` is the configured receipt window; a window set through `POST /config` and
     /// persisted in [`Overrides`] takes its place.
@@ -161,11 +184,22 @@ impl Db {
         tx.open_table(USER_TORRENT)?;
         tx.open_table(SNATCHES)?;
         tx.open_table(TORRENTS)?;
-        tx.open_table(NULLIFIERS)?;
+        tx.open_table(CREDITED)?;
+        tx.open_table(PIECE_HASHES)?;
+        if tx.delete_table(OLD_NULLIFIERS)? {
+            tracing::warn!(
+                "dropped the old nullifier table: receipts are now credited once per \
+                 (downloader, torrent, piece), recorded in credited_pieces from here on"
+            );
+        }
+        tx.open_table(META)?.remove("nullifier_floor")?;
         tx.open_table(CHAIN_PENDING)?;
         tx.open_table(CHAIN_BATCH)?;
         tx.open_table(META)?;
         tx.open_table(META_TEXT)?;
+        tx.open_table(INVITES)?;
+        tx.open_table(USER_INVITES)?;
+        tx.open_table(INVITED_BY)?;
         tx.commit()?;
         let mut this = Self {
             db,
@@ -210,27 +244,18 @@ impl Db {
     }
 
     fn restore_ledger(&mut self, mut freshness: Freshness) -> Result<(), StoreError> {
-        {
-            let tx = self.db.begin_read()?;
-            if let Some(v) = tx.open_table(META_TEXT)?.get("config_overrides")? {
-                self.overrides =
-                    serde_json::from_str(v.value()).map_err(|e| corrupt("meta_text", e))?;
-            }
-            if let Some(w) = self.overrides.receipt_window_secs {
-                freshness.window_secs = w;
-            }
-            self.ledger.set_freshness(freshness);
-            if let Some(floor) = tx.open_table(META)?.get("nullifier_floor")? {
-                self.ledger.restore_prune_floor(floor.value());
-            }
-            for row in tx.open_table(NULLIFIERS)?.iter()? {
-                let (k, v) = row?;
-                let n: [u8; 32] =
-                    k.value().try_into().map_err(|_| corrupt("nullifiers", "key length"))?;
-                self.ledger.load(Nullifier(n), v.value());
-            }
+        let tx = self.db.begin_read()?;
+        if let Some(v) = tx.open_table(META_TEXT)?.get("config_overrides")? {
+            self.overrides =
+                serde_json::from_str(v.value()).map_err(|e| corrupt("meta_text", e))?;
         }
-        self.prune()
+        if let Some(w) = self.overrides.receipt_window_secs {
+            freshness.window_secs = w;
+        }
+        self.ledger.set_freshness(freshness);
+        let credited = tx.open_table(META)?.get("credited_pieces")?.map_or(0, |v| v.value());
+        self.stats.credited_pieces.store(credited, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Run-time settings persisted by `POST /config`.
@@ -238,24 +263,20 @@ impl Db {
         self.overrides
     }
 
-    /// Forgets nullifiers of receipts that can no longer be accepted, on disk too, and persists
-    /// the raised prune floor in the same transaction.
-    fn prune(&mut self) -> Result<(), StoreError> {
-        let floor_before = self.ledger.prune_floor();
-        let pruned = self.ledger.prune(unix_now());
-        if !pruned.is_empty() || self.ledger.prune_floor() != floor_before {
-            let tx = self.db.begin_write()?;
-            {
-                let mut table = tx.open_table(NULLIFIERS)?;
-                for n in &pruned {
-                    table.remove(&n.0[..])?;
-                }
-                tx.open_table(META)?.insert("nullifier_floor", self.ledger.prune_floor())?;
-            }
-            tx.commit()?;
+    /// Bytes of the stored piece sets and their number (`credited_pieces` table), for the
+    /// memory/disk bound the docs state.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn piece_set_footprint(&self) -> Result<(u64, u64), StoreError> {
+        let tx = self.db.begin_read()?;
+        let (mut bytes, mut sets) = (0u64, 0u64);
+        for row in tx.open_table(CREDITED)?.iter()? {
+            let (k, v) = row?;
+            bytes += (k.value().len() + v.value().len()) as u64;
+            sets += 1;
         }
-        self.stats.nullifiers.store(self.ledger.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok((bytes, sets))
     }
 
     /// Loads users into `accounts`, snatch counts into `swarms`, and returns registered torrents
@@ -333,36 +354,17 @@ impl Db {
     }
 
     /// Runs the store thread's loop until every sender is gone. Commands that arrive together
-    /// are committed in one transaction; replies go out after the commit. Every
-    /// `prune_every` the ledger forgets nullifiers that left the receipt window.
-    pub fn run(
-        mut self,
-        rx: flume::Receiver<StoreCmd>,
-        accounts: Arc<Accounts>,
-        prune_every: Duration,
-    ) {
-        let mut next_prune = Instant::now() + prune_every;
-        loop {
-            match rx.recv_deadline(next_prune) {
-                Ok(first) => {
-                    let mut batch = vec![first];
-                    while batch.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(cmd) => batch.push(cmd),
-                            Err(_) => break,
-                        }
-                    }
-                    self.apply(batch, &accounts);
+    /// are committed in one transaction; replies go out after the commit.
+    pub fn run(mut self, rx: flume::Receiver<StoreCmd>, accounts: Arc<Accounts>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
                 }
-                Err(flume::RecvTimeoutError::Timeout) => {}
-                Err(flume::RecvTimeoutError::Disconnected) => break,
             }
-            if Instant::now() >= next_prune {
-                if let Err(e) = self.prune() {
-                    tracing::error!("nullifier prune failed: {e:#}");
-                }
-                next_prune = Instant::now() + prune_every;
-            }
+            self.apply(batch, &accounts);
         }
     }
 
@@ -371,7 +373,7 @@ impl Db {
         let mut created = Vec::new();
         let mut attached = Vec::new();
         let mut credited: Vec<ReceiptCredit> = Vec::new();
-        let mut released: Vec<Nullifier> = Vec::new();
+        let mut released: Vec<PieceClaim> = Vec::new();
         let mut new_overrides: Option<Overrides> = None;
         let mut chain_changed = false;
         let ledger = &mut self.ledger;
@@ -385,15 +387,19 @@ impl Db {
                 let mut user_torrent = tx.open_table(USER_TORRENT)?;
                 let mut snatches = tx.open_table(SNATCHES)?;
                 let mut torrents = tx.open_table(TORRENTS)?;
-                let mut nullifiers = tx.open_table(NULLIFIERS)?;
+                let mut credited_sets = tx.open_table(CREDITED)?;
+                let mut piece_hashes = tx.open_table(PIECE_HASHES)?;
                 let mut chain_pending = tx.open_table(CHAIN_PENDING)?;
                 let mut chain_batch = tx.open_table(CHAIN_BATCH)?;
                 let mut meta = tx.open_table(META)?;
                 let mut meta_text = tx.open_table(META_TEXT)?;
+                let mut invites = tx.open_table(INVITES)?;
+                let mut user_invites = tx.open_table(USER_INVITES)?;
+                let mut invited_by = tx.open_table(INVITED_BY)?;
                 let mut sums = HashMap::<u32, Sums>::new();
                 for cmd in batch {
                     match cmd {
-                        StoreCmd::CreateUser { name, public_key, reply } => {
+                        StoreCmd::CreateUser { name, invite, public_key, reply } => {
                             if names.get(name.as_str())?.is_some() {
                                 let _ = reply.send(Err(StoreError::UserExists(name)));
                                 continue;
@@ -404,9 +410,26 @@ impl Db {
                                 let _ = reply.send(Err(StoreError::KeyExists));
                                 continue;
                             }
+                            let inviter = match &invite {
+                                None => None,
+                                Some(code) => match invites.remove(code.as_str())? {
+                                    None => {
+                                        let _ = reply.send(Err(StoreError::InvalidInvite));
+                                        continue;
+                                    }
+                                    Some(v) => {
+                                        let i: Invite = serde_json::from_slice(v.value())
+                                            .map_err(|e| corrupt("invites", e))?;
+                                        Some(i.created_by.unwrap_or(0))
+                                    }
+                                },
+                            };
                             let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
                             meta.insert("next_user_id", id + 1)?;
                             let id = u32::try_from(id).map_err(|e| corrupt("meta", e))?;
+                            if let Some(by) = inviter {
+                                invited_by.insert(id, by)?;
+                            }
                             let record = UserRecord {
                                 id,
                                 name: name.clone(),
@@ -427,6 +450,24 @@ impl Db {
                             }
                             created.push(record.clone());
                             replies.push(after_commit(reply, record));
+                        }
+                        StoreCmd::CreateInvite { by, reply } => {
+                            if let Some((user, budget)) = by {
+                                let used = user_invites.get(user)?.map_or(0, |v| v.value());
+                                if used >= budget {
+                                    let _ =
+                                        reply.send(Err(StoreError::NoInvitesLeft { used, budget }));
+                                    continue;
+                                }
+                                user_invites.insert(user, used + 1)?;
+                            }
+                            let code = Passkey::random().as_str().to_owned();
+                            let invite =
+                                Invite { created_by: by.map(|(u, _)| u), created_at: unix_now() };
+                            let json =
+                                serde_json::to_vec(&invite).map_err(|e| corrupt("invites", e))?;
+                            invites.insert(code.as_str(), json.as_slice())?;
+                            replies.push(after_commit(reply, code));
                         }
                         StoreCmd::AttachKey { name, public_key, reply } => {
                             let Some(id) = names.get(name.as_str())?.map(|v| v.value()) else {
@@ -454,7 +495,7 @@ impl Db {
                             attached.push((id, public_key));
                             replies.push(after_commit(reply, record));
                         }
-                        StoreCmd::RegisterTorrent { record, reply } => {
+                        StoreCmd::RegisterTorrent { record, pieces, reply } => {
                             // Stored under every hash clients announce it with (v1, truncated
                             // v2), so a hybrid torrent is one torrent either way.
                             let hashes = record.announce_hashes();
@@ -478,6 +519,27 @@ impl Db {
                                     }
                                 },
                             };
+                            // The piece hashes, kept under the canonical hash only. A torrent first
+                            // registered without them (by JSON) gets them from its .torrent later;
+                            // different ones are a conflict.
+                            if let Some(pieces) = pieces {
+                                let key = stored.canonical_hash();
+                                let old = piece_hashes.get(&key.0[..])?.map(|v| v.value().to_vec());
+                                match old {
+                                    Some(old) if old != pieces => {
+                                        let _ = reply.send(Err(StoreError::TorrentConflict {
+                                            field: "pieces",
+                                            existing: old.len() as u64 / 20,
+                                            given: pieces.len() as u64 / 20,
+                                        }));
+                                        continue;
+                                    }
+                                    Some(_) => {}
+                                    None => {
+                                        piece_hashes.insert(&key.0[..], pieces.as_slice())?;
+                                    }
+                                }
+                            }
                             let json =
                                 serde_json::to_vec(&stored).map_err(|e| corrupt("torrents", e))?;
                             for ih in stored.announce_hashes() {
@@ -485,21 +547,46 @@ impl Db {
                             }
                             replies.push(after_commit(reply, (new, stored)));
                         }
-                        StoreCmd::ReserveReceipts { receipts, now, reply } => {
-                            // In memory only: answered now, before the batch commits.
-                            let _ = reply.send(ledger.reserve(&receipts, now));
+                        StoreCmd::ReserveReceipts { items, now, reply } => {
+                            // Answered now, before the batch commits: reservations are in memory
+                            // and the reads see every credit of this batch so far.
+                            // A read error refuses this report, not the whole batch.
+                            let _ = reply.send(reserve(
+                                ledger,
+                                &items,
+                                now,
+                                &credited_sets,
+                                &piece_hashes,
+                            ));
                         }
                         StoreCmd::CreditReceipts { credits, release, reply } => {
+                            let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
                             for c in &credits {
-                                if nullifiers.insert(&c.nullifier.0[..], c.timestamp)?.is_some() {
-                                    // The ledger reserved it, so it cannot be on disk: a bug.
+                                let key = c.claim.set_key();
+                                let set = match sets.entry(key) {
+                                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                    std::collections::hash_map::Entry::Vacant(e) => {
+                                        e.insert(read_set(&credited_sets, &key)?)
+                                    }
+                                };
+                                if !set.insert(c.claim.piece_index) {
+                                    // The ledger reserved it, so it cannot be credited: a bug.
                                     return Err(corrupt(
-                                        "nullifiers",
-                                        "reserved nullifier on disk",
+                                        "credited_pieces",
+                                        "a reserved piece was already credited",
                                     ));
                                 }
-                                sums.entry(c.uploader).or_default().verified_up += c.bytes;
-                                sums.entry(c.signer).or_default().verified_down += c.bytes;
+                                let s = sums.entry(c.uploader).or_default();
+                                s.verified_up = s.verified_up.saturating_add(c.bytes);
+                                let s = sums.entry(c.signer).or_default();
+                                s.verified_down = s.verified_down.saturating_add(c.bytes);
+                            }
+                            for (key, set) in &sets {
+                                credited_sets.insert(&key.0[..], set.to_bytes().as_slice())?;
+                            }
+                            if !credits.is_empty() {
+                                let n = meta.get("credited_pieces")?.map_or(0, |v| v.value());
+                                meta.insert("credited_pieces", n + credits.len() as u64)?;
                             }
                             credited.extend_from_slice(&credits);
                             released.extend_from_slice(&release);
@@ -668,8 +755,8 @@ impl Db {
             tracing::error!("store commit failed: {e:#}");
         }
         // Users created in this batch become visible to announces only once durable; credited
-        // nullifiers leave the reserved state only once durable (until then a concurrent copy
-        // is told "in flight").
+        // pieces leave the reserved state only once durable (until then a concurrent receipt
+        // for the same piece is told "in flight"), and a failed commit releases them.
         if result.is_ok() {
             for record in &created {
                 accounts.insert(record);
@@ -680,29 +767,29 @@ impl Db {
                 }
             }
             for c in &credited {
-                ledger.commit(&c.nullifier, c.timestamp);
                 if let Some(u) = accounts.by_id(c.uploader) {
-                    u.verified_uploaded.fetch_add(c.bytes, Ordering::Relaxed);
+                    saturating_add_to(&u.verified_uploaded, c.bytes);
                 }
                 if let Some(u) = accounts.by_id(c.signer) {
-                    u.verified_downloaded.fetch_add(c.bytes, Ordering::Relaxed);
+                    saturating_add_to(&u.verified_downloaded, c.bytes);
                 }
             }
+            self.stats.credited_pieces.fetch_add(credited.len() as u64, Ordering::Relaxed);
             if let Some(o) = new_overrides {
                 if let Some(w) = o.receipt_window_secs {
                     ledger.set_freshness(Freshness { window_secs: w, ..ledger.freshness() });
                 }
                 self.overrides = o;
             }
-        } else {
+        }
+        {
             for c in &credited {
-                ledger.release(&c.nullifier);
+                ledger.finish(&c.claim);
             }
         }
-        for n in &released {
-            ledger.release(n);
+        for claim in &released {
+            ledger.finish(claim);
         }
-        self.stats.nullifiers.store(ledger.len() as u64, Ordering::Relaxed);
         if chain_changed && let Err(e) = self.restore_outbox_stats() {
             tracing::error!("outbox stats: {e:#}");
         }
@@ -710,6 +797,76 @@ impl Db {
             reply(result.as_ref().err());
         }
     }
+}
+
+/// An invite code not used yet.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Invite {
+    /// The inviting user (`None`: an admin).
+    created_by: Option<u32>,
+    /// Unix seconds.
+    created_at: u64,
+}
+
+/// The piece set stored under `key` (empty if none).
+fn read_set(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &SetKey,
+) -> Result<PieceSet, StoreError> {
+    match table.get(&key.0[..])? {
+        Some(v) => PieceSet::from_bytes(v.value()).map_err(|e| corrupt("credited_pieces", e)),
+        None => Ok(PieceSet::default()),
+    }
+}
+
+/// The store's half of a report: each receipt's piece hash against the torrent's own, then the
+/// ledger's freshness, duplicate, in-flight and already-credited checks, reserving what passes.
+fn reserve(
+    ledger: &mut Ledger,
+    items: &[super::ReserveItem],
+    now: u64,
+    credited_sets: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    piece_hashes: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<Vec<Result<PieceClaim, ReserveError>>, StoreError> {
+    let mut hashes: HashMap<InfoHash, Option<Vec<u8>>> = HashMap::new();
+    let mut verdicts: Vec<Option<Result<PieceClaim, ReserveError>>> = vec![None; items.len()];
+    let mut claims = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let known = match hashes.entry(item.torrent) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(piece_hashes.get(&item.torrent.0[..])?.map(|v| v.value().to_vec()))
+            }
+        };
+        if let Some(all) = known {
+            let at = item.receipt.piece_index as usize * 20;
+            if all.get(at..at + 20) != Some(item.receipt.piece_hash.as_bytes()) {
+                verdicts[i] = Some(Err(ReserveError::WrongPieceHash));
+                continue;
+            }
+        }
+        claims.push((PieceClaim::of(&item.receipt, item.torrent), item.receipt.timestamp));
+        positions.push(i);
+    }
+    let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
+    let checked = ledger.reserve(&claims, now, |claim| {
+        let key = claim.set_key();
+        let set = match sets.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(read_set(credited_sets, &key)?)
+            }
+        };
+        Ok::<_, StoreError>(set.contains(claim.piece_index))
+    })?;
+    for ((i, (claim, _)), verdict) in positions.into_iter().zip(&claims).zip(checked) {
+        verdicts[i] = Some(verdict.map(|()| *claim).map_err(ReserveError::Ledger));
+    }
+    Ok(verdicts
+        .into_iter()
+        .map(|v| v.expect("every item is refused for its hash or passed to the ledger"))
+        .collect())
 }
 
 /// The batch in flight, if any.

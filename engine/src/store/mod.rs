@@ -24,7 +24,7 @@ use pbts_verifier::receipt::PublicKeyBytes;
 
 use crate::config::RatioSource;
 use crate::swarm::store::UserId;
-use pbts_verifier::nullifier::{Nullifier, Rejection};
+use pbts_verifier::credit::{PieceClaim, Rejection};
 use pbts_verifier::receipt::Receipt;
 
 /// Length of a passkey in bytes (32 lowercase hex characters on the wire).
@@ -52,10 +52,7 @@ impl Passkey {
     pub fn random() -> Self {
         let raw: [u8; 16] = rand::random();
         let mut out = [0u8; PASSKEY_LEN];
-        for (i, b) in raw.iter().enumerate() {
-            out[2 * i] = HEX[(b >> 4) as usize];
-            out[2 * i + 1] = HEX[(b & 15) as usize];
-        }
+        const_hex::encode_to_slice(raw, &mut out).expect("32 hex digits for 16 bytes");
         Self(out)
     }
 
@@ -64,8 +61,6 @@ impl Passkey {
         std::str::from_utf8(&self.0).expect("passkeys are ASCII hex by construction")
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A user as persisted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,15 +172,12 @@ impl User {
 
 /// Base64 (standard, padded) of a public key, as the original API spells keys.
 pub fn encode_public_key(pk: &PublicKeyBytes) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(pk.0)
+    crate::common::b64(&pk.0)
 }
 
 /// Decodes base64 of exactly 48 bytes (not yet checked to be a valid point).
 pub fn decode_public_key(b64: &str) -> Option<PublicKeyBytes> {
-    use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
-    Some(PublicKeyBytes(raw.try_into().ok()?))
+    Some(PublicKeyBytes(crate::common::unb64(b64)?.try_into().ok()?))
 }
 
 /// The in-memory account index the hot path reads.
@@ -285,6 +277,10 @@ pub struct TorrentRecord {
 /// What announces and `/report` need to know of a registered torrent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct TorrentInfo {
+    /// The hash the registry keeps the torrent under (v1, or truncated v2 for v2-only
+    /// torrents): credit is recorded against it, so a hybrid torrent's two hashes are one
+    /// torrent for the credit invariant.
+    pub canonical: InfoHash,
     /// Bytes per piece, if registered.
     pub piece_length: Option<u64>,
     /// Bytes of all files, if registered.
@@ -328,7 +324,18 @@ pub enum PieceError {
 impl TorrentRecord {
     /// The parts announces and `/report` read.
     pub fn info(&self) -> TorrentInfo {
-        TorrentInfo { piece_length: self.piece_length, total_size: self.total_size }
+        TorrentInfo {
+            canonical: self.canonical_hash(),
+            piece_length: self.piece_length,
+            total_size: self.total_size,
+        }
+    }
+
+    /// The hash credit and piece hashes are recorded under: the first of
+    /// [`TorrentRecord::announce_hashes`] (all zero for a record whose hash does not parse,
+    /// which registration never stores).
+    pub fn canonical_hash(&self) -> InfoHash {
+        self.announce_hashes().first().copied().unwrap_or_default()
     }
 
     /// Every 20-byte hash clients may announce this torrent with.
@@ -351,11 +358,23 @@ pub enum StoreCmd {
     CreateUser {
         /// Unique name.
         name: String,
+        /// An invite code to consume in the same transaction (`StoreError::InvalidInvite` if it
+        /// does not exist or was used).
+        invite: Option<String>,
         /// A BLS public key already validated (with its proof of possession) by the caller;
         /// unique among users.
         public_key: Option<PublicKeyBytes>,
         /// Committed record, or `StoreError::UserExists` / `StoreError::KeyExists`.
         reply: Reply<UserRecord>,
+    },
+    /// Create an invite code (32 hex characters, one use). `by` is the inviting user (`None`:
+    /// an admin), who may have created at most `budget` invites before this one
+    /// (`StoreError::NoInvitesLeft`).
+    CreateInvite {
+        /// The inviting user, with their budget.
+        by: Option<(UserId, u32)>,
+        /// The code, once committed.
+        reply: Reply<String>,
     },
     /// Give an existing user (created by an admin, so without a key) a BLS public key already
     /// validated by the caller; replies once committed.
@@ -373,27 +392,30 @@ pub enum StoreCmd {
     RegisterTorrent {
         /// The record.
         record: TorrentRecord,
+        /// The v1 piece hashes (20 bytes each) from its `.torrent`, if known.
+        pieces: Option<Vec<u8>>,
         /// Whether it was new, and the record as stored.
         reply: Reply<(bool, TorrentRecord)>,
     },
-    /// Checks receipts against the double-spend ledger and reserves the nullifiers of those
-    /// that may be credited. Answered at once (nothing is written).
+    /// Checks receipts against the torrent's piece hashes and the double-spend ledger, and
+    /// reserves the piece claims of those that may be credited. Answered at once (nothing is
+    /// written).
     ReserveReceipts {
-        /// The receipts, in report order.
-        receipts: Vec<Receipt>,
+        /// The receipts, in report order, each with its torrent's canonical hash.
+        items: Vec<ReserveItem>,
         /// Unix seconds now.
         now: u64,
-        /// One verdict per receipt.
-        reply: flume::Sender<Vec<Result<Nullifier, Rejection>>>,
+        /// One verdict per receipt (a database error refuses the whole report).
+        reply: Reply<Vec<Result<PieceClaim, ReserveError>>>,
     },
-    /// Credits verified receipts (nullifiers and both users' verified totals in one
+    /// Credits verified receipts (their pieces and both users' verified totals in one
     /// transaction) and drops the reservations of the ones that failed verification. On a
     /// failed commit every reservation is dropped and nothing is credited.
     CreditReceipts {
         /// Receipts whose signatures verified.
         credits: Vec<ReceiptCredit>,
         /// Reservations to drop (signature failed).
-        release: Vec<Nullifier>,
+        release: Vec<PieceClaim>,
         /// Signalled after the commit.
         reply: Reply<()>,
     },
@@ -458,14 +480,36 @@ pub enum StoreCmd {
     },
 }
 
+/// A receipt to reserve, with the canonical hash of its torrent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReserveItem {
+    /// The receipt (its `info_hash` may be a hybrid torrent's other hash).
+    pub receipt: Receipt,
+    /// [`TorrentInfo::canonical`] of its torrent.
+    pub torrent: InfoHash,
+}
+
+/// Why the store refused to reserve a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReserveError {
+    /// The registry holds the torrent's piece hashes and the receipt's differs.
+    WrongPieceHash,
+    /// The ledger refused it (stale, future, credited, duplicate, in flight).
+    Ledger(Rejection),
+}
+
+/// Adds to a counter, stopping at `u64::MAX` instead of wrapping.
+pub fn saturating_add_to(counter: &AtomicU64, n: u64) {
+    let _ =
+        counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_add(n)));
+}
+
 /// One verified receipt to credit: zero-sum, `bytes` to the uploader's verified upload and the
 /// signer's verified download.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceiptCredit {
-    /// The receipt's nullifier (reserved).
-    pub nullifier: Nullifier,
-    /// The receipt's timestamp (decides when the nullifier may be pruned).
-    pub timestamp: u64,
+    /// The piece (reserved).
+    pub claim: PieceClaim,
     /// Who sent the piece (the reporter).
     pub uploader: UserId,
     /// Who received it and signed.
@@ -507,8 +551,8 @@ pub struct ReceiptStats {
     pub rejected: AtomicU64,
     /// Bytes credited (each to one uploader and one downloader).
     pub credited_bytes: AtomicU64,
-    /// Nullifiers the ledger holds (credited receipts still inside the window).
-    pub nullifiers: AtomicU64,
+    /// Pieces credited, ever (one per downloader, torrent and piece).
+    pub credited_pieces: AtomicU64,
     /// Receipts being verified right now (bounded by `receipts.max_pending_receipts`).
     pub in_flight: AtomicU64,
 }
@@ -519,17 +563,21 @@ mod tests {
 
     #[test]
     fn piece_bytes_use_the_registered_length_and_a_short_last_piece() {
-        let t = TorrentInfo { piece_length: Some(16384), total_size: Some(40000) };
+        let t = TorrentInfo {
+            canonical: InfoHash::default(),
+            piece_length: Some(16384),
+            total_size: Some(40000),
+        };
         assert_eq!(t.piece_bytes(0), Ok(16384));
         assert_eq!(t.piece_bytes(1), Ok(16384));
         assert_eq!(t.piece_bytes(2), Ok(40000 - 2 * 16384));
         assert_eq!(t.piece_bytes(3), Err(PieceError::OutOfRange { index: 3, pieces: 3 }));
-        let exact = TorrentInfo { piece_length: Some(100), total_size: Some(300) };
+        let exact = TorrentInfo { piece_length: Some(100), total_size: Some(300), ..t };
         assert_eq!(exact.piece_bytes(2), Ok(100));
-        let unsized_ = TorrentInfo { piece_length: Some(100), total_size: None };
+        let unsized_ = TorrentInfo { piece_length: Some(100), total_size: None, ..t };
         assert_eq!(unsized_.piece_bytes(u32::MAX), Ok(100));
         assert_eq!(TorrentInfo::default().piece_bytes(0), Err(PieceError::NoPieceLength));
-        let zero = TorrentInfo { piece_length: Some(0), total_size: Some(10) };
+        let zero = TorrentInfo { piece_length: Some(0), total_size: Some(10), ..t };
         assert_eq!(zero.piece_bytes(0), Err(PieceError::NoPieceLength));
     }
 

@@ -49,7 +49,17 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
             let Some(src) = src else { continue };
             let start = out.len();
             match bytes {
-                Some(bytes) => handle(&core, bytes, src, now, &mut out),
+                Some(bytes) => {
+                    // A panic costs this datagram (no reply), never the core.
+                    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        handle(&core, bytes, src, now, &mut out);
+                    }));
+                    if answered.is_err() {
+                        core.metrics().inc(Counter::UdpPanics);
+                        tracing::error!("panic while handling a UDP datagram: dropped");
+                        out.truncate(start);
+                    }
+                }
                 None => core.metrics().inc(Counter::UdpDropped),
             }
             if out.len() > start {
@@ -85,6 +95,9 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
     let ip = canonical_ip(src.ip());
     let state = &core.state;
     let m = core.metrics();
+    if state.fault_requests && datagram.starts_with(crate::supervisor::FAULT_DATAGRAM) {
+        panic!("injected fault: {}=request", crate::supervisor::FAULT_ENV);
+    }
     let request = match wire::parse_request(datagram) {
         Ok(r) => r,
         Err(RequestError::Drop) => {

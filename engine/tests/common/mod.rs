@@ -86,6 +86,9 @@ pub fn test_config(mode: TrackerMode, dir: &std::path::Path) -> Config {
     c.tracker.interval_jitter_secs = 0;
     c.storage.data_dir = dir.to_owned();
     c.storage.flush_interval_ms = 50;
+    // Tests register throwaway users freely; the policy tests set it themselves.
+    c.registration.policy = Some(pbts_engine::config::RegistrationPolicy::Open);
+    c.limits.expensive_burst = 10_000;
     c
 }
 
@@ -148,6 +151,24 @@ pub fn http_request(
         req.push_str("\r\n");
     }
     split_response(&raw_exchange(addr, req.as_bytes()))
+}
+
+/// A request with extra headers and a raw body; (status, head, body).
+pub fn http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    split_response(&raw_exchange(addr, &bytes))
 }
 
 /// One JSON request; (status, JSON answer).
@@ -254,6 +275,8 @@ impl Proc {
         format!(
             "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
              [tracker]\ninterval_jitter_secs = 0\n\
+             [registration]\npolicy = \"open\"\n\
+             [limits]\nexpensive_burst = 10000\n\
              [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n{extra}",
             dir.join("data").display()
         ),

@@ -40,13 +40,10 @@ pub const PIECE: u64 = 16384;
 pub const SIZE: u64 = 40000;
 pub const LAST: u64 = SIZE - 2 * PIECE;
 
-pub fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+pub use pbts_engine::common::b64;
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const_hex::encode(bytes)
 }
 
 pub fn now() -> u64 {

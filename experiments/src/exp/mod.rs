@@ -78,6 +78,10 @@ impl Tracker {
         c.tracker.interval_jitter_secs = 0;
         c.storage.data_dir = dir.path().to_owned();
         c.storage.flush_interval_ms = 200;
+        // The harness registers its users itself, all from 127.0.0.1.
+        c.registration.policy = Some(pbts_engine::config::RegistrationPolicy::Open);
+        c.limits.expensive_burst = 1_000_000;
+        c.limits.expensive_per_minute = 1_000_000;
         tweak(&mut c);
         let server = pbts_engine::start(c)?;
         let addr = server.addrs()[0];
@@ -189,13 +193,12 @@ impl Http {
 
 /// Standard base64.
 pub fn b64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    pbts_engine::common::b64(bytes)
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const_hex::encode(bytes)
 }
 
 /// Percent-encodes every byte.
