@@ -122,7 +122,7 @@ impl Server {
     /// A handle that can stop the server from another thread (a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
-            state: self.state.clone(),
+            state: Arc::downgrade(&self.state),
             cleaner_stop: self.cleaner_stop.clone(),
             events: self.events_tx.clone(),
         }
@@ -136,20 +136,22 @@ impl Server {
     /// supervisor restarts it), a worker that failed while stopping, or workers still running
     /// after `grace` (named; the caller should exit at once, the database is crash-safe).
     pub fn supervise(self, grace: Duration) -> anyhow::Result<()> {
+        let mut running = self.roles();
         let mut died = None;
         while died.is_none() {
             match self.events.recv() {
-                Ok(Event::Exit { role, ending }) if !self.state.is_shutting_down() => {
-                    let what = supervisor::describe(&role, &ending);
-                    tracing::error!("{what}: stopping the server");
-                    died = Some(what);
-                    self.shutdown();
+                Ok(Event::Exit { role, ending }) => {
+                    running.retain(|r| *r != role);
+                    if !self.state.is_shutting_down() {
+                        let what = supervisor::describe(&role, &ending);
+                        tracing::error!("{what}: stopping the server");
+                        died = Some(what);
+                        self.shutdown();
+                    }
                 }
-                Ok(Event::Exit { .. }) => {}
                 Ok(Event::ShutdownRequested) | Err(_) => break,
             }
         }
-        let mut running = self.roles();
         let events = self.events.clone();
         let (done_tx, done_rx) = flume::bounded(1);
         std::thread::Builder::new()
@@ -237,7 +239,9 @@ impl Server {
 /// Stops a [`Server`] from any thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
-    state: Arc<State>,
+    // Weak: a handle kept by a signal thread must not keep the state (and so the store and
+    // verifier threads, which end when it drops) alive after the server stopped.
+    state: std::sync::Weak<State>,
     cleaner_stop: flume::Sender<()>,
     events: flume::Sender<Event>,
 }
@@ -245,7 +249,9 @@ pub struct ShutdownHandle {
 impl ShutdownHandle {
     /// Asks every worker to stop.
     pub fn shutdown(&self) {
-        self.state.shutdown.store(true, Ordering::Release);
+        if let Some(state) = self.state.upgrade() {
+            state.shutdown.store(true, Ordering::Release);
+        }
         let _ = self.cleaner_stop.try_send(());
         let _ = self.events.send(Event::ShutdownRequested);
     }
@@ -511,9 +517,9 @@ fn ensure_io_uring() -> anyhow::Result<()> {
              CONFIG_IO_URING is needed; gVisor does not provide it)"
             .to_owned(),
         _ => "a seccomp filter blocks it: Docker 25 and later block io_uring in their default \
-             profile, so run the container with `security_opt: [seccomp=unconfined]` or with \
-             pbts's seccomp profile (which allows io_uring_setup, io_uring_enter and \
-             io_uring_register); under systemd keep @io_uring in SystemCallFilter="
+             profile, so run the container with `security_opt: [seccomp=unconfined]` or with a \
+             seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register; \
+             under systemd, SystemCallFilter= must allow those three"
             .to_owned(),
     };
     bail!("io_uring is unavailable (io_uring_setup: {e}); pbts serves through io_uring: {cause}")
