@@ -30,6 +30,8 @@ fn input(port: u16, ih: u8) -> AnnounceInput {
         valid_until: 3600,
         user: Some(1),
         durable_snatches: false,
+        admit_new: true,
+        max_peers_per_ip: 0,
     }
 }
 

@@ -50,6 +50,8 @@ fn input(torrent: u32, peer: u32) -> AnnounceInput {
         valid_until: 3600,
         user: None,
         durable_snatches: false,
+        admit_new: true,
+        max_peers_per_ip: 0,
     }
 }
 

@@ -28,7 +28,9 @@ use crate::metrics::{CoreMetrics, Counter, Metrics};
 use crate::store::{
     Accounts, Overrides, Passkey, ReceiptStats, StatDelta, StoreCmd, TorrentInfo, User,
 };
-use crate::swarm::store::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
+use crate::swarm::store::{
+    AnnounceInput, AnnounceOutcome, Refusal, SelectedPeers, SwarmStore, UserId,
+};
 use crate::udp::connection::ConnectionValidator;
 
 /// State shared by every thread.
@@ -71,6 +73,53 @@ pub struct State {
     pub fault_requests: bool,
     /// Per-client token buckets of the expensive unauthenticated endpoints.
     pub limiter: crate::ratelimit::RateLimiter,
+    /// Open HTTP connections per client address (over all cores).
+    pub connections_per_ip: DashMap<IpAddr, u32, ahash::RandomState>,
+    /// Swarm totals for `/stats` and `/metrics`, recomputed at most once a second off the
+    /// serving cores (a full scan takes milliseconds at 100k torrents, and those endpoints are
+    /// unauthenticated and pipelinable).
+    pub totals: TotalsCache,
+}
+
+/// The last swarm totals and when they were computed.
+#[derive(Debug, Default)]
+pub struct TotalsCache {
+    last: std::sync::Mutex<Option<(Instant, crate::swarm::store::StoreTotals)>>,
+    refreshing: AtomicBool,
+}
+
+/// How old cached totals may be.
+pub const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl TotalsCache {
+    /// The totals if computed less than [`TOTALS_MAX_AGE`] ago, else `Err(stale)` with the
+    /// last ones (default before the first computation). Holds the lock only to copy.
+    pub fn get(
+        &self,
+        now: Instant,
+    ) -> Result<crate::swarm::store::StoreTotals, crate::swarm::store::StoreTotals> {
+        let last = *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last {
+            Some((at, t)) if now.saturating_duration_since(at) < TOTALS_MAX_AGE => Ok(t),
+            Some((_, t)) => Err(t),
+            None => Err(Default::default()),
+        }
+    }
+
+    /// Claims the next recomputation; `false` if another is running.
+    pub fn begin_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Stores fresh totals (`None`: the recomputation was abandoned) and ends the
+    /// recomputation.
+    pub fn finish_refresh(&self, totals: Option<crate::swarm::store::StoreTotals>) {
+        if let Some(totals) = totals {
+            *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((Instant::now(), totals));
+        }
+        self.refreshing.store(false, Ordering::Release);
+    }
 }
 
 /// Who sent an HTTP request, as far as authorization goes.
@@ -297,9 +346,14 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
         now,
         valid_until: now.saturating_add(t.peer_timeout_secs),
         user: user.as_ref().map(|u| u.id),
-        // Snatch counts are durable for authenticated (private) announces and registered
-        // torrents; in open mode, invented info-hashes must not grow the database.
-        durable_snatches: user.is_some() || registered,
+        // Only registered torrents get durable snatch counts: anyone (in open mode) or any
+        // passkey holder (in private mode) can invent info-hashes, and each must not grow the
+        // database for good.
+        durable_snatches: registered,
+        admit_new: user.as_ref().is_none_or(|u| {
+            u.active_peers.load(Ordering::Relaxed) < state.config.limits.max_torrents_per_user
+        }),
+        max_peers_per_ip: state.config.limits.max_peers_per_ip_per_swarm,
     };
     let rejection = user.as_deref().and_then(|u| ratio_rejection(core, u, a));
     if rejection.is_some() {
@@ -309,10 +363,28 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
     let mut selected = core.selected.borrow_mut();
     selected.clear();
     let outcome = state.swarms.announce(&input, &mut *core.rng.borrow_mut(), &mut selected);
+    track_ownership(state, user.as_deref(), &outcome);
     if let Some(user) = &user {
-        credit(core, user, a.info_hash, &outcome);
-    } else if outcome.new_snatch && input.durable_snatches {
+        // Unregistered torrents share one row per user (the all-zero hash), so invented
+        // info-hashes cannot each add a durable row.
+        let key = if registered { a.info_hash } else { InfoHash::default() };
+        credit(core, user, key, &outcome);
+    }
+    if outcome.new_snatch && input.durable_snatches {
         *core.pending.borrow_mut().snatches.entry(a.info_hash).or_default() += 1;
+    }
+    if let Some(refusal) = outcome.refused {
+        selected.clear();
+        return Err(Cow::Owned(match refusal {
+            Refusal::UserFull => format!(
+                "too many active torrents for this account (limit {}): stop some first",
+                state.config.limits.max_torrents_per_user
+            ),
+            Refusal::AddressFull => format!(
+                "too many peers from this address in this swarm (limit {})",
+                state.config.limits.max_peers_per_ip_per_swarm
+            ),
+        }));
     }
     match rejection {
         Some(text) => {
@@ -324,18 +396,51 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
     }
 }
 
-fn credit(core: &Core, user: &User, info_hash: InfoHash, outcome: &AnnounceOutcome) {
+/// Keeps each user's count of live peer entries (`limits.max_torrents_per_user`).
+fn track_ownership(state: &State, user: Option<&User>, outcome: &AnnounceOutcome) {
+    let adjust = |id: UserId, up: bool| {
+        let apply = |u: &User| {
+            let _ = u.active_peers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(if up { n.saturating_add(1) } else { n.saturating_sub(1) })
+            });
+        };
+        match user {
+            Some(u) if u.id == id => apply(u),
+            _ => {
+                if let Some(u) = state.accounts.by_id(id) {
+                    apply(&u);
+                }
+            }
+        }
+    };
+    if let Some(id) = outcome.left {
+        adjust(id, false);
+    }
+    if let Some(id) = outcome.joined {
+        adjust(id, true);
+    }
+}
+
+/// Peers expired by the cleaner no longer count against their owners.
+pub fn release_expired(state: &State, owners: &[UserId]) {
+    for &id in owners {
+        if let Some(u) = state.accounts.by_id(id) {
+            let _ = u
+                .active_peers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+}
+
+fn credit(core: &Core, user: &User, key: InfoHash, outcome: &AnnounceOutcome) {
     let c = outcome.credit;
-    let mut pending = core.pending.borrow_mut();
     if c.uploaded > 0 || c.downloaded > 0 {
-        user.uploaded.fetch_add(c.uploaded, Ordering::Relaxed);
-        user.downloaded.fetch_add(c.downloaded, Ordering::Relaxed);
-        let e = pending.deltas.entry((user.id, info_hash)).or_default();
+        crate::store::saturating_add_to(&user.uploaded, c.uploaded);
+        crate::store::saturating_add_to(&user.downloaded, c.downloaded);
+        let mut pending = core.pending.borrow_mut();
+        let e = pending.deltas.entry((user.id, key)).or_default();
         e.0 = e.0.saturating_add(c.uploaded);
         e.1 = e.1.saturating_add(c.downloaded);
-    }
-    if outcome.new_snatch {
-        *pending.snatches.entry(info_hash).or_default() += 1;
     }
 }
 

@@ -70,11 +70,19 @@ pub struct NetworkConfig {
     /// UDP socket and core. Default 64.
     pub udp_batch_size: usize,
     /// Open HTTP connections allowed per core; beyond it new connections are closed at once.
-    /// Default 16384.
+    /// Each is a file descriptor: at start-up the soft RLIMIT_NOFILE is raised to fit every
+    /// core's connections, and if the hard limit is lower the cap is lowered to fit it (with a
+    /// warning; raise `LimitNOFILE=` or `ulimit -n` to restore it). Default 16384.
     pub max_connections_per_core: usize,
-    /// Seconds an idle keep-alive connection may stay open. Default 60.
+    /// Open HTTP connections allowed from one client address (over all cores); beyond it new
+    /// connections from that address are closed at once. Not applied behind a proxy
+    /// (`proxy_header` set), where every connection comes from the proxy. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Seconds an idle keep-alive connection may stay open. When a core holds more than 7/8 of
+    /// its connection cap, idle connections get at most 2 seconds. Default 60.
     pub idle_timeout_secs: u64,
-    /// Seconds a client has to send a complete request once it started one. Default 10.
+    /// Seconds a client has to send a complete request once it started one, and to take a
+    /// response once the server started writing it. Default 10.
     pub request_timeout_secs: u64,
     /// Header carrying the real client IP when behind a trusted reverse proxy. Default `none`.
     pub proxy_header: ProxyHeader,
@@ -93,6 +101,7 @@ impl Default for NetworkConfig {
             udp_recv_buffer_bytes: 8 << 20,
             udp_batch_size: 64,
             max_connections_per_core: 16384,
+            max_connections_per_ip: 256,
             idle_timeout_secs: 60,
             request_timeout_secs: 10,
             proxy_header: ProxyHeader::None,
@@ -299,11 +308,23 @@ pub struct LimitsConfig {
     pub expensive_burst: u32,
     /// Tokens the bucket regains per minute. Default 30.
     pub expensive_per_minute: u32,
+    /// Torrents one user may be active in at once (live peer entries over all swarms); an
+    /// announce that would add one more is refused. Bounds the memory one passkey can make the
+    /// tracker hold. Default 10000.
+    pub max_torrents_per_user: u32,
+    /// Peers one address may have in one swarm (several clients behind one NAT); more are
+    /// refused. 0: no limit. Default 16.
+    pub max_peers_per_ip_per_swarm: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { expensive_burst: 10, expensive_per_minute: 30 }
+        Self {
+            expensive_burst: 10,
+            expensive_per_minute: 30,
+            max_torrents_per_user: 10_000,
+            max_peers_per_ip_per_swarm: 16,
+        }
     }
 }
 
@@ -523,8 +544,11 @@ impl Config {
         if n.udp_batch_size == 0 || n.udp_batch_size > 1024 {
             problems.push(format!("network.udp_batch_size: {} not in 1..=1024", n.udp_batch_size));
         }
-        if n.max_connections_per_core == 0 {
-            problems.push("network.max_connections_per_core: must be at least 1".to_owned());
+        if n.max_connections_per_core == 0 || n.max_connections_per_ip == 0 {
+            problems.push(
+                "network.max_connections_per_core and max_connections_per_ip: must be at least 1"
+                    .to_owned(),
+            );
         }
         if n.idle_timeout_secs == 0 || n.request_timeout_secs == 0 {
             problems.push("network timeouts must be at least 1 second".to_owned());
@@ -639,9 +663,11 @@ udp_recv_buffer_bytes = {rcvbuf}
 udp_batch_size = {inflight}
 # Open HTTP connections per core; more are closed at once.
 max_connections_per_core = {maxconn}
-# Idle keep-alive connections are closed after this many seconds.
+# Open HTTP connections per client address (not applied behind a proxy).
+max_connections_per_ip = {maxconn_ip}
+# Idle keep-alive connections are closed after this many seconds (2 when a core is near its cap).
 idle_timeout_secs = {idle}
-# A started request must complete within this many seconds.
+# A started request must complete, and a started response be taken, within this many seconds.
 request_timeout_secs = {reqto}
 # Client IP header from a trusted reverse proxy: "none", "x-forwarded-for" or "x-real-ip".
 proxy_header = "none"
@@ -739,6 +765,10 @@ user_invites = {user_invites}
 # a burst, refilled per minute. Beyond it: 429 with Retry-After.
 expensive_burst = {expensive_burst}
 expensive_per_minute = {expensive_per_minute}
+# Torrents one user may be active in at once (live peers over all swarms).
+max_torrents_per_user = {max_torrents}
+# Peers one address may have in one swarm; 0 = no limit.
+max_peers_per_ip_per_swarm = {max_per_ip_swarm}
 
 [tee]
 # "none", "tdx" (configfs-tsm quotes) or "dstack" (the dstack guest agent); env TEE_MODE.
@@ -764,6 +794,7 @@ timeout_secs = {tee_timeout}
             rcvbuf = d.network.udp_recv_buffer_bytes,
             inflight = d.network.udp_batch_size,
             maxconn = d.network.max_connections_per_core,
+            maxconn_ip = d.network.max_connections_per_ip,
             idle = d.network.idle_timeout_secs,
             reqto = d.network.request_timeout_secs,
             interval = d.tracker.announce_interval_secs,
@@ -791,6 +822,8 @@ timeout_secs = {tee_timeout}
             user_invites = d.registration.user_invites,
             expensive_burst = d.limits.expensive_burst,
             expensive_per_minute = d.limits.expensive_per_minute,
+            max_torrents = d.limits.max_torrents_per_user,
+            max_per_ip_swarm = d.limits.max_peers_per_ip_per_swarm,
             key_env = d.chain.key_env,
             chain_flush = d.chain.flush_interval_secs,
             chain_batch = d.chain.max_batch_users,

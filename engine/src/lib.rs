@@ -281,6 +281,45 @@ fn ensure_memlock(config: &Config, cores: usize) -> anyhow::Result<()> {
     )
 }
 
+/// Descriptors kept for everything but HTTP connections (sockets, the database, threads,
+/// chain and TEE clients).
+const FD_RESERVE: u64 = 512;
+
+/// Raises the soft RLIMIT_NOFILE to fit every core's connections (the stock soft limit of 1024
+/// would otherwise let 1,100 idle connections starve everything else), or lowers the
+/// per-core connection cap to what the hard limit allows.
+fn ensure_nofile(config: &mut Config, cores: usize) -> anyhow::Result<()> {
+    let per_core = config.network.max_connections_per_core as u64;
+    let need = per_core * cores as u64 + FD_RESERVE;
+    let (soft, hard) = sys::nofile_limit().context("read RLIMIT_NOFILE")?;
+    if soft >= need {
+        return Ok(());
+    }
+    // Root may raise the hard limit too; anyone may raise the soft one up to the hard one.
+    if sys::set_nofile_limit(need, need.max(hard)).is_ok() {
+        return Ok(());
+    }
+    let have = hard.max(soft);
+    if have > soft {
+        sys::set_nofile_limit(have, hard).context("raise RLIMIT_NOFILE soft limit")?;
+    }
+    let fit = have.saturating_sub(FD_RESERVE) / cores as u64;
+    if fit < 64 {
+        bail!(
+            "RLIMIT_NOFILE is {soft} (hard {hard}): {cores} cores need at least {} descriptors \
+             to serve 64 connections each; raise the limit (ulimit -n, LimitNOFILE= in systemd)",
+            64 * cores as u64 + FD_RESERVE
+        );
+    }
+    tracing::warn!(
+        "RLIMIT_NOFILE hard limit {hard} is below the {need} descriptors that \
+         network.max_connections_per_core = {per_core} needs on {cores} cores: serving at most \
+         {fit} connections per core (raise ulimit -n or LimitNOFILE= to restore it)"
+    );
+    config.network.max_connections_per_core = fit as usize;
+    Ok(())
+}
+
 fn new_socket(addr: SocketAddr, ty: Type, recv_buffer: Option<usize>) -> std::io::Result<Socket> {
     let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
     let proto = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
@@ -343,10 +382,11 @@ fn bind_all(config: &Config, cores: usize) -> anyhow::Result<(Vec<SocketAddr>, V
 /// # Errors
 /// Invalid configuration, memlock limits, a database that cannot be opened, an address that
 /// cannot be bound, or a thread that cannot be spawned — each with context.
-pub fn start(config: Config) -> anyhow::Result<Server> {
+pub fn start(mut config: Config) -> anyhow::Result<Server> {
     config.validate()?;
     let cores = config.serving_cores();
     ensure_memlock(&config, cores)?;
+    ensure_nofile(&mut config, cores)?;
     ensure_io_uring()?;
     let (events_tx, events) = flume::unbounded();
 
@@ -417,6 +457,8 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
         chain,
         tee: Arc::new(tee),
         fault_requests: supervisor::fault_injected("request"),
+        connections_per_ip: dashmap::DashMap::with_hasher(ahash::RandomState::new()),
+        totals: Default::default(),
         limiter: ratelimit::RateLimiter::new(
             config.limits.expensive_burst,
             config.limits.expensive_per_minute,
@@ -445,7 +487,9 @@ pub fn start(config: Config) -> anyhow::Result<Server> {
             if cleaner_state.is_shutting_down() {
                 break;
             }
-            let removed = cleaner_state.swarms.expire(cleaner_state.now());
+            let mut owners = Vec::new();
+            let removed = cleaner_state.swarms.expire(cleaner_state.now(), &mut owners);
+            common::release_expired(&cleaner_state, &owners);
             tracing::debug!("expired {removed} peers");
         }
         Ok(())

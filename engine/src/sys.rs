@@ -23,6 +23,26 @@ pub(crate) fn memlock_limit() -> std::io::Result<(u64, u64)> {
     Ok((r.rlim_cur, r.rlim_max))
 }
 
+/// (soft, hard) RLIMIT_NOFILE.
+pub(crate) fn nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `r` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((r.rlim_cur, r.rlim_max))
+}
+
+/// Sets RLIMIT_NOFILE.
+pub(crate) fn set_nofile_limit(soft: u64, hard: u64) -> std::io::Result<()> {
+    let r = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: `r` is a valid rlimit read by the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Sets RLIMIT_MEMLOCK.
 pub(crate) fn set_memlock_limit(soft: u64, hard: u64) -> std::io::Result<()> {
     let r = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };

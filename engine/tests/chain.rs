@@ -250,6 +250,8 @@ fn outbox_survives_an_anvil_restart_and_a_tracker_kill_without_loss_or_double_cr
     let up = register(&p, "up", 1);
     let down = register(&p, "down", 2);
     register_torrent(&p, &IH);
+    // Each piece is credited once per downloader: later rounds trade another torrent.
+    register_torrent(&p, &OTHER_IH);
 
     // Three pieces: credited locally, then on chain after a flush.
     let t = now();
@@ -262,7 +264,7 @@ fn outbox_survives_an_anvil_restart_and_a_tracker_kill_without_loss_or_double_cr
     // The chain goes away; credit keeps being granted and waits in the outbox.
     anvil.stop();
     let rs: Vec<Value> =
-        (0..2).map(|i| receipt_json(&receipt(&IH, &up, &down.sk, i, t + 1))).collect();
+        (0..2).map(|i| receipt_json(&receipt(&OTHER_IH, &up, &down.sk, i, t + 1))).collect();
     assert_eq!(report(&p, &up, &rs).1["credited_bytes"], 2 * PIECE);
     let status = eventually("the outbox to notice", || {
         let (_, s) = call(p.addr, "GET", "/contract/status", None);
@@ -295,7 +297,7 @@ fn outbox_survives_an_anvil_restart_and_a_tracker_kill_without_loss_or_double_cr
     assert_eq!(s["outbox"]["last_error"], Value::Null);
     assert_eq!(s["connected"], true);
     // One more report after the restart goes through as a new batch, not a repeat.
-    let r = receipt_json(&receipt(&IH, &up, &down.sk, 2, t + 2));
+    let r = receipt_json(&receipt(&OTHER_IH, &up, &down.sk, 2, t + 2));
     assert_eq!(report(&p, &up, &[r]).1["credited_bytes"], LAST);
     let got =
         eventually("the last batch", || on_chain(p.addr, "up").filter(|u| u.1 != expected_up));
@@ -346,7 +348,8 @@ fn reputation_earned_on_one_instance_follows_the_user_to_another() {
 
     // Someone else taking the name "carol" on B inherits nothing from A's carol.
     let carol = register(&a, "carol", 3);
-    let rs = vec![receipt_json(&receipt(&IH, &carol, &bob.sk, 1, t))];
+    let dave = register(&a, "dave", 5); // Bob was credited every piece on A already
+    let rs = vec![receipt_json(&receipt(&IH, &carol, &dave.sk, 1, t))];
     assert_eq!(report(&a, &carol, &rs).1["verified_receipts"], 1);
     eventually("A's carol", || on_chain(a.addr, "carol"));
     let impostor = register(&b, "carol", 4);

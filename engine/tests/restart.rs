@@ -38,6 +38,14 @@ fn state_survives_kill_and_restart() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Only registered torrents keep durable snatch counts.
+    let (status, _, _) = http_request(
+        p.addr,
+        "POST",
+        "/admin/torrents",
+        Some(&format!(r#"{{"info_hash":"{}"}}"#, const_hex::encode(IH))),
+    );
+    assert_eq!(status, 201);
     let pid = *b"-TR3000-000000000001";
     let announce = |addr, extra: &str| {
         let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(&IH), pct(&pid));

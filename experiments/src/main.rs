@@ -387,6 +387,7 @@ fn run_all(
                         format!(
                             "[network]\nlisten = [\"127.0.0.1:{port}\"]\ncores = 1\nfirst_cpu = {tracker_cpu}\n\
                              [tracker]\nmode = \"open\"\n[ratio]\nenabled = false\n\
+                             [limits]\nmax_peers_per_ip_per_swarm = 0\n\
                              [storage]\ndata_dir = \"{}\"\n",
                             data.display()
                         ),

@@ -16,6 +16,7 @@ use crate::common::{Client, Core};
 use crate::config::{RegistrationPolicy, TrackerMode};
 use crate::metrics::Counter;
 use crate::store::{Overrides, StoreCmd, StoreError, TorrentRecord};
+use crate::swarm::store::StoreTotals;
 
 const JSON: &str = "application/json";
 
@@ -72,7 +73,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             write_json(out, 200, &body.to_string(), ka);
         }
         (Method::Get | Method::Head, b"/stats") => {
-            let t = state.swarms.totals();
+            let t = swarm_totals(core).await;
             let m = &state.metrics;
             let rs = &state.receipt_stats;
             let body = json!({
@@ -116,7 +117,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             write_json(out, 200, &body.to_string(), ka);
         }
         (Method::Get | Method::Head, b"/metrics") => {
-            let t = state.swarms.totals();
+            let t = swarm_totals(core).await;
             let rs = &state.receipt_stats;
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let text = state.metrics.render(&[
@@ -207,6 +208,30 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             | b"/tee/status",
         ) => error(out, 405, "method not allowed", ka),
         _ => error(out, 404, "not found", ka),
+    }
+}
+
+/// Swarm totals at most [`crate::common::TOTALS_MAX_AGE`] old, computed on a blocking thread
+/// by one request at a time (the others answer with the previous totals meanwhile).
+async fn swarm_totals(core: &Core) -> StoreTotals {
+    let cache = &core.state.totals;
+    match cache.get(std::time::Instant::now()) {
+        Ok(t) => t,
+        Err(stale) if !cache.begin_refresh() => stale,
+        Err(_) => {
+            // Ends the recomputation even if this request is dropped while it waits.
+            struct Refresh<'a>(&'a crate::common::TotalsCache, Option<StoreTotals>);
+            impl Drop for Refresh<'_> {
+                fn drop(&mut self) {
+                    self.0.finish_refresh(self.1);
+                }
+            }
+            let mut refresh = Refresh(cache, None);
+            let state = core.state.clone();
+            let t = glommio::executor().spawn_blocking(move || state.swarms.totals()).await;
+            refresh.1 = Some(t);
+            t
+        }
     }
 }
 

@@ -38,16 +38,74 @@ pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
             drop(stream);
             continue;
         }
+        let Some(slot) = IpSlot::take(&core, &stream) else {
+            m.inc(Counter::HttpConnectionsRefused);
+            drop(stream);
+            continue;
+        };
         m.inc(Counter::HttpConnectionsAccepted);
         m.open_connections.fetch_add(1, Ordering::Relaxed);
         let core = core.clone();
         glommio::spawn_local(async move {
             serve_connection(&core, stream).await;
+            drop(slot);
             core.metrics().open_connections.fetch_sub(1, Ordering::Relaxed);
         })
         .detach();
     }
 }
+
+/// One of a client address's `network.max_connections_per_ip` connections, given back on drop.
+struct IpSlot {
+    core: Rc<Core>,
+    ip: Option<IpAddr>,
+}
+
+impl IpSlot {
+    /// Counts `stream` against its address; `None` when the address has all its connections
+    /// open already. Behind a proxy every peer is the proxy: nothing is counted.
+    fn take(core: &Rc<Core>, stream: &TcpStream) -> Option<Self> {
+        let state = &core.state;
+        if state.config.network.proxy_header != ProxyHeader::None {
+            return Some(Self { core: core.clone(), ip: None });
+        }
+        let ip = canonical_ip(stream.peer_addr().ok()?.ip());
+        let mut open = state.connections_per_ip.entry(ip).or_insert(0);
+        if *open as usize >= state.config.network.max_connections_per_ip {
+            return None;
+        }
+        *open += 1;
+        Some(Self { core: core.clone(), ip: Some(ip) })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let map = &self.core.state.connections_per_ip;
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = map.entry(ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// Longest idle wait while a core holds more than 7/8 of its connection cap.
+const SHED_IDLE: Duration = Duration::from_secs(2);
+
+/// Responses buffered for one connection before they are written: past it the loop writes
+/// before it parses more pipelined requests, so a client that sends many requests and never
+/// reads costs this much memory, not a response per request.
+const MAX_PENDING_OUTPUT: usize = 64 << 10;
+
+/// Buffers grown past this (a large report or `.torrent`) return to their normal size once the
+/// request is answered.
+const SHRINK_ABOVE: usize = 64 << 10;
+
+/// Normal size of a connection's input buffer.
+const INPUT_BUFFER: usize = 4096;
 
 /// What the connection loop does after a request.
 enum Next {
@@ -61,6 +119,11 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     let net = &core.state.config.network;
     let idle = Duration::from_secs(net.idle_timeout_secs);
     let request_timeout = Duration::from_secs(net.request_timeout_secs);
+    // A client must take its responses as promptly as it must send a request: one that never
+    // reads is closed instead of holding its buffers forever.
+    if stream.set_write_timeout(Some(request_timeout)).is_err() {
+        return;
+    }
     // Loopback admins may upload .torrent files (up to 8 MiB) and anyone may POST a receipt
     // report (1 KiB per receipt); every other body stays small, so 16k idle connections cannot
     // pin gigabytes of buffers. The parser accepts the largest limit; the buffer grows past
@@ -77,15 +140,16 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     let normal_cap = limits.max_header_bytes + normal_body;
     limits.max_body_bytes = normal_body.max(core.state.config.receipts.max_report_bytes());
     let cap = limits.max_header_bytes + limits.max_body_bytes;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; INPUT_BUFFER];
     let mut len = 0usize;
     let mut out = Vec::with_capacity(1024);
     let mut started: Option<Instant> = None;
     loop {
-        // Answer every complete request already buffered (pipelining).
+        // Answer the complete requests already buffered (pipelining), until the responses
+        // pending reach MAX_PENDING_OUTPUT.
         let mut consumed = 0;
         let mut close = false;
-        while consumed < len {
+        while consumed < len && out.len() < MAX_PENDING_OUTPUT {
             match request::parse_request(&buf[consumed..len], &limits) {
                 Ok(Status::Complete(req, n)) => {
                     consumed += n;
@@ -142,11 +206,18 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                 }
             }
         }
+        let output_full = out.len() >= MAX_PENDING_OUTPUT;
         if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
+            if let Err(e) = stream.write_all(&out).await {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    core.metrics().inc(Counter::HttpTimeouts);
+                }
                 return;
             }
             out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                out = Vec::with_capacity(1024);
+            }
         }
         if close {
             let _ = stream.close().await;
@@ -154,11 +225,23 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
         }
         buf.copy_within(consumed..len, 0);
         len -= consumed;
+        if len == 0 && buf.len() > SHRINK_ABOVE {
+            buf = vec![0u8; INPUT_BUFFER];
+        }
+        if output_full && len > 0 {
+            // More requests may be buffered: answer them before reading anything new.
+            continue;
+        }
         started = if len == 0 { None } else { started.or(Some(Instant::now())) };
         // An idle connection waits `idle`; a half-received request must finish within
         // `request_timeout` of its first byte (slowloris).
         let timeout = match started {
-            None => idle,
+            None => {
+                // Near the cap, idle keep-alive connections make room for new clients.
+                let open = core.metrics().open_connections.load(Ordering::Relaxed);
+                let cap = net.max_connections_per_core as u64;
+                if open * 8 > cap * 7 { idle.min(SHED_IDLE) } else { idle }
+            }
             Some(t) => match request_timeout.checked_sub(t.elapsed()) {
                 Some(left) if !left.is_zero() => left,
                 _ => {
@@ -168,10 +251,31 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             },
         };
         if len == buf.len() {
-            let allowed = if is_report_request(&buf[..len]) { cap } else { normal_cap };
+            // Only a report of a known user may grow past the normal limit: an anonymous
+            // client cannot make the server buffer a megabyte per connection.
+            let allowed = match report_passkey(&buf[..len]) {
+                Some(Some(pk)) if known_passkey(core, pk) => cap,
+                _ => normal_cap,
+            };
             if buf.len() >= allowed {
                 // The parser reports oversize heads itself; this is a body past the limit.
-                too_large(core, &mut out, allowed - limits.max_header_bytes);
+                if allowed < cap && is_report_request(&buf[..len]) {
+                    core.metrics().inc(Counter::HttpBadRequest);
+                    let body = format!(
+                        "request body too large (limit {} bytes): reports larger than that need \
+                         a registered passkey in the path (POST /<passkey>/report)\n",
+                        allowed - limits.max_header_bytes
+                    );
+                    response::write_response(
+                        &mut out,
+                        413,
+                        "text/plain; charset=utf-8",
+                        body.as_bytes(),
+                        false,
+                    );
+                } else {
+                    too_large(core, &mut out, allowed - limits.max_header_bytes);
+                }
                 let _ = stream.write_all(&out).await;
                 let _ = stream.close().await;
                 return;
@@ -197,6 +301,22 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             }
         }
     }
+}
+
+/// The passkey of a buffered `POST` to a `/report` route: `Some(Some(pk))` for
+/// `/<pk>/report` and `/report/<pk>`, `Some(None)` for `/report`, `None` for anything else.
+fn report_passkey(buf: &[u8]) -> Option<Option<&[u8]>> {
+    if !is_report_request(buf) {
+        return None;
+    }
+    let line = buf.split(|&b| b == b'\n').next()?;
+    let target = line.strip_prefix(b"POST ")?.split(|&b| b == b' ').next()?;
+    receipts::report_route(target.split(|&b| b == b'?').next()?)
+}
+
+fn known_passkey(core: &Core, raw: &[u8]) -> bool {
+    crate::store::Passkey::parse(raw)
+        .is_some_and(|pk| core.state.accounts.by_passkey(&pk).is_some())
 }
 
 /// A 413 for a body over the limit of its route (the connection is closed after it).

@@ -111,6 +111,9 @@ pub struct User {
     pub verified_uploaded: AtomicU64,
     /// Receipt-proven bytes downloaded.
     pub verified_downloaded: AtomicU64,
+    /// Peer entries of this user in the swarms now (in memory only): what
+    /// `limits.max_torrents_per_user` caps.
+    pub active_peers: std::sync::atomic::AtomicU32,
 }
 
 impl User {
@@ -129,6 +132,7 @@ impl User {
             downloaded: AtomicU64::new(r.downloaded),
             verified_uploaded: AtomicU64::new(r.verified_uploaded),
             verified_downloaded: AtomicU64::new(r.verified_downloaded),
+            active_peers: std::sync::atomic::AtomicU32::new(0),
         })
     }
 

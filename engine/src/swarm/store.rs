@@ -159,13 +159,15 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
         }
     }
 
-    /// Removes peers with `valid_until < now`; returns (seeders, leechers) removed.
-    fn expire(&mut self, now: u32) -> (u32, u32) {
+    /// Removes peers with `valid_until < now`; returns (seeders, leechers) removed, and
+    /// appends the removed peers' owners to `owners`.
+    fn expire(&mut self, now: u32, owners: &mut Vec<UserId>) -> (u32, u32) {
         let (mut s, mut l) = (0, 0);
         let mut i = 0;
         while i < self.addrs.len() {
             if self.info[i].valid_until < now {
                 let p = self.swap_remove(i);
+                owners.extend(p.user);
                 if p.seeder { s += 1 } else { l += 1 }
             } else {
                 i += 1;
@@ -230,6 +232,20 @@ pub struct AnnounceInput {
     pub user: Option<UserId>,
     /// The caller persists this torrent's snatch count, so keep its entry when it empties.
     pub durable_snatches: bool,
+    /// Whether this announce may add a peer the swarm does not have yet (the caller's
+    /// per-user cap on live peers). Announces of known peers always pass.
+    pub admit_new: bool,
+    /// Most peers one address may have in one swarm (0: no limit).
+    pub max_peers_per_ip: usize,
+}
+
+/// Why an announce could not add its peer (nothing changed in the swarm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// [`AnnounceInput::admit_new`] was false.
+    UserFull,
+    /// The address has [`AnnounceInput::max_peers_per_ip`] peers in the swarm already.
+    AddressFull,
 }
 
 /// Upload/download credited to a user by one announce (never negative).
@@ -254,6 +270,12 @@ pub struct AnnounceOutcome {
     pub new_snatch: bool,
     /// Accounting delta for the announcing user.
     pub credit: Credit,
+    /// The peer was not added.
+    pub refused: Option<Refusal>,
+    /// A peer entry now belongs to this user (added, or taken over from another user).
+    pub joined: Option<UserId>,
+    /// A peer entry no longer belongs to this user (removed, or taken over by another user).
+    pub left: Option<UserId>,
 }
 
 /// Peers chosen for a response, by family.
@@ -368,7 +390,7 @@ impl SwarmStore {
         if change.snatch {
             swarm.snatches = swarm.snatches.saturating_add(1);
         }
-        if input.event != AnnounceEvent::Stopped && input.numwant > 0 {
+        if input.event != AnnounceEvent::Stopped && input.numwant > 0 && change.refused.is_none() {
             let want = input.numwant;
             let SelectedPeers { v4, v6, v4_ids, v6_ids } = out;
             let (v4_ids, v6_ids) =
@@ -396,6 +418,9 @@ impl SwarmStore {
             downloaded: swarm.snatches,
             new_snatch: change.snatch,
             credit: change.credit,
+            refused: change.refused,
+            joined: change.joined,
+            left: change.left,
         }
     }
 
@@ -409,13 +434,14 @@ impl SwarmStore {
     }
 
     /// Removes peers whose `valid_until` is before `now`, and swarms left with no peers and no
-    /// snatches (their memory is freed). Returns the number of peers removed.
-    pub fn expire(&self, now: u32) -> usize {
+    /// snatches (their memory is freed). Returns the number of peers removed; the owner of
+    /// each removed peer that had one is appended to `owners`.
+    pub fn expire(&self, now: u32, owners: &mut Vec<UserId>) -> usize {
         let mut removed = 0usize;
         self.swarms.retain(|_, swarm| {
-            let (mut s, mut l) = swarm.v4.expire(now);
+            let (mut s, mut l) = swarm.v4.expire(now, owners);
             if let Some(v6) = &mut swarm.v6 {
-                let (s6, l6) = v6.expire(now);
+                let (s6, l6) = v6.expire(now, owners);
                 (s, l) = (s + s6, l + l6);
                 if v6.len() == 0 {
                     swarm.v6 = None;
@@ -455,6 +481,9 @@ struct Change {
     added: Option<bool>,
     snatch: bool,
     credit: Credit,
+    refused: Option<Refusal>,
+    joined: Option<UserId>,
+    left: Option<UserId>,
 }
 
 fn upsert<I: Copy + Eq + Hash>(
@@ -477,6 +506,7 @@ fn upsert<I: Copy + Eq + Hash>(
             // aria2 with --seed-time=0 goes straight from leeching to `stopped` with left=0.
             change.snatch = !p.snatched && !p.seeder && seeder;
             change.removed = Some(p.seeder);
+            change.left = p.user;
         }
         (None, AnnounceEvent::Stopped) => {}
         (Some(i), event) => {
@@ -499,9 +529,25 @@ fn upsert<I: Copy + Eq + Hash>(
             p.seeder = seeder;
             p.peer_id = input.peer_id;
             p.valid_until = input.valid_until;
+            if p.user != input.user {
+                change.left = p.user;
+                change.joined = input.user;
+            }
             p.user = input.user;
             p.last_uploaded = input.uploaded;
             p.last_downloaded = input.downloaded;
+        }
+        (None, _) if !input.admit_new => change.refused = Some(Refusal::UserFull),
+        (None, _)
+            if input.max_peers_per_ip > 0
+                && map
+                    .addrs
+                    .iter()
+                    .filter(|a| a.0 == ip)
+                    .nth(input.max_peers_per_ip - 1)
+                    .is_some() =>
+        {
+            change.refused = Some(Refusal::AddressFull);
         }
         (None, event) => {
             // Session counters start at zero on `started`; any other first sight (tracker
@@ -523,6 +569,7 @@ fn upsert<I: Copy + Eq + Hash>(
                 },
             );
             change.added = Some(seeder);
+            change.joined = input.user;
         }
     }
     change
@@ -551,6 +598,8 @@ mod tests {
             valid_until: 100,
             user: Some(1),
             durable_snatches: true,
+            admit_new: true,
+            max_peers_per_ip: 0,
         }
     }
 
@@ -678,23 +727,23 @@ mod tests {
             announce(&s, &i);
         }
         announce(&s, &input(3, "10.0.0.9", 9));
-        assert_eq!(s.expire(60), 20);
+        assert_eq!(s.expire(60, &mut Vec::new()), 20);
         assert_eq!(
             s.totals(),
             StoreTotals { torrents: 2, peers_v4: 1, peers_v6: 20, seeders: 0, leechers: 21 }
         );
-        assert_eq!(s.expire(300), 21);
+        assert_eq!(s.expire(300, &mut Vec::new()), 21);
         assert_eq!(s.totals(), StoreTotals::default());
         // A swarm with durable snatches stays (scrape serves its count) but holds no peers.
         s.load_snatches(InfoHash([4; 20]), 3);
-        s.expire(400);
+        s.expire(400, &mut Vec::new());
         assert_eq!(s.scrape(&InfoHash([4; 20])).unwrap().downloaded, 3);
         // One whose count is not persisted (open mode, unregistered) is freed when empty.
         let mut open = input(6, "10.0.0.1", 1);
         open.durable_snatches = false;
         open.event = AnnounceEvent::Completed;
         assert!(announce(&s, &open).0.new_snatch);
-        s.expire(500);
+        s.expire(500, &mut Vec::new());
         assert_eq!(s.scrape(&InfoHash([6; 20])), None);
     }
 
@@ -776,7 +825,7 @@ mod tests {
                                 info_hash: InfoHash([ih; 20]), peer_id: PeerId([peer; 20]), ip,
                                 port: 1000 + u16::from(peer), event,
                                 left: Some(if seeder { 0 } else { 1 }), uploaded: 0, downloaded: 0,
-                                numwant, both_families: false, peer_ids: false, now, valid_until: now + ttl, user: None, durable_snatches: false,
+                                numwant, both_families: false, peer_ids: false, now, valid_until: now + ttl, user: None, durable_snatches: false, admit_new: true, max_peers_per_ip: 0,
                             };
                             let mut out = SelectedPeers::default();
                             let o = store.announce(&input, &mut rng, &mut out);
@@ -810,7 +859,7 @@ mod tests {
                         }
                         Op::Expire { now: t } => {
                             now = now.max(t);
-                            store.expire(now);
+                            store.expire(now, &mut Vec::new());
                             model.retain(|_, (_, until)| *until >= now);
                         }
                     }

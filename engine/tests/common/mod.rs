@@ -89,6 +89,8 @@ pub fn test_config(mode: TrackerMode, dir: &std::path::Path) -> Config {
     // Tests register throwaway users freely; the policy tests set it themselves.
     c.registration.policy = Some(pbts_engine::config::RegistrationPolicy::Open);
     c.limits.expensive_burst = 10_000;
+    // Every test peer is 127.0.0.1 or ::1.
+    c.limits.max_peers_per_ip_per_swarm = 0;
     c
 }
 
@@ -276,7 +278,7 @@ impl Proc {
             "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\nio_memory_kib = 256\n\
              [tracker]\ninterval_jitter_secs = 0\n\
              [registration]\npolicy = \"open\"\n\
-             [limits]\nexpensive_burst = 10000\n\
+             [limits]\nexpensive_burst = 10000\nmax_peers_per_ip_per_swarm = 0\n\
              [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n{extra}",
             dir.join("data").display()
         ),

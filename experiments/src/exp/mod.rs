@@ -82,6 +82,9 @@ impl Tracker {
         c.registration.policy = Some(pbts_engine::config::RegistrationPolicy::Open);
         c.limits.expensive_burst = 1_000_000;
         c.limits.expensive_per_minute = 1_000_000;
+        // Load generators announce every peer from 127.0.0.1.
+        c.limits.max_peers_per_ip_per_swarm = 0;
+        c.limits.max_torrents_per_user = u32::MAX;
         tweak(&mut c);
         let server = pbts_engine::start(c)?;
         let addr = server.addrs()[0];
