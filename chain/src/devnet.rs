@@ -79,11 +79,17 @@ impl Anvil {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             state: state.map(Path::to_owned),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&anvil.addr, Duration::from_millis(100)).is_err() {
+        // Ready means answering JSON-RPC, not merely accepting connections: a listening socket
+        // can precede a working RPC server, and on a loaded machine that gap made the first
+        // request of a test fail.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !answers_chain_id(anvil.addr) {
             if Instant::now() > deadline || anvil.child.try_wait().ok().flatten().is_some() {
                 anvil.kill();
-                return Err(ChainError::Rpc(format!("anvil did not start on {}", anvil.addr)));
+                return Err(ChainError::Rpc(format!(
+                    "anvil did not answer eth_chainId on {} within 30 s",
+                    anvil.addr
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -126,6 +132,27 @@ impl Drop for Anvil {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `addr` answers `eth_chainId` with anvil's development chain id (31337, `0x7a69`).
+fn answers_chain_id(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut resp = Vec::new();
+    let _ = s.take(64 << 10).read_to_end(&mut resp);
+    resp.starts_with(b"HTTP/1.1 200") && resp.windows(8).any(|w| w == b"\"0x7a69\"")
 }
 
 /// A loopback port that was free a moment ago.

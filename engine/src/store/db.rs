@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use pbts_http::InfoHash;
 use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, SetKey};
@@ -355,20 +356,60 @@ impl Db {
 
     /// Runs the store thread's loop until every sender is gone. Commands that arrive together
     /// are committed in one transaction; replies go out after the commit.
+    ///
+    /// Announce accounting (`Flush`) has no one to tell when a commit fails, so it is kept and
+    /// retried with the next batch, or after [`FLUSH_RETRY`] when nothing else arrives: claimed
+    /// totals already counted in memory are never silently dropped from disk. What a crash
+    /// can still lose is bounded: the deltas of the last `storage.flush_interval_ms` on each
+    /// core, plus a failed batch waiting for its retry.
     pub fn run(mut self, rx: flume::Receiver<StoreCmd>, accounts: Arc<Accounts>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
+        let mut retry: Vec<StoreCmd> = Vec::new();
+        loop {
+            let first = if retry.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_timeout(FLUSH_RETRY) {
+                    Ok(cmd) => Some(cmd),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => {
+                        // Last chance before the thread ends.
+                        self.apply(std::mem::take(&mut retry), &accounts);
+                        break;
+                    }
+                }
+            };
+            if first.is_none() && retry.is_empty() {
+                break;
+            }
+            let mut batch = std::mem::take(&mut retry);
+            batch.extend(first);
             while batch.len() < 4096 {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
                     Err(_) => break,
                 }
             }
-            self.apply(batch, &accounts);
+            retry = self.apply(batch, &accounts);
+            if retry.len() > MAX_RETRY_FLUSHES {
+                let dropped = retry.len() - MAX_RETRY_FLUSHES;
+                retry.drain(..dropped);
+                tracing::error!("database unwritable: dropped {dropped} batches of accounting");
+            }
         }
     }
 
-    fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) {
+    /// Applies `batch` in one transaction; returns its announce accounting if the commit failed
+    /// (to be retried).
+    fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) -> Vec<StoreCmd> {
+        let flushes: Vec<StoreCmd> = batch
+            .iter()
+            .filter_map(|cmd| match cmd {
+                StoreCmd::Flush { deltas, snatches } => {
+                    Some(StoreCmd::Flush { deltas: deltas.clone(), snatches: snatches.clone() })
+                }
+                _ => None,
+            })
+            .collect();
         let mut replies: Vec<ReplyFn> = Vec::new();
         let mut created = Vec::new();
         let mut attached = Vec::new();
@@ -793,11 +834,20 @@ impl Db {
         if chain_changed && let Err(e) = self.restore_outbox_stats() {
             tracing::error!("outbox stats: {e:#}");
         }
+        let failed = result.is_err();
         for reply in replies {
             reply(result.as_ref().err());
         }
+        if failed { flushes } else { Vec::new() }
     }
 }
+
+/// How soon announce accounting from a failed commit is retried when nothing else arrives.
+const FLUSH_RETRY: Duration = Duration::from_secs(1);
+
+/// Failed accounting batches kept for retry (about 8 minutes of flushes from 16 cores at the
+/// default interval) before the oldest are dropped, so a broken disk cannot exhaust memory.
+const MAX_RETRY_FLUSHES: usize = 4096;
 
 /// An invite code not used yet.
 #[derive(serde::Serialize, serde::Deserialize)]
