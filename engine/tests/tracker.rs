@@ -293,6 +293,53 @@ fn udp_bad_connection_id_and_garbage_get_no_answer() {
     c.connect();
 }
 
+/// Malformed requests whose connection id does not validate are dropped, whatever is wrong with
+/// them: an error packet to an unproven (spoofable) source would make the tracker a reflector.
+#[test]
+fn udp_malformed_requests_get_an_error_only_after_a_valid_connection_id() {
+    let srv = TestServer::start(TrackerMode::Open, |_| {});
+    let c = Udp::new(srv.v4);
+    let quiet = Duration::from_millis(300);
+    // 17 bytes: a scrape header and one stray byte (it earned a 59-byte error before).
+    let mut short_scrape = vec![0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 2, 0, 0, 0, 7];
+    short_scrape.push(0xff);
+    assert_eq!(short_scrape.len(), 17);
+    c.expect_silence(&short_scrape, quiet);
+    // An announce cut short, an unknown action, an unknown action under the connect magic, a
+    // bad event: all under ids the tracker never gave out.
+    let mut short_announce = udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b"");
+    short_announce.truncate(60);
+    c.expect_silence(&short_announce, quiet);
+    c.expect_silence(&[0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 9, 0, 0, 0, 7], quiet);
+    let mut magic_unknown = wire::PROTOCOL_ID.to_be_bytes().to_vec();
+    magic_unknown.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
+    c.expect_silence(&magic_unknown, quiet);
+    let mut bad_event = udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b"");
+    bad_event[83] = 9;
+    c.expect_silence(&bad_event, quiet);
+    let stats: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/stats")).unwrap();
+    assert_eq!(stats["requests"]["udp_dropped"], 5);
+    assert_eq!(stats["requests"]["udp_error"], 0);
+
+    // The same malformed requests under a connection id the tracker gave this address.
+    let conn = c.connect();
+    short_scrape[..8].copy_from_slice(&conn.0.to_be_bytes());
+    let mut want = b"\x00\x00\x00\x03\x00\x00\x00\x07".to_vec();
+    want.extend_from_slice(b"scrape request must carry whole 20-byte info hashes");
+    assert_eq!(c.exchange(&short_scrape), want);
+    short_announce[..8].copy_from_slice(&conn.0.to_be_bytes());
+    assert_eq!(
+        c.exchange(&short_announce),
+        b"\x00\x00\x00\x03\x01\x02\x03\x04announce request too short"
+    );
+    let mut unknown = conn.0.to_be_bytes().to_vec();
+    unknown.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
+    assert_eq!(c.exchange(&unknown), b"\x00\x00\x00\x03\x00\x00\x00\x07unknown action");
+    let stats: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/stats")).unwrap();
+    assert_eq!(stats["requests"]["udp_dropped"], 5);
+    assert_eq!(stats["requests"]["udp_error"], 3);
+}
+
 #[test]
 fn private_mode_requires_a_known_passkey() {
     let srv = TestServer::start(TrackerMode::Private, |_| {});
@@ -320,6 +367,14 @@ fn private_mode_requires_a_known_passkey() {
     let mut want = b"\x00\x00\x00\x03\x01\x02\x03\x04".to_vec();
     want.extend_from_slice(b"passkey required: announce to /<passkey>/announce");
     assert_eq!(resp, want);
+    // No URL data at all (Transmission, rtorrent, aria2): no URL to fix, so say what is missing.
+    let resp = u.exchange(&udp_announce(conn, 7000, 0, AnnounceEvent::None, b""));
+    let mut want = b"\x00\x00\x00\x03\x01\x02\x03\x04".to_vec();
+    want.extend_from_slice(
+        b"passkey required: your client sent no URL data (BEP 41) with this UDP announce, so \
+          the passkey cannot reach the tracker over UDP; use the HTTP announce URL",
+    );
+    assert_eq!(resp, want, "{}", String::from_utf8_lossy(&resp));
     let url = format!("/{pk}/announce");
     let resp = u.exchange(&udp_announce(conn, 7000, 0, AnnounceEvent::Started, url.as_bytes()));
     assert_eq!(&resp[..4], &[0, 0, 0, 1]);
