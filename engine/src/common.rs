@@ -27,8 +27,9 @@ use crate::config::{Config, TrackerMode};
 use crate::metrics::{CoreMetrics, Counter, Metrics};
 use crate::store::{
     Accounts, Overrides, Passkey, ReceiptStats, StatDelta, StoreCmd, TorrentInfo, User,
+    saturating_add_to,
 };
-use crate::swarm::store::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
+use crate::swarm::store::{AnnounceInput, AnnounceOutcome, Credit, SelectedPeers, SwarmStore};
 use crate::udp::connection::ConnectionValidator;
 
 /// State shared by every thread.
@@ -328,8 +329,7 @@ fn credit(core: &Core, user: &User, info_hash: InfoHash, outcome: &AnnounceOutco
     let c = outcome.credit;
     let mut pending = core.pending.borrow_mut();
     if c.uploaded > 0 || c.downloaded > 0 {
-        user.uploaded.fetch_add(c.uploaded, Ordering::Relaxed);
-        user.downloaded.fetch_add(c.downloaded, Ordering::Relaxed);
+        add_claimed(user, c);
         let e = pending.deltas.entry((user.id, info_hash)).or_default();
         e.0 = e.0.saturating_add(c.uploaded);
         e.1 = e.1.saturating_add(c.downloaded);
@@ -337,6 +337,14 @@ fn credit(core: &Core, user: &User, info_hash: InfoHash, outcome: &AnnounceOutco
     if outcome.new_snatch {
         *pending.snatches.entry(info_hash).or_default() += 1;
     }
+}
+
+/// Adds an announce's credit to the user's claimed totals. Saturating, as the database is:
+/// the counters are whatever a client reports (up to `u64::MAX` per announce), and a wrapped
+/// total would turn a huge claimed upload into a tiny one, or a tiny download into a huge one.
+fn add_claimed(user: &User, c: Credit) {
+    saturating_add_to(&user.uploaded, c.uploaded);
+    saturating_add_to(&user.downloaded, c.downloaded);
 }
 
 /// The ratio gate: leechers past the grace allowance need uploaded/downloaded >= min_ratio,
@@ -452,6 +460,29 @@ mod tests {
         );
         assert_eq!(split_passkey_path(b"/scrape/x"), (&b"scrape"[..], Some(&b"x"[..])));
         assert_eq!(split_passkey_path(b"/a/b/c"), (&b""[..], None));
+    }
+
+    #[test]
+    fn claimed_totals_saturate_instead_of_wrapping() {
+        let accounts = Accounts::default();
+        let record = crate::store::UserRecord {
+            id: 1,
+            name: "big".to_owned(),
+            passkey: "0123456789abcdef0123456789abcdef".to_owned(),
+            created_at: 0,
+            uploaded: u64::MAX - 5,
+            downloaded: 7,
+            public_key: None,
+            verified_uploaded: 0,
+            verified_downloaded: 0,
+        };
+        let user = accounts.insert(&record).unwrap();
+        add_claimed(&user, Credit { uploaded: 10, downloaded: u64::MAX });
+        assert_eq!(user.uploaded.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(user.downloaded.load(Ordering::Relaxed), u64::MAX);
+        add_claimed(&user, Credit { uploaded: u64::MAX, downloaded: 1 });
+        assert_eq!(user.uploaded.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(user.downloaded.load(Ordering::Relaxed), u64::MAX);
     }
 
     #[test]

@@ -116,6 +116,37 @@ fn numwant_is_honoured_and_capped_by_max_peers() {
     assert!(body.windows(17).any(|w| w == b"10:incompletei31e"));
 }
 
+/// `numwant=-1` (BEP 15's "default", sent over HTTP by clients that reuse their UDP value) is
+/// the default numwant, not a failed announce.
+#[test]
+fn negative_numwant_means_the_default() {
+    let srv = TestServer::start(TrackerMode::Open, |c| c.tracker.default_numwant = 2);
+    let q = announce_query(&IH, &peer_id(1), 6881, "&left=100&compact=1&numwant=0");
+    get_body(srv.v4, &format!("/announce?{q}"));
+    let q = announce_query(&IH, &peer_id(2), 6882, "&left=0&compact=1&numwant=-1");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    let mut want = b"d8:completei1e10:downloadedi0e11:external ip4:\x7f\x00\x00\x01".to_vec();
+    want.extend_from_slice(b"10:incompletei1e8:intervali1800e12:min intervali900e");
+    want.extend_from_slice(b"5:peers6:\x7f\x00\x00\x01\x1a\xe1");
+    want.extend_from_slice(b"10:tracker id");
+    want.extend_from_slice(&bstr(srv.instance_id().as_bytes()));
+    want.push(b'e');
+    assert_eq!(body, want, "{}", String::from_utf8_lossy(&body));
+    for n in 3..8u8 {
+        let q = announce_query(&IH, &peer_id(n), 7000 + u16::from(n), "&left=5&numwant=0");
+        get_body(srv.v4, &format!("/announce?{q}"));
+    }
+    for numwant in ["-1", "-50", "-99999999999999999999"] {
+        let q = announce_query(&IH, &peer_id(99), 9000, &format!("&left=5&numwant={numwant}"));
+        let body = get_body(srv.v4, &format!("/announce?{q}"));
+        assert_eq!(count_compact_peers(&body), 2, "numwant={numwant}");
+    }
+    // A minus sign without digits is still malformed.
+    let q = announce_query(&IH, &peer_id(99), 9000, "&left=5&numwant=-");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    assert_eq!(body, failure("invalid numwant: expected a decimal number"));
+}
+
 #[test]
 fn stopped_completed_paused_and_multi_scrape() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});
@@ -416,6 +447,34 @@ fn ratio_gate_rejects_leechers_below_min_ratio() {
     assert_eq!((user["uploaded"].as_u64(), user["downloaded"].as_u64()), (Some(500), Some(1000)));
     assert_eq!(user["ratio"].as_f64(), Some(0.5));
     assert!(go("&uploaded=500&downloaded=1000&left=10").starts_with(b"d8:complete"));
+}
+
+/// Claimed totals stop at `u64::MAX` in memory, as in the database; they used to wrap, so a
+/// second announce made a user who claimed 2^64-1 bytes look like one who uploaded 9.
+#[test]
+fn claimed_totals_saturate_instead_of_wrapping() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let pk = srv.create_user("big");
+    let go = |ih: &[u8; 20], extra: &str| {
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(ih), pct(&peer_id(1)));
+        get_body(srv.v4, &format!("/{pk}/announce?{q}"))
+    };
+    let max = u64::MAX;
+    assert!(
+        go(&IH, &format!("&uploaded={max}&downloaded=0&left=0&event=started"))
+            .starts_with(b"d8:complete")
+    );
+    assert!(
+        go(&[0x22; 20], "&uploaded=10&downloaded=0&left=0&event=started")
+            .starts_with(b"d8:complete")
+    );
+    let (_, _, user) = http_request(srv.v4, "GET", "/admin/users/big", None);
+    let user: serde_json::Value = serde_json::from_slice(&user).unwrap();
+    assert_eq!(
+        (user["uploaded"].as_u64(), user["total_uploaded"].as_u64()),
+        (Some(max), Some(max)),
+        "{user}"
+    );
 }
 
 #[test]
