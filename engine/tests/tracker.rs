@@ -509,6 +509,45 @@ fn admin_users_and_api_endpoints() {
     assert!(metrics.contains("pbts_requests_total{protocol=\"http\",kind=\"api\",worker=\"0\"}"));
 }
 
+/// Path parameters are percent-decoded once (clients escape freely: `%61lice` is `alice`), and
+/// a parameter that does not decode is a 400 naming the problem, not a 404.
+#[test]
+fn path_parameters_are_percent_decoded() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    srv.create_user("alice");
+    let get = |target: &str| {
+        let (status, _, body) = http_request(srv.v4, "GET", target, None);
+        (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+    };
+    let (status, user) = get("/user/%61lice");
+    assert_eq!((status, user["user_id"].as_str()), (200, Some("alice")), "{user}");
+    let (status, user) = get("/admin/users/%61lic%65");
+    assert_eq!((status, user["user_id"].as_str()), (200, Some("alice")), "{user}");
+    let bad_escape = "invalid percent-encoding at byte 0: '%' must be followed by two hex digits";
+    assert_eq!(
+        get("/user/%zz"),
+        (400, serde_json::json!({"error": format!("user id in the path: {bad_escape}")}))
+    );
+    assert_eq!(
+        get("/admin/users/al%C3%28"),
+        (
+            400,
+            serde_json::json!({
+                "error": "user name in the path: not UTF-8 after percent-decoding \
+                          (invalid byte at offset 2)"
+            })
+        )
+    );
+    fails(get("/contract/user/%zz"), 400, &format!("username in the path: {bad_escape}"));
+    // A name that decodes goes on to the lookup (here: no chain is configured).
+    fails(
+        get("/contract/user/alice%20smith"),
+        503,
+        "on-chain reputation is not configured: set chain.rpc_url (RPC) and the signing key (PK0)",
+    );
+    assert_eq!(get("/user/alice%20smith"), (404, serde_json::json!({"error": "User not found"})));
+}
+
 #[test]
 fn admin_token_when_loopback_is_not_trusted() {
     // SAFETY: this variable name is used by this test alone.

@@ -69,8 +69,10 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, admin: bool, out: &mut
         (Post, b"/contract/update") if write(out) => update(core, req, out).await,
         (Post, b"/contract/migrate") if write(out) => migrate(core, req, out).await,
         (Get, path) if path.starts_with(b"/contract/user/") => {
-            let name = std::str::from_utf8(&path[b"/contract/user/".len()..]).unwrap_or("");
-            user(core, name, ka, out).await;
+            match super::api::path_param(path, b"/contract/user/", "username") {
+                Ok(name) => user(core, &name, ka, out).await,
+                Err(e) => fail(out, 400, &e, ka),
+            }
         }
         (
             Post,
