@@ -27,9 +27,10 @@ use crate::config::{Config, TrackerMode};
 use crate::metrics::{CoreMetrics, Counter, Metrics};
 use crate::store::{
     Accounts, Overrides, Passkey, ReceiptStats, StatDelta, StoreCmd, TorrentInfo, User,
+    saturating_add_to,
 };
 use crate::swarm::store::{
-    AnnounceInput, AnnounceOutcome, Refusal, SelectedPeers, SwarmStore, UserId,
+    AnnounceInput, AnnounceOutcome, Credit, Refusal, SelectedPeers, SwarmStore, UserId,
 };
 use crate::udp::connection::ConnectionValidator;
 
@@ -68,6 +69,8 @@ pub struct State {
     pub chain: crate::chain::ChainState,
     /// The TEE provider (`none` without one). Its calls block: run them off the serving cores.
     pub tee: Arc<pbts_tee::Tee>,
+    /// Threads for quote verification (`POST /verify-attestation`), bounded.
+    pub attestations: crate::attest::AttestationPool,
     /// `PBTS_FAULT_PANIC=request`: the fault-injection request handlers panic (tests of the
     /// per-request panic guard; see [`crate::supervisor`]).
     pub fault_requests: bool,
@@ -435,13 +438,20 @@ pub fn release_expired(state: &State, owners: &[UserId]) {
 fn credit(core: &Core, user: &User, key: InfoHash, outcome: &AnnounceOutcome) {
     let c = outcome.credit;
     if c.uploaded > 0 || c.downloaded > 0 {
-        crate::store::saturating_add_to(&user.uploaded, c.uploaded);
-        crate::store::saturating_add_to(&user.downloaded, c.downloaded);
+        add_claimed(user, c);
         let mut pending = core.pending.borrow_mut();
         let e = pending.deltas.entry((user.id, key)).or_default();
         e.0 = e.0.saturating_add(c.uploaded);
         e.1 = e.1.saturating_add(c.downloaded);
     }
+}
+
+/// Adds an announce's credit to the user's claimed totals. Saturating, as the database is:
+/// the counters are whatever a client reports (up to `u64::MAX` per announce), and a wrapped
+/// total would turn a huge claimed upload into a tiny one, or a tiny download into a huge one.
+fn add_claimed(user: &User, c: Credit) {
+    saturating_add_to(&user.uploaded, c.uploaded);
+    saturating_add_to(&user.downloaded, c.downloaded);
 }
 
 /// The ratio gate: leechers past the grace allowance need uploaded/downloaded >= min_ratio,
@@ -557,6 +567,29 @@ mod tests {
         );
         assert_eq!(split_passkey_path(b"/scrape/x"), (&b"scrape"[..], Some(&b"x"[..])));
         assert_eq!(split_passkey_path(b"/a/b/c"), (&b""[..], None));
+    }
+
+    #[test]
+    fn claimed_totals_saturate_instead_of_wrapping() {
+        let accounts = Accounts::default();
+        let record = crate::store::UserRecord {
+            id: 1,
+            name: "big".to_owned(),
+            passkey: "0123456789abcdef0123456789abcdef".to_owned(),
+            created_at: 0,
+            uploaded: u64::MAX - 5,
+            downloaded: 7,
+            public_key: None,
+            verified_uploaded: 0,
+            verified_downloaded: 0,
+        };
+        let user = accounts.insert(&record).unwrap();
+        add_claimed(&user, Credit { uploaded: 10, downloaded: u64::MAX });
+        assert_eq!(user.uploaded.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(user.downloaded.load(Ordering::Relaxed), u64::MAX);
+        add_claimed(&user, Credit { uploaded: u64::MAX, downloaded: 1 });
+        assert_eq!(user.uploaded.load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(user.downloaded.load(Ordering::Relaxed), u64::MAX);
     }
 
     #[test]

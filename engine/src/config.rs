@@ -625,6 +625,12 @@ impl Config {
         if self.tee.timeout_secs == 0 {
             problems.push("tee.timeout_secs: must be at least 1".to_owned());
         }
+        if !(1..=64).contains(&self.tee.verify_threads) {
+            problems.push(format!("tee.verify_threads: {} not in 1..=64", self.tee.verify_threads));
+        }
+        if self.tee.max_pending_verifications == 0 {
+            problems.push("tee.max_pending_verifications: must be at least 1".to_owned());
+        }
         let l = &self.limits;
         if l.expensive_burst == 0 || l.expensive_per_minute == 0 {
             problems.push(
@@ -781,12 +787,17 @@ root_key_file = ""
 dstack_endpoint = ""
 # configfs-tsm report directory (tdx).
 tsm_report_dir = "{tsm}"
-# PCCS used by POST /verify-attestation when a request brings no collateral.
+# PCCS that POST /verify-attestation fetches collateral from when a request brings none
+# (requests cannot name their own); empty: requests must bring collateral.
 pccs_url = ""
 # Derive the tracker's Ethereum account in the TEE instead of reading chain.key_*.
 chain_key = false
 # Seconds a provider or PCCS request may take.
 timeout_secs = {tee_timeout}
+# Threads verifying quotes (PCCS fetch + dcap-qvl), apart from the serving cores.
+verify_threads = {tee_verify_threads}
+# Verifications running or queued at once; beyond it: 503 with Retry-After.
+max_pending_verifications = {tee_pending}
 "#,
             cores = d.network.cores,
             first_cpu = d.network.first_cpu,
@@ -833,6 +844,8 @@ timeout_secs = {tee_timeout}
             chain_backoff = d.chain.max_backoff_secs,
             tsm = d.tee.tsm_report_dir,
             tee_timeout = d.tee.timeout_secs,
+            tee_verify_threads = d.tee.verify_threads,
+            tee_pending = d.tee.max_pending_verifications,
         )
     }
 

@@ -12,6 +12,7 @@
 //! │                 ├─ store-01   (owns the redb database and the double-spend ledger;
 //! │                 │              batched commits)
 //! │                 ├─ verifier-NN (BLS batch verification of receipts)
+//! │                 ├─ attest-NN  (TDX quote verification and PCCS fetches, bounded)
 //! │                 ├─ chain-01   (alloy on a current-thread tokio runtime; when configured)
 //! │                 ├─ outbox-01  (verified credit to the Reputation contract, in batches)
 //! │                 └─ cleaner-01 (peer expiry on a timer)
@@ -47,6 +48,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod attest;
 pub mod chain;
 pub mod cli;
 pub mod common;
@@ -199,6 +201,7 @@ impl Server {
             roles.push("outbox-01".to_owned());
         }
         roles.extend((1..=self.state.verifier.threads()).map(|i| format!("verifier-{i:02}")));
+        roles.extend((1..=self.state.attestations.threads()).map(|i| format!("attest-{i:02}")));
         roles
     }
 
@@ -438,6 +441,17 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         })
     })
     .context("spawn verifier threads")?;
+    let attestations = attest::AttestationPool::with_spawner(
+        config.tee.verify_threads,
+        config.tee.max_pending_verifications,
+        |name, work| {
+            spawn_role(&name, &events_tx, move || {
+                work();
+                Ok(())
+            })
+        },
+    )
+    .context("spawn attestation threads")?;
 
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty());
     let state = Arc::new(State {
@@ -456,6 +470,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         runtime,
         chain,
         tee: Arc::new(tee),
+        attestations,
         fault_requests: supervisor::fault_injected("request"),
         connections_per_ip: dashmap::DashMap::with_hasher(ahash::RandomState::new()),
         totals: Default::default(),

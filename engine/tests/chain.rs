@@ -160,6 +160,11 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
         404,
         &format!("user not found in {first} or its referrers"),
     );
+    // On-chain names are free text: the path parameter is percent-decoded before the lookup.
+    let spaced = json!({"username": "alice smith", "salt": "s", "password_hash": "0x1"});
+    assert_eq!(call(a, "POST", "/contract/register", Some(spaced)).0, 200);
+    let (status, v) = call(a, "GET", "/contract/user/alice%20smith", None);
+    assert_eq!((status, v["user"]["username"].as_str()), (200, Some("alice smith")), "{v}");
 
     // A successor contract with the first as referrer: alice is visible at once, and copied on
     // migration.
@@ -208,6 +213,33 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
         "contract writes require admin access",
     );
     assert_eq!(on_chain(srv.v4, "alice").unwrap().1, 200);
+}
+
+/// Hosted RPC URLs carry API keys; `GET /contract/status` is public, so it shows the scheme and
+/// host only, in `rpc_url` and in the errors it quotes.
+#[test]
+fn contract_status_redacts_the_rpc_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0);
+    let port = free_port().unwrap();
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.chain = pbts_chain::ChainConfig {
+            rpc_url: format!("http://user:pw@127.0.0.1:{port}/v2/SECRETKEY?apikey=SECRET2"),
+            key_file: key.clone(),
+            rpc_timeout_secs: 2,
+            ..Default::default()
+        };
+    });
+    let (status, _, body) = http_request(srv.v4, "GET", "/contract/status", None);
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let s: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(s["rpc_url"], format!("http://127.0.0.1:{port}/…"));
+    assert_eq!((s["configured"].as_bool(), s["connected"].as_bool()), (Some(true), Some(false)));
+    assert!(s["error"].is_string(), "{s}");
+    for secret in ["SECRETKEY", "SECRET2", "user:pw", "/v2/"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
 }
 
 #[test]

@@ -169,7 +169,7 @@ fn a_panicking_request_or_datagram_never_stops_a_core() {
 
 #[test]
 fn a_dead_worker_ends_the_process_non_zero_naming_it() {
-    for role in ["cleaner-01", "store-01", "socket-02", "verifier-01"] {
+    for role in ["cleaner-01", "store-01", "socket-02", "verifier-01", "attest-01"] {
         let dir = tempfile::tempdir().unwrap();
         let mut child = command(dir.path(), role).spawn().unwrap();
         let err = drain(&mut child);

@@ -123,7 +123,34 @@ fn without_a_tee_quotes_are_refused_and_verification_still_works() {
             Some(json!({"quote": quote::hex(SAMPLE), "expected_payload": "x"})),
         ),
         400,
-        "collateral or pccs_url required (no tee.pccs_url is configured)",
+        "collateral required (no tee.pccs_url is configured)",
+    );
+    // Clients do not choose what the tracker fetches (SSRF), with or without collateral.
+    let refused = "pccs_url is not accepted: send the collateral in the request (\"collateral\"), \
+                   or let the tracker fetch it from the PCCS its operator configured (tee.pccs_url)";
+    fails(
+        call(
+            a,
+            "POST",
+            "/verify-attestation",
+            Some(json!({
+                "quote": quote::hex(SAMPLE),
+                "expected_payload": "x",
+                "pccs_url": "http://169.254.169.254/latest/meta-data/",
+            })),
+        ),
+        400,
+        refused,
+    );
+    fails(
+        call(
+            a,
+            "POST",
+            "/verify-attestation",
+            Some(body(json!({"expected_payload": "x", "pccs_url": "http://127.0.0.1:1"}))),
+        ),
+        400,
+        refused,
     );
     let s = call(a, "GET", "/tee/status", None).1;
     assert_eq!(s["statistics"]["attestations_verified"], 3);
@@ -184,12 +211,47 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
     assert_eq!(status, 200, "{q}");
     let raw = quote::unhex(q["quote"].as_str().unwrap()).unwrap();
     assert_eq!(q["quote_size_bytes"], raw.len(), "binary size, not the hex length");
-    let rd = quote::report_data_for(payload.as_bytes());
+    // Client payloads are bound in their own domain, never as a tracker statement would be.
+    let rd = quote::client_report_data(payload.as_bytes());
     assert_eq!(q["report_data"], quote::hex(&rd));
+    assert_eq!(
+        q["report_data_binding"],
+        "sha256(\"pbts/client-attestation/v1\" || payload), zero-padded to 64 bytes"
+    );
     assert_eq!(quote::parse(&raw).unwrap().report.report_data, rd);
+    assert_ne!(rd, quote::report_data_for(payload.as_bytes()));
+    // A payload spelling the factory statement does not get the statement's report data.
+    let statement = format!(
+        "PBTS-Tracker-v1.0:factory={}:referrer={}",
+        pbts_chain::Address::repeat_byte(0xaa),
+        pbts_chain::Address::ZERO
+    );
+    let (_, forged) = call(a, "POST", "/generate-attestation", Some(json!({"payload": statement})));
+    assert_ne!(forged["report_data"], quote::hex(&quote::report_data_for(statement.as_bytes())));
     let s = call(a, "GET", "/tee/status", None).1;
     assert_eq!(s["statistics"]["key_generations"], 2);
-    assert_eq!(s["statistics"]["attestations_generated"], 1);
+    assert_eq!(s["statistics"]["attestations_generated"], 2);
+
+    // Round trip: /verify-attestation checks expected_payload in the client domain. (The dev
+    // agent writes report data into a real quote, so its signature no longer verifies: the
+    // binding is what this checks.)
+    let collateral: Value = serde_json::from_slice(COLLATERAL).unwrap();
+    let verify = |expected: Value| {
+        let mut b = json!({"quote": q["quote"], "collateral": collateral, "now": verify_time()});
+        for (k, v) in expected.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (status, v) = call(a, "POST", "/verify-attestation", Some(b));
+        assert_eq!(status, 200, "{v}");
+        (v["report_data_matches"].as_bool().unwrap(), v["reason"].as_str().unwrap().to_owned())
+    };
+    let (matches, reason) = verify(json!({"expected_payload": payload}));
+    assert!(matches);
+    assert!(reason.starts_with("quote verification failed"), "{reason}");
+    assert!(verify(json!({"expected_report_data": quote::hex(&rd)})).0);
+    let tracker_scheme = quote::hex(&quote::report_data_for(payload.as_bytes()));
+    assert!(!verify(json!({"expected_report_data": tracker_scheme})).0);
+    assert!(!verify(json!({"expected_payload": "y".repeat(100)})).0);
 
     // Asking for dstack where there is no agent fails the start.
     let mut config = test_config(TrackerMode::Private, dir.path());
@@ -197,6 +259,76 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
     config.tee.dstack_endpoint = dir.path().join("none.sock").display().to_string();
     let err = format!("{:#}", pbts_engine::start(config).unwrap_err());
     assert!(err.starts_with("open the TEE provider (tee.mode = dstack): TEE unavailable: tee.mode = dstack but the agent"), "{err}");
+}
+
+/// Verifications run on their own bounded threads: a PCCS that never answers holds one of them,
+/// the next verification is turned away at once (503 + Retry-After), and the rest of the API,
+/// `/register`'s signature checks included, is served meanwhile (a tarpit once held `/register`
+/// for 7.5 s on the core's only blocking thread).
+#[test]
+fn verifications_are_bounded_and_a_slow_pccs_stalls_nothing_else() {
+    use pbts_verifier::keys::SecretKey;
+    use std::time::Duration;
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pccs = format!("http://{}", tarpit.local_addr().unwrap());
+    let srv = TestServer::start(TrackerMode::Private, |c| {
+        c.tee.pccs_url = pccs.clone();
+        c.tee.timeout_secs = 60;
+        c.tee.verify_threads = 1;
+        c.tee.max_pending_verifications = 1;
+    });
+    let a = srv.v4;
+    let body = json!({"quote": quote::hex(SAMPLE), "expected_payload": "x"});
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    std::thread::spawn(move || accepted_tx.send(tarpit.accept().map(|(conn, _)| conn)));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let first = body.clone();
+    let waiting = std::thread::spawn(move || {
+        let answer = call(a, "POST", "/verify-attestation", Some(first));
+        done_tx.send(()).unwrap();
+        answer
+    });
+    // The PCCS fetch has begun once the tarpit has its connection; it never gets an answer.
+    let conn = accepted.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+
+    let (status, head, resp) =
+        http_request(a, "POST", "/verify-attestation", Some(&body.to_string()));
+    assert_eq!(status, 503);
+    assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&resp).unwrap(),
+        json!({
+            "success": false,
+            "error": "attestation verifier busy: 1 verifications in progress (limit 1); retry later"
+        })
+    );
+
+    let sk = SecretKey::from_ikm(&[5; 32]).unwrap();
+    let registration = json!({
+        "user_id": "carol",
+        "public_key": pbts_engine::common::b64(&sk.public_key().to_bytes().0),
+        "proof_of_possession": pbts_engine::common::b64(&sk.prove_possession().0),
+    });
+    let (status, v) = call(a, "POST", "/register", Some(registration));
+    assert_eq!((status, v["user_id"].as_str()), (200, Some("carol")), "{v}");
+    assert!(done.try_recv().is_err(), "/register was answered while the PCCS still hangs");
+
+    // The tarpit hangs up: the verification fails naming the PCCS, and its slot is free again.
+    drop(conn);
+    let (status, v) = waiting.join().unwrap();
+    assert_eq!(status, 400, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("collateral: PCCS {pccs}: ")), "{error}");
+    let collateral: Value = serde_json::from_slice(COLLATERAL).unwrap();
+    let rd = quote::parse(SAMPLE).unwrap().report.report_data;
+    let offline = json!({
+        "quote": quote::hex(SAMPLE),
+        "expected_report_data": quote::hex(&rd),
+        "collateral": collateral,
+        "now": verify_time(),
+    });
+    let (status, v) = call(a, "POST", "/verify-attestation", Some(offline));
+    assert_eq!((status, v["is_valid"].as_bool()), (200, Some(true)), "{v}");
 }
 
 #[test]

@@ -116,6 +116,37 @@ fn numwant_is_honoured_and_capped_by_max_peers() {
     assert!(body.windows(17).any(|w| w == b"10:incompletei31e"));
 }
 
+/// `numwant=-1` (BEP 15's "default", sent over HTTP by clients that reuse their UDP value) is
+/// the default numwant, not a failed announce.
+#[test]
+fn negative_numwant_means_the_default() {
+    let srv = TestServer::start(TrackerMode::Open, |c| c.tracker.default_numwant = 2);
+    let q = announce_query(&IH, &peer_id(1), 6881, "&left=100&compact=1&numwant=0");
+    get_body(srv.v4, &format!("/announce?{q}"));
+    let q = announce_query(&IH, &peer_id(2), 6882, "&left=0&compact=1&numwant=-1");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    let mut want = b"d8:completei1e10:downloadedi0e11:external ip4:\x7f\x00\x00\x01".to_vec();
+    want.extend_from_slice(b"10:incompletei1e8:intervali1800e12:min intervali900e");
+    want.extend_from_slice(b"5:peers6:\x7f\x00\x00\x01\x1a\xe1");
+    want.extend_from_slice(b"10:tracker id");
+    want.extend_from_slice(&bstr(srv.instance_id().as_bytes()));
+    want.push(b'e');
+    assert_eq!(body, want, "{}", String::from_utf8_lossy(&body));
+    for n in 3..8u8 {
+        let q = announce_query(&IH, &peer_id(n), 7000 + u16::from(n), "&left=5&numwant=0");
+        get_body(srv.v4, &format!("/announce?{q}"));
+    }
+    for numwant in ["-1", "-50", "-99999999999999999999"] {
+        let q = announce_query(&IH, &peer_id(99), 9000, &format!("&left=5&numwant={numwant}"));
+        let body = get_body(srv.v4, &format!("/announce?{q}"));
+        assert_eq!(count_compact_peers(&body), 2, "numwant={numwant}");
+    }
+    // A minus sign without digits is still malformed.
+    let q = announce_query(&IH, &peer_id(99), 9000, "&left=5&numwant=-");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    assert_eq!(body, failure("invalid numwant: expected a decimal number"));
+}
+
 #[test]
 fn stopped_completed_paused_and_multi_scrape() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});
@@ -293,6 +324,53 @@ fn udp_bad_connection_id_and_garbage_get_no_answer() {
     c.connect();
 }
 
+/// Malformed requests whose connection id does not validate are dropped, whatever is wrong with
+/// them: an error packet to an unproven (spoofable) source would make the tracker a reflector.
+#[test]
+fn udp_malformed_requests_get_an_error_only_after_a_valid_connection_id() {
+    let srv = TestServer::start(TrackerMode::Open, |_| {});
+    let c = Udp::new(srv.v4);
+    let quiet = Duration::from_millis(300);
+    // 17 bytes: a scrape header and one stray byte (it earned a 59-byte error before).
+    let mut short_scrape = vec![0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 2, 0, 0, 0, 7];
+    short_scrape.push(0xff);
+    assert_eq!(short_scrape.len(), 17);
+    c.expect_silence(&short_scrape, quiet);
+    // An announce cut short, an unknown action, an unknown action under the connect magic, a
+    // bad event: all under ids the tracker never gave out.
+    let mut short_announce = udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b"");
+    short_announce.truncate(60);
+    c.expect_silence(&short_announce, quiet);
+    c.expect_silence(&[0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 9, 0, 0, 0, 7], quiet);
+    let mut magic_unknown = wire::PROTOCOL_ID.to_be_bytes().to_vec();
+    magic_unknown.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
+    c.expect_silence(&magic_unknown, quiet);
+    let mut bad_event = udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b"");
+    bad_event[83] = 9;
+    c.expect_silence(&bad_event, quiet);
+    let stats: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/stats")).unwrap();
+    assert_eq!(stats["requests"]["udp_dropped"], 5);
+    assert_eq!(stats["requests"]["udp_error"], 0);
+
+    // The same malformed requests under a connection id the tracker gave this address.
+    let conn = c.connect();
+    short_scrape[..8].copy_from_slice(&conn.0.to_be_bytes());
+    let mut want = b"\x00\x00\x00\x03\x00\x00\x00\x07".to_vec();
+    want.extend_from_slice(b"scrape request must carry whole 20-byte info hashes");
+    assert_eq!(c.exchange(&short_scrape), want);
+    short_announce[..8].copy_from_slice(&conn.0.to_be_bytes());
+    assert_eq!(
+        c.exchange(&short_announce),
+        b"\x00\x00\x00\x03\x01\x02\x03\x04announce request too short"
+    );
+    let mut unknown = conn.0.to_be_bytes().to_vec();
+    unknown.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
+    assert_eq!(c.exchange(&unknown), b"\x00\x00\x00\x03\x00\x00\x00\x07unknown action");
+    let stats: serde_json::Value = serde_json::from_slice(&get_body(srv.v4, "/stats")).unwrap();
+    assert_eq!(stats["requests"]["udp_dropped"], 5);
+    assert_eq!(stats["requests"]["udp_error"], 3);
+}
+
 #[test]
 fn private_mode_requires_a_known_passkey() {
     let srv = TestServer::start(TrackerMode::Private, |_| {});
@@ -320,6 +398,14 @@ fn private_mode_requires_a_known_passkey() {
     let mut want = b"\x00\x00\x00\x03\x01\x02\x03\x04".to_vec();
     want.extend_from_slice(b"passkey required: announce to /<passkey>/announce");
     assert_eq!(resp, want);
+    // No URL data at all (Transmission, rtorrent, aria2): no URL to fix, so say what is missing.
+    let resp = u.exchange(&udp_announce(conn, 7000, 0, AnnounceEvent::None, b""));
+    let mut want = b"\x00\x00\x00\x03\x01\x02\x03\x04".to_vec();
+    want.extend_from_slice(
+        b"passkey required: your client sent no URL data (BEP 41) with this UDP announce, so \
+          the passkey cannot reach the tracker over UDP; use the HTTP announce URL",
+    );
+    assert_eq!(resp, want, "{}", String::from_utf8_lossy(&resp));
     let url = format!("/{pk}/announce");
     let resp = u.exchange(&udp_announce(conn, 7000, 0, AnnounceEvent::Started, url.as_bytes()));
     assert_eq!(&resp[..4], &[0, 0, 0, 1]);
@@ -363,6 +449,34 @@ fn ratio_gate_rejects_leechers_below_min_ratio() {
     assert!(go("&uploaded=500&downloaded=1000&left=10").starts_with(b"d8:complete"));
 }
 
+/// Claimed totals stop at `u64::MAX` in memory, as in the database; they used to wrap, so a
+/// second announce made a user who claimed 2^64-1 bytes look like one who uploaded 9.
+#[test]
+fn claimed_totals_saturate_instead_of_wrapping() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    let pk = srv.create_user("big");
+    let go = |ih: &[u8; 20], extra: &str| {
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(ih), pct(&peer_id(1)));
+        get_body(srv.v4, &format!("/{pk}/announce?{q}"))
+    };
+    let max = u64::MAX;
+    assert!(
+        go(&IH, &format!("&uploaded={max}&downloaded=0&left=0&event=started"))
+            .starts_with(b"d8:complete")
+    );
+    assert!(
+        go(&[0x22; 20], "&uploaded=10&downloaded=0&left=0&event=started")
+            .starts_with(b"d8:complete")
+    );
+    let (_, _, user) = http_request(srv.v4, "GET", "/admin/users/big", None);
+    let user: serde_json::Value = serde_json::from_slice(&user).unwrap();
+    assert_eq!(
+        (user["uploaded"].as_u64(), user["total_uploaded"].as_u64()),
+        (Some(max), Some(max)),
+        "{user}"
+    );
+}
+
 #[test]
 fn admin_users_and_api_endpoints() {
     let srv = TestServer::start(TrackerMode::Private, |_| {});
@@ -393,6 +507,45 @@ fn admin_users_and_api_endpoints() {
     let metrics = String::from_utf8(get_body(srv.v4, "/metrics")).unwrap();
     assert!(metrics.contains("pbts_users 1\n"), "{metrics}");
     assert!(metrics.contains("pbts_requests_total{protocol=\"http\",kind=\"api\",worker=\"0\"}"));
+}
+
+/// Path parameters are percent-decoded once (clients escape freely: `%61lice` is `alice`), and
+/// a parameter that does not decode is a 400 naming the problem, not a 404.
+#[test]
+fn path_parameters_are_percent_decoded() {
+    let srv = TestServer::start(TrackerMode::Private, |_| {});
+    srv.create_user("alice");
+    let get = |target: &str| {
+        let (status, _, body) = http_request(srv.v4, "GET", target, None);
+        (status, serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+    };
+    let (status, user) = get("/user/%61lice");
+    assert_eq!((status, user["user_id"].as_str()), (200, Some("alice")), "{user}");
+    let (status, user) = get("/admin/users/%61lic%65");
+    assert_eq!((status, user["user_id"].as_str()), (200, Some("alice")), "{user}");
+    let bad_escape = "invalid percent-encoding at byte 0: '%' must be followed by two hex digits";
+    assert_eq!(
+        get("/user/%zz"),
+        (400, serde_json::json!({"error": format!("user id in the path: {bad_escape}")}))
+    );
+    assert_eq!(
+        get("/admin/users/al%C3%28"),
+        (
+            400,
+            serde_json::json!({
+                "error": "user name in the path: not UTF-8 after percent-decoding \
+                          (invalid byte at offset 2)"
+            })
+        )
+    );
+    fails(get("/contract/user/%zz"), 400, &format!("username in the path: {bad_escape}"));
+    // A name that decodes goes on to the lookup (here: no chain is configured).
+    fails(
+        get("/contract/user/alice%20smith"),
+        503,
+        "on-chain reputation is not configured: set chain.rpc_url (RPC) and the signing key (PK0)",
+    );
+    assert_eq!(get("/user/alice%20smith"), (404, serde_json::json!({"error": "User not found"})));
 }
 
 #[test]

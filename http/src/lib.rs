@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`request`] | zero-copy HTTP/1.1 request parser (memchr scans), response-head parser |
 //! | [`query`] | percent-decoding, announce/scrape queries (parse and write) |
+//! | [`path`] | percent-decoding of path segments (route parameters such as `/user/<name>`) |
 //! | [`bencode`] | streaming encoder, strict borrowing decoder, raw value spans |
 //! | [`response`] | response heads, announce/scrape/failure bodies |
 //! | [`types`] | [`InfoHash`], [`PeerId`], [`AnnounceEvent`], shared with the UDP codec |
@@ -80,6 +81,7 @@
 #![warn(missing_docs)]
 
 pub mod bencode;
+pub mod path;
 pub mod query;
 pub mod request;
 pub mod response;

@@ -15,7 +15,7 @@
 //! | `event` | `""`, `started`, `stopped`, `completed`, `paused` | none |
 //! | `compact` | `0` is false, anything else true | true |
 //! | `no_peer_id` | present and not `0` is true | false |
-//! | `numwant` | decimal, saturated to `u32::MAX` | `None` |
+//! | `numwant` | decimal, saturated to `u32::MAX`; negative (`-1`) is `None` | `None` |
 //! | `key`, `trackerid` | percent-decoded, at most 64 bytes | `None` |
 //! | `ip`, `ipv4`, `ipv6` | an IP literal; anything else is ignored | `None` |
 //!
@@ -288,7 +288,8 @@ pub struct AnnounceRequest {
     pub compact: bool,
     /// Omit peer ids from dictionary-mode peer lists.
     pub no_peer_id: bool,
-    /// Peers wanted; `None` when absent. Values above `u32::MAX` saturate. The tracker caps it.
+    /// Peers wanted; `None` when absent or negative (the default). Values above `u32::MAX`
+    /// saturate. The tracker caps it.
     pub numwant: Option<u32>,
     /// The client's `key` (raw decoded bytes, at most [`MAX_KEY_LEN`]).
     pub key: Option<Vec<u8>>,
@@ -343,6 +344,20 @@ fn parse_u64(value: &[u8]) -> Option<u64> {
 
 fn parse_number(value: &[u8], param: &'static str) -> Result<u64, QueryError> {
     parse_u64(value).ok_or(QueryError::InvalidNumber { param })
+}
+
+/// `numwant`: decimal, saturated to `u32::MAX`. A minus sign and digits mean "no preference"
+/// (`None`, the tracker's default), as BEP 15 defines -1 for UDP: clients that reuse their UDP
+/// value send `numwant=-1` over HTTP too, and refusing the whole announce for it helps nobody.
+fn parse_numwant(value: &[u8]) -> Result<Option<u32>, QueryError> {
+    if let Some(digits) = value.strip_prefix(b"-")
+        && !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+    {
+        return Ok(None);
+    }
+    let n = parse_number(value, "numwant")?;
+    Ok(Some(u32::try_from(n).unwrap_or(u32::MAX)))
 }
 
 /// Decodes an address parameter to text, or `None` when it is not short ASCII.
@@ -425,7 +440,8 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceRequest, QueryError> {
     let mut event = None;
     let mut compact = None;
     let mut no_peer_id = None;
-    let mut numwant = None;
+    // `numwant` can be present and `None` (negative), so its first occurrence is tracked apart.
+    let mut numwant: Option<Option<u32>> = None;
     let mut key = None;
     let mut tracker_id = None;
     let mut ip = None;
@@ -457,10 +473,7 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceRequest, QueryError> {
             b"event" if event.is_none() => event = Some(parse_event(v)?),
             b"compact" if compact.is_none() => compact = Some(v != b"0"),
             b"no_peer_id" if no_peer_id.is_none() => no_peer_id = Some(v != b"0"),
-            b"numwant" if numwant.is_none() => {
-                let n = parse_number(v, "numwant")?;
-                numwant = Some(u32::try_from(n).unwrap_or(u32::MAX));
-            }
+            b"numwant" if numwant.is_none() => numwant = Some(parse_numwant(v)?),
             b"key" if key.is_none() => key = Some(decode_bounded(v, "key")?),
             b"trackerid" if tracker_id.is_none() => {
                 tracker_id = Some(decode_bounded(v, "trackerid")?);
@@ -483,7 +496,7 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceRequest, QueryError> {
         event: event.unwrap_or_default(),
         compact: compact.unwrap_or(true),
         no_peer_id: no_peer_id.unwrap_or(false),
-        numwant,
+        numwant: numwant.flatten(),
         key,
         tracker_id,
         ip,
@@ -853,6 +866,37 @@ mod tests {
         left_overflow,
         q("&left=18446744073709551616"),
         Err(QueryError::InvalidNumber { param: "left" }, "invalid left: expected a decimal number")
+    );
+    // BEP 15's "default" over HTTP: the announce stands, with the tracker's default numwant.
+    case!(
+        numwant_negative_is_the_default,
+        q("&numwant=-1&numwant=5"),
+        Ok(|r| {
+            assert_eq!(r.numwant, None);
+        })
+    );
+    case!(
+        numwant_large_negative_is_the_default,
+        q("&numwant=-99999999999999999999"),
+        Ok(|r| {
+            assert_eq!(r.numwant, None);
+        })
+    );
+    case!(
+        numwant_minus_alone,
+        q("&numwant=-"),
+        Err(
+            QueryError::InvalidNumber { param: "numwant" },
+            "invalid numwant: expected a decimal number"
+        )
+    );
+    case!(
+        numwant_minus_letters,
+        q("&numwant=-x"),
+        Err(
+            QueryError::InvalidNumber { param: "numwant" },
+            "invalid numwant: expected a decimal number"
+        )
     );
     case!(
         numwant_empty,

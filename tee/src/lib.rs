@@ -32,7 +32,8 @@
 //! let a = tee.bls_key("tracker").unwrap().public_key().to_bytes();
 //! let b = tee.bls_key("tracker").unwrap().public_key().to_bytes();
 //! assert_eq!(a, b); // deterministic
-//! assert!(tee.quote(b"payload").is_err()); // no TEE, no quotes
+//! let payload = pbts_tee::quote::Binding::Client(b"payload");
+//! assert!(tee.quote(payload).is_err()); // no TEE, no quotes
 //! ```
 
 #![deny(unsafe_code)]
@@ -109,14 +110,23 @@ pub struct TeeConfig {
     /// configfs-tsm report directory of the `tdx` provider. Default
     /// `/sys/kernel/config/tsm/report`.
     pub tsm_report_dir: String,
-    /// Default PCCS for `POST /verify-attestation` requests that bring no collateral. Empty:
-    /// such requests must name one.
+    /// The PCCS (or Intel PCS) `POST /verify-attestation` fetches collateral from when a
+    /// request brings none. Requests cannot name a PCCS of their own: the tracker would fetch
+    /// any URL a client chose (SSRF). Empty: requests must bring their collateral.
     pub pccs_url: String,
     /// Derive the tracker's Ethereum account in the TEE (path `ethereum/pbts`) instead of
     /// reading `chain.key_env`/`chain.key_file`. Default false.
     pub chain_key: bool,
     /// Seconds a provider request (dstack agent, PCCS) may take. Default 10.
     pub timeout_secs: u64,
+    /// Threads that verify quotes for `POST /verify-attestation` (PCCS fetch and dcap-qvl
+    /// verification), apart from the serving cores and their blocking threads, so a slow PCCS
+    /// stalls nothing else. Default 2. Each PCCS fetch may hold a thread `timeout_secs`.
+    pub verify_threads: usize,
+    /// Most verifications running or queued at once; beyond it `POST /verify-attestation` is
+    /// answered 503 with `Retry-After` at once instead of waiting. Default 8. Too low turns
+    /// bursts away; too high lets a slow PCCS keep many requests waiting.
+    pub max_pending_verifications: usize,
 }
 
 impl Default for TeeConfig {
@@ -129,6 +139,8 @@ impl Default for TeeConfig {
             pccs_url: String::new(),
             chain_key: false,
             timeout_secs: 10,
+            verify_threads: 2,
+            max_pending_verifications: 8,
         }
     }
 }
@@ -296,13 +308,15 @@ impl Tee {
         Ok(key)
     }
 
-    /// A quote whose report data binds `payload` ([`quote::report_data_for`]).
+    /// A quote whose report data binds `binding` under its scheme ([`quote::Binding`]: a
+    /// client payload and a tracker statement never share report data). Returns the raw quote
+    /// and its report data.
     ///
     /// # Errors
     /// [`TeeError::Unavailable`] without a TEE; provider failures.
-    pub fn quote(&self, payload: &[u8]) -> Result<(Vec<u8>, [u8; 64]), TeeError> {
+    pub fn quote(&self, binding: quote::Binding<'_>) -> Result<(Vec<u8>, [u8; 64]), TeeError> {
         let t = Instant::now();
-        let report_data = quote::report_data_for(payload);
+        let report_data = binding.report_data();
         let raw = self.provider.quote(&report_data)?;
         Stats::add(&self.stats.attestations, &self.stats.attestation_ns, t);
         Ok((raw, report_data))

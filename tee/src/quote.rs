@@ -233,8 +233,60 @@ pub fn parse(buf: &[u8]) -> Result<Quote, TeeError> {
     })
 }
 
-/// The 64 bytes of report data that bind `payload`: the payload itself, zero-padded, when it
-/// fits; otherwise its SHA-256, zero-padded (as the original did, so its quotes still match).
+/// Domain tag hashed in front of every client payload ([`Binding::Client`]).
+pub const CLIENT_ATTESTATION_DOMAIN: &[u8] = b"pbts/client-attestation/v1";
+
+/// What a quote's 64 bytes of report data bind, and under which scheme. Anyone may ask
+/// `POST /generate-attestation` to quote a payload, so a client payload must never yield the
+/// report data of a statement the tracker makes itself (its factory statement,
+/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>`, is published on chain as proof of
+/// where the tracker runs). Each binding has its own domain:
+///
+/// ```text
+///  Tracker(statement)  statement ‖ zeros              when it is 64 bytes or fewer
+///                      SHA-256(statement) ‖ 32 zeros  otherwise (the original's scheme, kept
+///                                                     so published attestations still verify)
+///  Client(payload)     SHA-256("pbts/client-attestation/v1" ‖ payload) ‖ 32 zeros
+/// ```
+///
+/// The domains cannot meet: a client's report data is a SHA-256 of a message that starts with
+/// the domain tag, a tracker statement's is either a SHA-256 of a message that starts with
+/// `PBTS-Tracker-` (equal hashes would be a SHA-256 collision) or the statement's own text,
+/// which would need a hash whose first 13 bytes spell `PBTS-Tracker-`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// A statement of the tracker itself (the factory statement): [`report_data_for`].
+    Tracker(&'a [u8]),
+    /// A payload a client chose (`POST /generate-attestation`, `/verify-attestation` with
+    /// `expected_payload`): [`client_report_data`].
+    Client(&'a [u8]),
+}
+
+impl Binding<'_> {
+    /// The 64 bytes of report data under this binding's scheme.
+    pub fn report_data(self) -> [u8; 64] {
+        match self {
+            Self::Tracker(statement) => report_data_for(statement),
+            Self::Client(payload) => client_report_data(payload),
+        }
+    }
+}
+
+/// Report data of a client payload: SHA-256([`CLIENT_ATTESTATION_DOMAIN`] ‖ `payload`),
+/// zero-padded to 64 bytes. See [`Binding`].
+pub fn client_report_data(payload: &[u8]) -> [u8; 64] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(CLIENT_ATTESTATION_DOMAIN);
+    h.update(payload);
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&h.finalize());
+    out
+}
+
+/// Report data of a tracker statement ([`Binding::Tracker`]): the statement itself,
+/// zero-padded, when it fits; otherwise its SHA-256, zero-padded (as the original did, so its
+/// quotes still match). Never for payloads a client chose: see [`client_report_data`].
 pub fn report_data_for(payload: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
     if payload.len() <= 64 {
@@ -280,6 +332,30 @@ mod tests {
         use sha2::Digest as _;
         assert_eq!(&rd[..32], sha2::Sha256::digest(long).as_slice());
         assert_eq!(&rd[32..], &[0; 32]);
+    }
+
+    #[test]
+    fn client_payloads_have_their_own_domain() {
+        use sha2::Digest as _;
+        let statement = b"PBTS-Tracker-v1.0:factory=0x00000000000000000000000000000000000000aa:\
+                          referrer=0x0000000000000000000000000000000000000000";
+        let client = Binding::Client(statement).report_data();
+        assert_ne!(client, Binding::Tracker(statement).report_data());
+        assert_eq!(Binding::Tracker(statement).report_data(), report_data_for(statement));
+        let mut tagged = b"pbts/client-attestation/v1".to_vec();
+        tagged.extend_from_slice(statement);
+        assert_eq!(&client[..32], sha2::Sha256::digest(&tagged).as_slice());
+        assert_eq!(&client[32..], &[0; 32]);
+        // Short payloads are hashed too (a tracker statement of 64 bytes or fewer is not).
+        assert_eq!(
+            const_hex::encode(client_report_data(b"abc")),
+            format!(
+                "{}{}",
+                const_hex::encode(sha2::Sha256::digest(b"pbts/client-attestation/v1abc")),
+                "0".repeat(64)
+            )
+        );
+        assert_ne!(client_report_data(b"abc"), report_data_for(b"abc"));
     }
 
     #[test]

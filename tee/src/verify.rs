@@ -27,8 +27,9 @@ pub enum Collateral {
 /// What the caller expects the quote to bind.
 #[derive(Clone, Copy, Debug)]
 pub enum Expected<'a> {
-    /// Report data must equal [`quote::report_data_for`] of this payload.
-    Payload(&'a [u8]),
+    /// Report data must be what this binding gives ([`quote::Binding::report_data`]): a client
+    /// payload or a tracker statement, each under its own scheme.
+    Binds(quote::Binding<'a>),
     /// Report data must equal these 64 bytes exactly.
     ReportData(&'a [u8; 64]),
 }
@@ -147,7 +148,7 @@ pub fn verify(
         }
     };
     let want = match expected {
-        Expected::Payload(p) => quote::report_data_for(p),
+        Expected::Binds(binding) => binding.report_data(),
         Expected::ReportData(rd) => *rd,
     };
     v.report_data_matches = parsed.report.report_data == want;

@@ -75,7 +75,7 @@ fn keys_are_derived_from_the_agent_deterministically_and_quotes_bind_the_payload
     }
 
     let payload = b"PBTS-Tracker-v1.0:factory=0x00000000000000000000000000000000000000aa:referrer=0x0000000000000000000000000000000000000000";
-    let (raw, report_data) = tee.quote(payload).unwrap();
+    let (raw, report_data) = tee.quote(quote::Binding::Tracker(payload)).unwrap();
     assert_eq!(report_data, quote::report_data_for(payload));
     assert_eq!(quote::parse(&raw).unwrap().report.report_data, report_data);
     let sent =
@@ -97,7 +97,7 @@ fn agent_failures_are_errors_with_the_agents_words() {
     let (socket, _) = unix_agent(dir.path(), true);
     let tee = open(&socket).unwrap();
     assert_eq!(
-        tee.quote(b"x").unwrap_err(),
+        tee.quote(quote::Binding::Client(b"x")).unwrap_err(),
         TeeError::Provider("dstack /GetQuote: HTTP 500: TDX not available".to_owned())
     );
     // No agent: a start-up error, never a silent fallback to no TEE.
@@ -136,7 +136,7 @@ fn without_a_tee_keys_come_from_the_root_file_and_quotes_are_refused() {
     let mode = std::fs::metadata(dir.path().join("tee-root.key")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(
-        tee.quote(b"x").unwrap_err(),
+        tee.quote(quote::Binding::Client(b"x")).unwrap_err(),
         TeeError::Unavailable("no TEE (tee.mode = none): quotes need tdx or dstack".to_owned())
     );
     // Asking for TDX where there is none is a clear error.

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use pbts_tee::quote::{self, BodyKind};
+use pbts_tee::quote::{self, Binding, BodyKind};
 use pbts_tee::verify::{self, Expected};
 
 struct Sample {
@@ -89,8 +89,8 @@ fn genuine_quotes_verify_and_bind_their_report_data() {
     assert!(v.report_data_matches);
     assert!(verify::ACCEPTED_STATUSES.contains(&v.status.as_str()), "{}", v.status);
 
-    // A payload of 64 bytes or fewer is bound as itself.
-    let v = verify::verify(s.quote, &c, now, Expected::Payload(&rd));
+    // A tracker statement of 64 bytes or fewer is bound as itself.
+    let v = verify::verify(s.quote, &c, now, Expected::Binds(Binding::Tracker(&rd)));
     assert!(v.valid && v.report_data_matches, "{v:?}");
 
     let td15 = &SAMPLES[2];
@@ -143,7 +143,7 @@ fn a_report_data_mismatch_is_invalid() {
         s.quote,
         &c,
         now,
-        Expected::Payload(b"PBTS-Tracker-v1.0:factory=0x1:referrer=0x0"),
+        Expected::Binds(Binding::Tracker(b"PBTS-Tracker-v1.0:factory=0x1:referrer=0x0")),
     );
     assert!(!v.valid);
     assert!(!v.report_data_matches);
@@ -156,7 +156,7 @@ fn a_report_data_mismatch_is_invalid() {
 fn garbage_and_truncation_are_errors_not_panics() {
     let (c, now) = at(&SAMPLES[0]);
     for bad in [&b""[..], &b"not a quote"[..], &SAMPLES[0].quote[..1000]] {
-        let v = verify::verify(bad, &c, now, Expected::Payload(b"x"));
+        let v = verify::verify(bad, &c, now, Expected::Binds(Binding::Client(b"x")));
         assert!(!v.valid);
         assert!(v.reason.as_deref().is_some_and(|r| r.starts_with("quote: ")), "{v:?}");
     }

@@ -165,8 +165,11 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             set_config(core, req, out).await;
         }
         (Method::Get, path) if path.starts_with(b"/user/") => {
-            let name = std::str::from_utf8(&path[b"/user/".len()..]).unwrap_or("");
-            let Some(user) = state.accounts.by_name(name) else {
+            let name = match path_param(path, b"/user/", "user id") {
+                Ok(name) => name,
+                Err(e) => return error(out, 400, &e, ka),
+            };
+            let Some(user) = state.accounts.by_name(&name) else {
                 return error(out, 404, "User not found", ka);
             };
             let r = user.to_record();
@@ -398,6 +401,21 @@ fn torrent_record(req: &Request<'_>) -> Result<(TorrentRecord, Option<Vec<u8>>),
         total_size: new.total_size,
     };
     Ok((record, None))
+}
+
+/// The route parameter after `prefix` in `path`, percent-decoded (`/user/%61lice` names
+/// `alice`; `+` stays a plus sign). Routing matched the raw path, so the parameter is decoded
+/// exactly once, here.
+///
+/// # Errors
+/// The text of a 400 naming `what` and the bad escape or the invalid UTF-8.
+pub(crate) fn path_param<'a>(
+    path: &'a [u8],
+    prefix: &[u8],
+    what: &str,
+) -> Result<std::borrow::Cow<'a, str>, String> {
+    let raw = path.strip_prefix(prefix).unwrap_or_default();
+    pbts_http::path::decode_segment(raw).map_err(|e| format!("{what} in the path: {e}"))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -639,8 +657,11 @@ async fn admin(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             }
         }
         (Method::Get, path) if path.starts_with(b"/admin/users/") => {
-            let name = std::str::from_utf8(&path[b"/admin/users/".len()..]).unwrap_or("");
-            let Some(user) = state.accounts.by_name(name) else {
+            let name = match path_param(path, b"/admin/users/", "user name") {
+                Ok(name) => name,
+                Err(e) => return error(out, 400, &e, ka),
+            };
+            let Some(user) = state.accounts.by_name(&name) else {
                 return error(out, 404, "user not found", ka);
             };
             let r = user.to_record();

@@ -69,8 +69,10 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, admin: bool, out: &mut
         (Post, b"/contract/update") if write(out) => update(core, req, out).await,
         (Post, b"/contract/migrate") if write(out) => migrate(core, req, out).await,
         (Get, path) if path.starts_with(b"/contract/user/") => {
-            let name = std::str::from_utf8(&path[b"/contract/user/".len()..]).unwrap_or("");
-            user(core, name, ka, out).await;
+            match super::api::path_param(path, b"/contract/user/", "username") {
+                Ok(name) => user(core, &name, ka, out).await,
+                Err(e) => fail(out, 400, &e, ka),
+            }
         }
         (
             Post,
@@ -91,7 +93,7 @@ async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
     let mut body = json!({
         "configured": chain.handle.is_some(),
         "connected": false,
-        "rpc_url": state.config.chain.rpc_url,
+        "rpc_url": redact_url(&state.config.chain.rpc_url),
         "account_address": opt_addr(chain.handle.as_ref().map(ChainHandle::account)),
         "factory_address": opt_addr(chain.factory),
         "reputation_address": opt_addr(chain.reputation()),
@@ -103,7 +105,7 @@ async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
             "last_batch_id": o.last_batch_id.load(Relaxed),
             "last_success_unix": o.last_success_unix.load(Relaxed),
             "failures": o.failures.load(Relaxed),
-            "last_error": chain.last_error(),
+            "last_error": chain.last_error().map(|e| redact_urls_in(&e)),
         },
     });
     if let Some(h) = &chain.handle {
@@ -114,10 +116,69 @@ async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
                 body["block_number"] = s.block_number.into();
                 body["balance_wei"] = s.balance.to_string().into();
             }
-            Err(e) => body["error"] = e.to_string().into(),
+            // HTTP client errors quote the URL they failed on ("... for url (https://...)").
+            Err(e) => body["error"] = redact_urls_in(&e.to_string()).into(),
         }
     }
     write_json(out, 200, &body.to_string(), ka);
+}
+
+/// A URL fit for a public answer: scheme and `host[:port]` only. Hosted RPC endpoints carry
+/// their API key in the path (`https://eth-mainnet.g.alchemy.com/v2/<key>`), the userinfo
+/// (`https://user:key@host/`) or the query (`?apikey=<key>`), and `GET /contract/status` needs
+/// no authentication; so anything past the authority becomes `/…` and userinfo is dropped.
+/// A URL with nothing to hide (`http://127.0.0.1:8545`, with or without a final `/`) is shown
+/// as it is; text that is not `scheme://...` is shown as `…`.
+fn redact_url(url: &str) -> String {
+    let url = url.trim();
+    if url.is_empty() {
+        return String::new();
+    }
+    let Some((scheme, rest)) = url.split_once("://") else { return "…".to_owned() };
+    if scheme.is_empty()
+        || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return "…".to_owned();
+    }
+    // The authority ends where URL parsers end it (`\` too, for http and https).
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (had_userinfo, host) = match authority.rfind('@') {
+        Some(at) => (true, &authority[at + 1..]),
+        None => (false, authority),
+    };
+    let tail = if had_userinfo || !matches!(tail, "" | "/") { "/…" } else { tail };
+    format!("{scheme}://{host}{tail}")
+}
+
+/// `text` with every `scheme://...` in it passed through [`redact_url`] (a URL ends at
+/// whitespace, a quote, `<`, `>` or `)`, as error messages quote them).
+fn redact_urls_in(text: &str) -> String {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | '`');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(sep) = rest.find("://") {
+        let start = rest[..sep]
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| is_scheme(c))
+            .last()
+            .map_or(sep, |(i, _)| i);
+        let after = &rest[sep + 3..];
+        let end = sep + 3 + after.find(ends_url).unwrap_or(after.len());
+        if start == sep {
+            // No scheme before it: not a URL.
+            out.push_str(&rest[..sep + 3]);
+            rest = &rest[sep + 3..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[derive(Deserialize, Default)]
@@ -365,5 +426,53 @@ mod tests {
         }
         assert_eq!(amount(U256::from(5)), json!(5));
         assert_eq!(amount(U256::MAX), json!(U256::MAX.to_string()));
+    }
+
+    #[test]
+    fn rpc_urls_keep_only_scheme_and_authority() {
+        for (url, shown) in [
+            (
+                "https://eth-mainnet.g.alchemy.com/v2/SECRETKEY",
+                "https://eth-mainnet.g.alchemy.com/…",
+            ),
+            ("https://mainnet.infura.io/v3/0123abcd", "https://mainnet.infura.io/…"),
+            ("http://user:pw@host:8545/", "http://host:8545/…"),
+            ("http://user:pw@host:8545", "http://host:8545/…"),
+            ("https://rpc.example/?apikey=SECRET", "https://rpc.example/…"),
+            ("https://rpc.example?apikey=SECRET", "https://rpc.example/…"),
+            ("https://rpc.example#SECRET", "https://rpc.example/…"),
+            ("https://rpc.example\\SECRET", "https://rpc.example/…"),
+            ("wss://a:b@[2001:db8::1]:8546/ws/KEY", "wss://[2001:db8::1]:8546/…"),
+            ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+            ("http://127.0.0.1:8545/", "http://127.0.0.1:8545/"),
+            ("  http://[::1]:8545  ", "http://[::1]:8545"),
+            ("", ""),
+            ("/var/run/geth.ipc", "…"),
+            ("://host/x", "…"),
+            ("ht tp://host/x", "…"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_inside_error_text_are_redacted() {
+        for (text, shown) in [
+            (
+                "error sending request for url (https://eth-mainnet.g.alchemy.com/v2/KEY): \
+                 connection refused",
+                "error sending request for url (https://eth-mainnet.g.alchemy.com/…): \
+                 connection refused",
+            ),
+            (
+                "http://u:p@a:1/x and \"https://b/y?k=v\" then ws://c",
+                "http://a:1/… and \"https://b/…\" then ws://c",
+            ),
+            ("no url here: a://", "no url here: a://"),
+            ("bare ://x stays", "bare ://x stays"),
+            ("ünïcode before https://h/k after", "ünïcode before https://h/… after"),
+        ] {
+            assert_eq!(redact_urls_in(text), shown, "{text}");
+        }
     }
 }

@@ -1,17 +1,22 @@
 //! The original's TEE endpoints, fixed: `POST /keygen-tee` returns the derived public key and
-//! never a private key; quote sizes are binary sizes; `POST /verify-attestation` needs no TEE
-//! and enforces the report data. Every provider call and every verification runs on a blocking
-//! thread, never on the serving core.
+//! never a private key; quote sizes are binary sizes; `POST /generate-attestation` binds client
+//! payloads in a domain of their own ([`pbts_tee::quote::Binding`]), apart from the tracker's
+//! factory statement; `POST /verify-attestation` needs no TEE, enforces the report data, fetches
+//! collateral only from the operator's PCCS (`tee.pccs_url`), and runs on the bounded
+//! attestation threads ([`crate::attest`]). Provider calls run on the core's blocking thread,
+//! never on the serving core.
 
 use std::time::Instant;
 
 use pbts_http::request::Request;
+use pbts_tee::quote::Binding;
 use pbts_tee::verify::{Collateral, Expected};
 use pbts_tee::{TeeError, quote};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::{fail, json_body, write_json};
+use crate::attest::SubmitError;
 use crate::common::{Core, b64, unix_now};
 
 fn tee_fail(out: &mut Vec<u8>, e: &TeeError, ka: bool) {
@@ -102,7 +107,12 @@ struct AttestBody {
     payload: Option<String>,
 }
 
-/// `POST /generate-attestation`: a quote whose report data binds `payload`.
+/// How `/generate-attestation` binds a payload, for clients that check quotes themselves.
+const CLIENT_BINDING: &str =
+    "sha256(\"pbts/client-attestation/v1\" || payload), zero-padded to 64 bytes";
+
+/// `POST /generate-attestation`: a quote whose report data binds `payload` in the client domain
+/// ([`Binding::Client`]): no payload yields the report data of the tracker's own statements.
 pub(crate) async fn generate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
     let body: AttestBody = match json_body(req) {
@@ -118,13 +128,16 @@ pub(crate) async fn generate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) 
     let tee = core.state.tee.clone();
     let p = payload.clone();
     let t = Instant::now();
-    match glommio::executor().spawn_blocking(move || tee.quote(p.as_bytes())).await {
+    let quoted =
+        glommio::executor().spawn_blocking(move || tee.quote(Binding::Client(p.as_bytes())));
+    match quoted.await {
         Ok((raw, report_data)) => {
             let body = json!({
                 "success": true,
                 "quote": quote::hex(&raw),
                 "payload": payload,
                 "report_data": quote::hex(&report_data),
+                "report_data_binding": CLIENT_BINDING,
                 // Bytes of the quote itself (the original reported its hex length).
                 "quote_size_bytes": raw.len(),
                 "generation_time_ms": ms(t),
@@ -149,20 +162,33 @@ struct VerifyBody {
     /// Collateral in dcap-qvl's JSON form (offline verification).
     #[serde(default)]
     collateral: Option<Value>,
+    /// Refused (the original's field): clients do not choose what the tracker fetches. Read
+    /// only to answer it with a clear 400.
     #[serde(default)]
-    pccs_url: Option<String>,
+    pccs_url: Option<serde::de::IgnoredAny>,
     /// Unix seconds to verify at (default now): old quotes verify against their old collateral.
     #[serde(default)]
     now: Option<u64>,
 }
 
-/// `POST /verify-attestation`: verifies a quote (no TEE needed) and its binding to a payload.
+/// The answer to a request naming its own PCCS.
+const PCCS_URL_REFUSED: &str = "pccs_url is not accepted: send the collateral in the request \
+    (\"collateral\"), or let the tracker fetch it from the PCCS its operator configured \
+    (tee.pccs_url)";
+
+/// `POST /verify-attestation`: verifies a quote (no TEE needed) and its binding to a payload
+/// (client domain, as `/generate-attestation` binds it) or to exact report data.
 pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
     let b: VerifyBody = match json_body(req) {
         Ok(v) => v,
         Err(e) => return fail(out, 400, &e, ka),
     };
+    if b.pccs_url.is_some() {
+        // A client-chosen URL fetched by the tracker is server-side request forgery: into the
+        // operator's network, or at a tarpit that holds a verification thread.
+        return fail(out, 400, PCCS_URL_REFUSED, ka);
+    }
     let Some(raw) = b.quote.filter(|q| !q.is_empty()) else {
         return fail(out, 400, "Missing quote", ka);
     };
@@ -174,7 +200,7 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         Err(_) => return fail(out, 400, "quote must be hex", ka),
     };
     let expected = match (b.expected_payload, b.expected_report_data) {
-        (Some(p), None) => ExpectedOwned::Payload(p.into_bytes()),
+        (Some(p), None) => ExpectedOwned::ClientPayload(p.into_bytes()),
         (None, Some(h)) => match quote::unhex(&h).ok().and_then(|v| <[u8; 64]>::try_from(v).ok()) {
             Some(rd) => ExpectedOwned::ReportData(rd),
             None => return fail(out, 400, "expected_report_data must be 64 bytes of hex", ka),
@@ -184,42 +210,47 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         }
         (None, None) => return fail(out, 400, "Missing expected_payload", ka),
     };
-    let collateral = match (b.collateral, b.pccs_url) {
-        (Some(c), _) => match serde_json::from_value(c) {
+    let pccs_url = &core.state.config.tee.pccs_url;
+    let collateral = match b.collateral {
+        Some(c) => match serde_json::from_value(c) {
             Ok(c) => Collateral::Given(Box::new(c)),
             Err(e) => return fail(out, 400, &format!("collateral: {e}"), ka),
         },
-        (None, Some(url)) => Collateral::Pccs(url),
-        (None, None) if !core.state.config.tee.pccs_url.is_empty() => {
-            Collateral::Pccs(core.state.config.tee.pccs_url.clone())
-        }
-        (None, None) => {
-            return fail(
-                out,
-                400,
-                "collateral or pccs_url required (no tee.pccs_url is configured)",
-                ka,
-            );
-        }
+        None if !pccs_url.is_empty() => Collateral::Pccs(pccs_url.clone()),
+        None => return fail(out, 400, "collateral required (no tee.pccs_url is configured)", ka),
     };
     let now = b.now.unwrap_or_else(unix_now);
     let timeout = std::time::Duration::from_secs(core.state.config.tee.timeout_secs);
     let tee = core.state.tee.clone();
     let t = Instant::now();
-    let result = glommio::executor()
-        .spawn_blocking(move || {
-            let c = match collateral {
-                Collateral::Given(c) => *c,
-                Collateral::Pccs(url) => pbts_tee::verify::fetch_collateral(&url, &raw, timeout)?,
-            };
-            let v = pbts_tee::verify::verify(&raw, &c, now, expected.as_expected());
-            tee.stats.verified(t);
-            Ok::<_, TeeError>(v)
-        })
-        .await;
-    let v = match result {
-        Ok(v) => v,
-        Err(e) => return tee_fail(out, &e, ka),
+    let submitted = core.state.attestations.try_submit(move || {
+        let c = match collateral {
+            Collateral::Given(c) => *c,
+            Collateral::Pccs(url) => pbts_tee::verify::fetch_collateral(&url, &raw, timeout)?,
+        };
+        let v = pbts_tee::verify::verify(&raw, &c, now, expected.as_expected());
+        tee.stats.verified(t);
+        Ok::<_, TeeError>(v)
+    });
+    let reply = match submitted {
+        Ok(reply) => reply,
+        Err(e @ SubmitError::Busy { .. }) => {
+            let body = json!({ "success": false, "error": e.to_string() }).to_string();
+            return pbts_http::response::write_response_with_headers(
+                out,
+                503,
+                "application/json",
+                &[("Retry-After", b"1")],
+                body.as_bytes(),
+                ka,
+            );
+        }
+        Err(e @ SubmitError::Stopped) => return fail(out, 503, &e.to_string(), ka),
+    };
+    let v = match reply.recv_async().await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return tee_fail(out, &e, ka),
+        Err(_) => return fail(out, 500, "attestation verification failed: internal error", ka),
     };
     let mut body = json!({
         "success": true,
@@ -252,16 +283,17 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     write_json(out, 200, &body.to_string(), ka);
 }
 
-/// [`Expected`] with owned data, to move to the blocking thread.
+/// [`Expected`] with owned data, to move to an attestation thread.
 enum ExpectedOwned {
-    Payload(Vec<u8>),
+    /// `expected_payload`: a client payload, bound as `/generate-attestation` binds it.
+    ClientPayload(Vec<u8>),
     ReportData([u8; 64]),
 }
 
 impl ExpectedOwned {
     fn as_expected(&self) -> Expected<'_> {
         match self {
-            Self::Payload(p) => Expected::Payload(p),
+            Self::ClientPayload(p) => Expected::Binds(Binding::Client(p)),
             Self::ReportData(rd) => Expected::ReportData(rd),
         }
     }
@@ -282,9 +314,11 @@ pub(crate) async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
     write_json(out, 200, &body.to_string(), ka);
 }
 
-/// The factory attestation for `POST /contract/init`: a quote binding
-/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>` when a TEE is configured (its raw
-/// bytes, not the hex text the original sent), else the fixed marker. Blocking.
+/// The factory attestation for `POST /contract/init`: a quote binding the tracker statement
+/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>` ([`Binding::Tracker`]: the
+/// original's report-data scheme, which no client payload of `/generate-attestation` can reach)
+/// when a TEE is configured (its raw bytes, not the hex text the original sent), else the fixed
+/// marker. Blocking.
 ///
 /// # Errors
 /// A configured TEE that fails to quote (never silently replaced by the marker).
@@ -297,6 +331,6 @@ pub(crate) fn factory_attestation(
         return Ok((pbts_chain::NO_TEE_ATTESTATION.to_vec(), "none"));
     }
     let payload = format!("PBTS-Tracker-v1.0:factory={factory}:referrer={referrer}");
-    let (raw, _) = tee.quote(payload.as_bytes())?;
+    let (raw, _) = tee.quote(Binding::Tracker(payload.as_bytes()))?;
     Ok((raw, "tdx-quote"))
 }

@@ -85,10 +85,19 @@ pub enum Request<'a> {
 }
 
 /// Why a datagram was not accepted, and what to do about it.
+///
+/// UDP source addresses are trivially spoofed, so nothing but a connect response may go to a
+/// source that has not proven it receives our packets (BEP 15's connection id). An error packet
+/// is therefore only *possible*: the caller sends it once `connection_id` validates for the
+/// source, and drops the datagram silently otherwise (a 17-byte scrape must not earn a
+/// 59-byte error at a victim's address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestError {
-    /// Answer with an error packet carrying this text.
+    /// Answer with an error packet carrying this text, if `connection_id` is valid for the
+    /// source; else drop silently.
     Sendable {
+        /// The connection id the datagram carried (check it before answering).
+        connection_id: ConnectionId,
         /// Echoed back.
         transaction_id: TransactionId,
         /// Text for the client.
@@ -118,7 +127,8 @@ fn arr20(b: &[u8], at: usize) -> [u8; 20] {
 ///
 /// # Errors
 /// [`RequestError::Drop`] for datagrams without a full header, [`RequestError::Sendable`] for
-/// identifiable requests that are malformed.
+/// identifiable requests that are malformed (answerable only once their connection id
+/// validates).
 pub fn parse_request(b: &[u8]) -> Result<Request<'_>, RequestError> {
     if b.len() < 16 || b.len() > MAX_REQUEST_BYTES {
         return Err(RequestError::Drop);
@@ -126,7 +136,7 @@ pub fn parse_request(b: &[u8]) -> Result<Request<'_>, RequestError> {
     let connection_id = ConnectionId(u64_at(b, 0));
     let action = u32_at(b, 8);
     let transaction_id = TransactionId(u32_at(b, 12));
-    let sendable = |message| RequestError::Sendable { transaction_id, message };
+    let sendable = |message| RequestError::Sendable { connection_id, transaction_id, message };
     match action {
         ACTION_CONNECT => {
             if connection_id.0 != PROTOCOL_ID {
@@ -357,6 +367,7 @@ mod tests {
         assert_eq!(
             parse_request(&d),
             Err(RequestError::Sendable {
+                connection_id: ConnectionId(0x1122_3344_5566_7788),
                 transaction_id: TransactionId(7),
                 message: "truncated BEP 41 option"
             })
@@ -378,6 +389,7 @@ mod tests {
         assert_eq!(
             parse_request(&bad),
             Err(RequestError::Sendable {
+                connection_id: ConnectionId(PROTOCOL_ID),
                 transaction_id: TransactionId(9),
                 message: "unknown action"
             })
@@ -385,7 +397,14 @@ mod tests {
         let mut s = Vec::new();
         write_scrape_request(&mut s, ConnectionId(1), TransactionId(2), &[InfoHash([1; 20])]);
         s.pop();
-        assert!(matches!(parse_request(&s), Err(RequestError::Sendable { .. })));
+        assert_eq!(
+            parse_request(&s),
+            Err(RequestError::Sendable {
+                connection_id: ConnectionId(1),
+                transaction_id: TransactionId(2),
+                message: "scrape request must carry whole 20-byte info hashes"
+            })
+        );
     }
 
     #[test]

@@ -14,8 +14,18 @@ use pbts_http::InfoHash;
 
 use super::wire::{self, Request, RequestError};
 use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
+use crate::config::TrackerMode;
 use crate::metrics::Counter;
 use crate::sys::{RecvBatch, SendBatch};
+
+/// The refusal of a private-mode UDP announce that carried no BEP 41 URL data: the passkey is
+/// in the announce URL's path, which only such data carries over UDP. libtorrent-based clients
+/// (qBittorrent, Deluge) send it; Transmission, rtorrent and aria2 do not, and their users need
+/// the HTTP announce URL. (A UDP announce *with* URL data but no passkey in it gets HTTP's
+/// "passkey required: announce to /<passkey>/announce": its URL is what is wrong.)
+pub(crate) const PASSKEY_WITHOUT_URL_DATA: &str = "passkey required: your client sent no URL \
+    data (BEP 41) with this UDP announce, so the passkey cannot reach the tracker over UDP; \
+    use the HTTP announce URL";
 
 /// Serves `socket` until the executor stops.
 pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usize) {
@@ -104,7 +114,13 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
             m.inc(Counter::UdpDropped);
             return;
         }
-        Err(RequestError::Sendable { transaction_id, message }) => {
+        Err(RequestError::Sendable { connection_id, transaction_id, message }) => {
+            // Only a source that proved it receives our packets gets an error: anything else
+            // could be a spoofed victim address.
+            if !state.validator.check(connection_id, ip, now) {
+                m.inc(Counter::UdpDropped);
+                return;
+            }
             m.inc(Counter::UdpError);
             wire::write_error(out, transaction_id, message);
             return;
@@ -119,6 +135,15 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
             if !state.validator.check(a.connection_id, ip, now) {
                 // No answer: an unauthenticated source must not make us send anything.
                 m.inc(Counter::UdpDropped);
+                return;
+            }
+            if a.url_data.is_empty() && state.config.tracker.mode == TrackerMode::Private {
+                // Transmission, rtorrent and aria2 never send BEP 41 URL data: "announce to
+                // /<passkey>/announce" would send their users looking for a mistake in a URL
+                // that is right. Say what is missing instead.
+                m.inc(Counter::AuthRejected);
+                m.inc(Counter::UdpError);
+                wire::write_error(out, a.transaction_id, PASSKEY_WITHOUT_URL_DATA);
                 return;
             }
             let path = a.url_data.split(|&b| b == b'?').next().unwrap_or(b"");

@@ -91,7 +91,8 @@ pub fn run(s: &Settings) -> anyhow::Result<Outcome> {
         let mut i = 0;
         let g = timed(n, || {
             i += 1;
-            tee.quote(format!("test_payload_{i}").as_bytes()).expect("quote");
+            let payload = format!("test_payload_{i}");
+            tee.quote(pbts_tee::quote::Binding::Client(payload.as_bytes())).expect("quote");
         });
         add(&format!("attestation generation ({})", mode.as_str()), g, &mut t, &mut raw, false);
     }
