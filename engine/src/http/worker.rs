@@ -10,7 +10,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 use pbts_http::PeerId;
 use pbts_http::query::{self, QueryError};
-use pbts_http::request::{self, Limits, Method, Request, Status};
+use pbts_http::request::{Limits, Method, Request};
 use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
 
 use super::api;
@@ -100,12 +100,7 @@ const SHED_IDLE: Duration = Duration::from_secs(2);
 /// reads costs this much memory, not a response per request.
 const MAX_PENDING_OUTPUT: usize = 64 << 10;
 
-/// Buffers grown past this (a large report or `.torrent`) return to their normal size once the
-/// request is answered.
-const SHRINK_ABOVE: usize = 64 << 10;
-
-/// Normal size of a connection's input buffer.
-const INPUT_BUFFER: usize = 4096;
+use super::conn::{InputBuffer, Parsed, SHRINK_ABOVE, next_request};
 
 /// What the connection loop does after a request.
 enum Next {
@@ -140,8 +135,7 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
     let normal_cap = limits.max_header_bytes + normal_body;
     limits.max_body_bytes = normal_body.max(core.state.config.receipts.max_report_bytes());
     let cap = limits.max_header_bytes + limits.max_body_bytes;
-    let mut buf = vec![0u8; INPUT_BUFFER];
-    let mut len = 0usize;
+    let mut input = InputBuffer::new();
     let mut out = Vec::with_capacity(1024);
     let mut started: Option<Instant> = None;
     loop {
@@ -149,15 +143,15 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
         // pending reach MAX_PENDING_OUTPUT.
         let mut consumed = 0;
         let mut close = false;
-        while consumed < len && out.len() < MAX_PENDING_OUTPUT {
-            match request::parse_request(&buf[consumed..len], &limits) {
-                Ok(Status::Complete(req, n)) => {
+        while consumed < input.len() && out.len() < MAX_PENDING_OUTPUT {
+            match next_request(&input.data()[consumed..], &limits, normal_body) {
+                Parsed::TooLarge => {
+                    too_large(core, &mut out, normal_body);
+                    close = true;
+                    break;
+                }
+                Parsed::Request(req, n) => {
                     consumed += n;
-                    if req.body.len() > normal_body && receipts::report_route(req.path).is_none() {
-                        too_large(core, &mut out, normal_body);
-                        close = true;
-                        break;
-                    }
                     // A panic while handling one request costs that request (a 500) and its
                     // connection, never the core: glommio would otherwise unwind the whole
                     // executor and stop this core's share of all traffic.
@@ -190,8 +184,8 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                         }
                     }
                 }
-                Ok(Status::Partial) => break,
-                Err(e) => {
+                Parsed::Partial => break,
+                Parsed::Invalid(e) => {
                     core.metrics().inc(Counter::HttpBadRequest);
                     let body = format!("{e}\n");
                     response::write_response(
@@ -223,11 +217,8 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             let _ = stream.close().await;
             return;
         }
-        buf.copy_within(consumed..len, 0);
-        len -= consumed;
-        if len == 0 && buf.len() > SHRINK_ABOVE {
-            buf = vec![0u8; INPUT_BUFFER];
-        }
+        input.consume(consumed);
+        let len = input.len();
         if output_full && len > 0 {
             // More requests may be buffered: answer them before reading anything new.
             continue;
@@ -250,16 +241,16 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                 }
             },
         };
-        if len == buf.len() {
+        if input.is_full() {
             // Only a report of a known user may grow past the normal limit: an anonymous
             // client cannot make the server buffer a megabyte per connection.
-            let allowed = match report_passkey(&buf[..len]) {
+            let allowed = match report_passkey(input.data()) {
                 Some(Some(pk)) if known_passkey(core, pk) => cap,
                 _ => normal_cap,
             };
-            if buf.len() >= allowed {
+            if !input.grow(allowed) {
                 // The parser reports oversize heads itself; this is a body past the limit.
-                if allowed < cap && is_report_request(&buf[..len]) {
+                if allowed < cap && is_report_request(input.data()) {
                     core.metrics().inc(Counter::HttpBadRequest);
                     let body = format!(
                         "request body too large (limit {} bytes): reports larger than that need \
@@ -280,18 +271,17 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                 let _ = stream.close().await;
                 return;
             }
-            buf.resize((buf.len() * 2).min(allowed), 0);
         }
         if stream.set_read_timeout(Some(timeout)).is_err() {
             return;
         }
-        match stream.read(&mut buf[len..]).await {
+        match stream.read(input.spare()).await {
             Ok(0) => return,
             Ok(n) => {
                 if started.is_none() {
                     started = Some(Instant::now());
                 }
-                len += n;
+                input.filled(n);
             }
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::TimedOut {
