@@ -50,6 +50,7 @@ pub mod chain;
 pub mod cli;
 pub mod common;
 pub mod config;
+pub mod fuzzing;
 pub mod metrics;
 pub mod report;
 pub mod store;

@@ -80,6 +80,7 @@
 #![warn(missing_docs)]
 
 pub mod bencode;
+pub mod fuzzing;
 pub mod query;
 pub mod request;
 pub mod response;

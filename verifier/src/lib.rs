@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod bep10;
+pub mod fuzzing;
 pub mod keys;
 pub mod nullifier;
 pub mod pool;
