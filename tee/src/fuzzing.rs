@@ -37,10 +37,10 @@ pub fn tdx_quote(data: &[u8]) {
     }
 }
 
-/// `text` as hex digits: trimmed, without a `0x` prefix, lower case.
+/// `text` as hex digits: trimmed, without a `0x` or `0X` prefix, lower case.
 fn hex_digits(text: &str) -> String {
     let t = text.trim();
-    t.strip_prefix("0x").unwrap_or(t).to_ascii_lowercase()
+    t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t).to_ascii_lowercase()
 }
 
 /// The dstack agent's responses: a response that is accepted is a complete 200 whose body is
@@ -84,5 +84,39 @@ pub fn unhex(data: &[u8]) {
     match quote::unhex(text) {
         Ok(raw) => assert_eq!(quote::hex(&raw), hex_digits(text)),
         Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// What the fuzzer found, one named test per input in `fuzz/regressions/`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `regressions/unhex/multibyte_utf8_panic`: `unhex` sliced the `str` two bytes at a time
+    /// and panicked inside a multi-byte character. `POST /verify-attestation` hands it the
+    /// client's `quote`, so any client could panic a serving core; dstack answers and the root
+    /// secret file reach it too. It now decodes bytes (const-hex).
+    #[test]
+    fn unhex_multibyte_utf8_is_an_error_not_a_panic() {
+        let text = "000\u{399}x";
+        assert_eq!(quote::unhex(text).unwrap_err().to_string(), "quote: not valid hex");
+        assert_eq!(quote::unhex("\u{e9}\u{e9}").unwrap_err().to_string(), "quote: not valid hex");
+        unhex(text.as_bytes());
+    }
+
+    /// `regressions/dstack_response/get_key_signed_digit`: `u8::from_str_radix` accepts a sign,
+    /// so the digit pair `+8` decoded as 0x08 and a dstack key with a `+` in it was taken as a
+    /// different key instead of being refused.
+    #[test]
+    fn unhex_refuses_signed_digit_pairs() {
+        assert!(quote::unhex("+8").is_err());
+        assert!(quote::unhex("0x12+80d").is_err());
+        let raw = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/dstack_response/get_key_signed_digit"
+        ))
+        .unwrap();
+        assert!(key_from_answer(&parse_response("/GetKey", &raw).unwrap()).is_err());
+        dstack_response(&raw);
     }
 }

@@ -256,16 +256,14 @@ pub fn hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`TeeError::Quote`] for odd length or a non-hex digit.
 pub fn unhex(s: &str) -> Result<Vec<u8>, TeeError> {
-    let s = s.trim();
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
-        return Err(TeeError::Quote("hex has an odd number of digits".to_owned()));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| TeeError::Quote("not valid hex".to_owned()))
+    // Decoded from bytes: a multi-byte UTF-8 character is just an invalid digit here (slicing
+    // the `str` by byte index, as this function once did, panicked on one).
+    const_hex::decode(s.trim().as_bytes()).map_err(|e| match e {
+        const_hex::FromHexError::OddLength => {
+            TeeError::Quote("hex has an odd number of digits".to_owned())
+        }
+        _ => TeeError::Quote("not valid hex".to_owned()),
+    })
 }
 
 #[cfg(test)]
