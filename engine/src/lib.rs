@@ -53,6 +53,7 @@ pub mod chain;
 pub mod cli;
 pub mod common;
 pub mod config;
+pub mod fuzzing;
 pub mod metrics;
 pub mod ratelimit;
 pub mod report;

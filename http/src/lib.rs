@@ -81,6 +81,7 @@
 #![warn(missing_docs)]
 
 pub mod bencode;
+pub mod fuzzing;
 pub mod path;
 pub mod query;
 pub mod request;

@@ -40,6 +40,7 @@
 
 pub mod agent;
 pub mod derive;
+pub mod fuzzing;
 pub mod provider;
 pub mod quote;
 pub mod verify;

@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod bep10;
 pub mod credit;
+pub mod fuzzing;
 pub mod keys;
 pub mod pool;
 pub mod receipt;

@@ -271,45 +271,41 @@ struct ConfigChange {
     tee_mode: Option<serde::de::IgnoredAny>,
 }
 
-/// `POST /config` (admin): validates every key first and applies all or nothing (the original
-/// applied keys one by one, so a bad later key left earlier ones changed), then persists the
-/// change so a restart keeps it. Types are strict: `"false"` is not a boolean.
-async fn set_config(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let change: ConfigChange = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+/// Decodes and checks a `POST /config` body: the overrides it asks for, or why it is refused
+/// (pure; [`set_config`] applies the result).
+pub(crate) fn decode_config_change(raw: &[u8]) -> Result<Overrides, String> {
+    let change: ConfigChange = parse_json(raw)?;
     if change.verify_signatures == Some(false) {
-        return fail(
-            out,
-            400,
-            "verify_signatures cannot be turned off: upload credit comes only from verified \
-             signatures",
-            ka,
-        );
+        return Err("verify_signatures cannot be turned off: upload credit comes only from \
+                    verified signatures"
+            .to_owned());
     }
     if change.tee_mode.is_some() {
-        return fail(out, 400, "tee_mode is chosen at start-up (TEE_MODE), not at run time", ka);
+        return Err("tee_mode is chosen at start-up (TEE_MODE), not at run time".to_owned());
     }
     if let Some(w) = change.receipt_window
         && !(1..=crate::config::MAX_RECEIPT_WINDOW_SECS).contains(&w)
     {
         let max = crate::config::MAX_RECEIPT_WINDOW_SECS;
-        return fail(
-            out,
-            400,
-            &format!("receipt_window must be in 1..={max} seconds, got {w}"),
-            ka,
-        );
+        return Err(format!("receipt_window must be in 1..={max} seconds, got {w}"));
     }
     if let Some(r) = change.min_ratio
         && !(r.is_finite() && r >= 0.0)
     {
-        return fail(out, 400, "min_ratio must be a finite number >= 0", ka);
+        return Err("min_ratio must be a finite number >= 0".to_owned());
     }
-    let overrides =
-        Overrides { min_ratio: change.min_ratio, receipt_window_secs: change.receipt_window };
+    Ok(Overrides { min_ratio: change.min_ratio, receipt_window_secs: change.receipt_window })
+}
+
+/// `POST /config` (admin): validates every key first and applies all or nothing (the original
+/// applied keys one by one, so a bad later key left earlier ones changed), then persists the
+/// change so a restart keeps it. Types are strict: `"false"` is not a boolean.
+async fn set_config(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
+    let ka = req.keep_alive;
+    let overrides = match decode_config_change(req.body) {
+        Ok(v) => v,
+        Err(e) => return fail(out, 400, &e, ka),
+    };
     match ask(core, |reply| StoreCmd::SetOverrides { overrides, reply }).await {
         Ok(in_force) => {
             core.state.runtime.apply(in_force);
@@ -418,7 +414,7 @@ pub(crate) fn path_param<'a>(
     pbts_http::path::decode_segment(raw).map_err(|e| format!("{what} in the path: {e}"))
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
@@ -481,6 +477,35 @@ pub(crate) fn b64_array<const N: usize>(field: &str, value: &str) -> Result<[u8;
     raw.try_into().map_err(|_| format!("{field} must decode to {N} bytes, got {got}"))
 }
 
+/// A `POST /register` body, decoded: the name checked, the keys decoded to their sizes (the
+/// signatures are not checked yet).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NewRegistration {
+    pub(crate) user_id: String,
+    pub(crate) public_key: [u8; 48],
+    pub(crate) proof_of_possession: [u8; 96],
+    pub(crate) signature: Option<[u8; 96]>,
+    pub(crate) passkey: Option<String>,
+    pub(crate) invite: Option<String>,
+}
+
+/// Decodes a `POST /register` body, or says what is wrong with it (pure; [`register`] checks
+/// the signatures and stores the user).
+pub(crate) fn decode_registration(raw: &[u8]) -> Result<NewRegistration, String> {
+    let r: Registration = parse_json(raw)?;
+    if !valid_name(&r.user_id) {
+        return Err("user_id must be 1-64 characters of A-Z a-z 0-9 _ - .".to_owned());
+    }
+    Ok(NewRegistration {
+        public_key: b64_array::<48>("public_key", &r.public_key)?,
+        proof_of_possession: b64_array::<96>("proof_of_possession", &r.proof_of_possession)?,
+        signature: r.signature.as_deref().map(|s| b64_array::<96>("signature", s)).transpose()?,
+        user_id: r.user_id,
+        passkey: r.passkey,
+        invite: r.invite,
+    })
+}
+
 /// Checks a registration's key, proof of possession and optional signature (CPU-heavy: runs
 /// off the serving core). Returns the HTTP status and reason on failure.
 fn check_registration(
@@ -510,13 +535,10 @@ fn check_registration(
 /// returns the passkey. Failures answer `{"success": false, "error": ...}` as the original did.
 async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     let ka = req.keep_alive;
-    let r: Registration = match json_body(req) {
+    let r = match decode_registration(req.body) {
         Ok(v) => v,
         Err(e) => return fail(out, 400, &e, ka),
     };
-    if !valid_name(&r.user_id) {
-        return fail(out, 400, "user_id must be 1-64 characters of A-Z a-z 0-9 _ - .", ka);
-    }
     // Attaching a key to an account that exists (the passkey proves it) is not registration.
     let invite = match (core.state.config.registration_policy(), &r.passkey) {
         (_, Some(_)) | (RegistrationPolicy::Open, None) => None,
@@ -535,16 +557,7 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             }
         },
     };
-    let decoded = (|| {
-        let pk = b64_array::<48>("public_key", &r.public_key)?;
-        let proof = b64_array::<96>("proof_of_possession", &r.proof_of_possession)?;
-        let sig = r.signature.as_deref().map(|s| b64_array::<96>("signature", s)).transpose()?;
-        Ok::<_, String>((pk, proof, sig))
-    })();
-    let (pk, proof, sig) = match decoded {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+    let (pk, proof, sig) = (r.public_key, r.proof_of_possession, r.signature);
     let instance_id = core.state.instance_id.clone();
     let user_id = r.user_id.clone();
     let checked = glommio::executor()

@@ -49,7 +49,7 @@ pub(crate) fn is_report_request(buf: &[u8]) -> bool {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReportBody {
+pub(crate) struct ReportBody {
     /// The reporter's passkey (or in the path).
     #[serde(default)]
     passkey: Option<String>,
@@ -72,7 +72,9 @@ struct ReportBody {
 
 /// Decodes a report body: the envelope, and each receipt on its own (`Err` with the decoder's
 /// message for a malformed one). Fails only if the envelope itself does not decode.
-fn parse_report(raw: &[u8]) -> Result<(ReportBody, Vec<Result<Receipt, String>>), String> {
+pub(crate) fn parse_report(
+    raw: &[u8],
+) -> Result<(ReportBody, Vec<Result<Receipt, String>>), String> {
     let mut body: ReportBody = parse_json(raw)?;
     let decoded = std::mem::take(&mut body.receipts)
         .into_iter()

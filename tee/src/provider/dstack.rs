@@ -115,30 +115,40 @@ impl Dstack {
                 exchange(&mut s, req.as_bytes()).map_err(io)?
             }
         };
-        let head = match pbts_http::request::parse_response_head(&raw) {
-            Ok(pbts_http::request::Status::Complete(h, _)) => h,
-            Ok(pbts_http::request::Status::Partial) => {
-                return Err(TeeError::Provider(format!("dstack {path}: truncated response")));
-            }
-            Err(e) => return Err(TeeError::Provider(format!("dstack {path}: bad response: {e}"))),
-        };
-        let body = &raw[head.head_len..];
-        let body = match head.content_length {
-            Some(n) if n <= body.len() => &body[..n],
-            Some(n) => {
-                return Err(TeeError::Provider(format!(
-                    "dstack {path}: body cut at {} of {n} bytes",
-                    body.len()
-                )));
-            }
-            None => body,
-        };
-        if head.status != 200 {
-            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
-            return Err(TeeError::Provider(format!("dstack {path}: HTTP {}: {text}", head.status)));
-        }
-        serde_json::from_slice(body).map_err(|e| TeeError::Provider(format!("dstack {path}: {e}")))
+        parse_response(path, &raw)
     }
+}
+
+/// The JSON answer in `raw`, the agent's whole response to a request for `path` (read until it
+/// closed the connection).
+///
+/// # Errors
+/// A truncated or malformed response, a non-200 status (with the agent's text), or a body that
+/// is not JSON.
+pub(crate) fn parse_response(path: &str, raw: &[u8]) -> Result<Value, TeeError> {
+    let head = match pbts_http::request::parse_response_head(raw) {
+        Ok(pbts_http::request::Status::Complete(h, _)) => h,
+        Ok(pbts_http::request::Status::Partial) => {
+            return Err(TeeError::Provider(format!("dstack {path}: truncated response")));
+        }
+        Err(e) => return Err(TeeError::Provider(format!("dstack {path}: bad response: {e}"))),
+    };
+    let body = &raw[head.head_len..];
+    let body = match head.content_length {
+        Some(n) if n <= body.len() => &body[..n],
+        Some(n) => {
+            return Err(TeeError::Provider(format!(
+                "dstack {path}: body cut at {} of {n} bytes",
+                body.len()
+            )));
+        }
+        None => body,
+    };
+    if head.status != 200 {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+        return Err(TeeError::Provider(format!("dstack {path}: HTTP {}: {text}", head.status)));
+    }
+    serde_json::from_slice(body).map_err(|e| TeeError::Provider(format!("dstack {path}: {e}")))
 }
 
 /// Writes the request and reads until the agent closes (bounded).
@@ -164,22 +174,38 @@ fn field<'a>(v: &'a Value, name: &str, path: &str) -> Result<&'a str, TeeError> 
         .ok_or_else(|| TeeError::Provider(format!("dstack {path}: answer has no string {name:?}")))
 }
 
+/// The root key in a `/GetKey` answer.
+///
+/// # Errors
+/// No `key` string, not hex, or shorter than [`crate::derive::MIN_ROOT_LEN`].
+pub(crate) fn key_from_answer(v: &Value) -> Result<Zeroizing<Vec<u8>>, TeeError> {
+    let key = Zeroizing::new(unhex(field(v, "key", "/GetKey")?)?);
+    if key.len() < crate::derive::MIN_ROOT_LEN {
+        return Err(TeeError::Provider(format!("dstack /GetKey: key is {} bytes", key.len())));
+    }
+    Ok(key)
+}
+
+/// The quote in a `/GetQuote` answer.
+///
+/// # Errors
+/// No `quote` string, or not hex.
+pub(crate) fn quote_from_answer(v: &Value) -> Result<Vec<u8>, TeeError> {
+    unhex(field(v, "quote", "/GetQuote")?)
+}
+
 impl Provider for Dstack {
     fn root_key(&self, path: &str, purpose: &str) -> Result<Zeroizing<Vec<u8>>, TeeError> {
         let v = self.call(
             "/GetKey",
             &json!({"path": path, "purpose": purpose, "algorithm": "secp256k1"}),
         )?;
-        let key = Zeroizing::new(unhex(field(&v, "key", "/GetKey")?)?);
-        if key.len() < crate::derive::MIN_ROOT_LEN {
-            return Err(TeeError::Provider(format!("dstack /GetKey: key is {} bytes", key.len())));
-        }
-        Ok(key)
+        key_from_answer(&v)
     }
 
     fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, TeeError> {
         let v = self.call("/GetQuote", &json!({"report_data": hex(report_data)}))?;
-        unhex(field(&v, "quote", "/GetQuote")?)
+        quote_from_answer(&v)
     }
 
     fn info(&self) -> Value {
