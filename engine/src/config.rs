@@ -563,12 +563,14 @@ impl Config {
                 t.min_interval_secs, t.announce_interval_secs
             ));
         }
-        if t.peer_timeout_secs <= t.announce_interval_secs + t.interval_jitter_secs {
+        // In u64: the u32 sum overflowed. Passing this check bounds the sum `Core::interval`
+        // computes below u32::MAX.
+        let longest_interval = u64::from(t.announce_interval_secs) + u64::from(t.interval_jitter_secs);
+        if u64::from(t.peer_timeout_secs) <= longest_interval {
             problems.push(format!(
                 "tracker.peer_timeout_secs ({}) must exceed announce interval plus jitter ({}), \
                  or live peers expire between announces",
-                t.peer_timeout_secs,
-                t.announce_interval_secs + t.interval_jitter_secs
+                t.peer_timeout_secs, longest_interval
             ));
         }
         if t.max_peers == 0 || t.max_peers > 1000 {
@@ -906,5 +908,21 @@ mod tests {
         c.tracker.peer_timeout_secs = 10;
         let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// `fuzz/regressions/config_toml/interval_plus_jitter_overflow`: the interval and its jitter
+    /// were added as u32, which overflowed (a panic in debug builds; in release the wrapped sum
+    /// passed the check and `Core::interval` overflowed while serving).
+    #[test]
+    fn validate_interval_plus_jitter_does_not_overflow() {
+        let c = Config::from_toml(
+            "[tracker]\nannounce_interval_secs = 4294967295\ninterval_jitter_secs = 1\n",
+        )
+        .unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
+        assert!(
+            problems.iter().any(|p| p.contains("plus jitter (4294967296)")),
+            "{problems:?}"
+        );
     }
 }

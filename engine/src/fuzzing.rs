@@ -195,6 +195,9 @@ pub fn config_toml(data: &[u8]) {
     assert_eq!(toml::to_string(&again).expect("prints"), printed);
     match config.validate() {
         Ok(()) => {
+            let t = &config.tracker;
+            // `Core::interval` adds up to the jitter to the interval while serving.
+            assert!(t.announce_interval_secs.checked_add(t.interval_jitter_secs).is_some());
             assert!(!config.network.listen.is_empty());
             assert!(config.receipts.max_report_bytes() >= 64 << 10);
             assert!(config.receipts.window_secs >= 1);
