@@ -565,7 +565,8 @@ impl Config {
         }
         // In u64: the u32 sum overflowed. Passing this check bounds the sum `Core::interval`
         // computes below u32::MAX.
-        let longest_interval = u64::from(t.announce_interval_secs) + u64::from(t.interval_jitter_secs);
+        let longest_interval =
+            u64::from(t.announce_interval_secs) + u64::from(t.interval_jitter_secs);
         if u64::from(t.peer_timeout_secs) <= longest_interval {
             problems.push(format!(
                 "tracker.peer_timeout_secs ({}) must exceed announce interval plus jitter ({}), \
@@ -920,9 +921,6 @@ mod tests {
         )
         .unwrap();
         let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
-        assert!(
-            problems.iter().any(|p| p.contains("plus jitter (4294967296)")),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.contains("plus jitter (4294967296)")), "{problems:?}");
     }
 }
