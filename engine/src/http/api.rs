@@ -31,6 +31,20 @@ pub(crate) fn fail(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bo
     write_json(out, status, &json!({ "success": false, "error": message }).to_string(), keep_alive);
 }
 
+/// [`fail`] with a `Retry-After` of `secs` seconds (429 and 503 answers).
+pub(crate) fn fail_retry(out: &mut Vec<u8>, status: u16, message: &str, secs: u64, ka: bool) {
+    let body = json!({ "success": false, "error": message }).to_string();
+    let secs = secs.to_string();
+    response::write_response_with_headers(
+        out,
+        status,
+        JSON,
+        &[("Retry-After", secs.as_bytes())],
+        body.as_bytes(),
+        ka,
+    );
+}
+
 fn error(out: &mut Vec<u8>, status: u16, message: &str, keep_alive: bool) {
     write_json(out, status, &json!({ "error": message }).to_string(), keep_alive);
 }
@@ -47,19 +61,9 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
     if is_expensive(req)
         && let Err(wait) = state.limiter.check(client.ip, std::time::Instant::now())
     {
-        let secs = wait.as_secs().max(1).to_string();
-        let body = json!({
-            "success": false,
-            "error": format!("too many requests from this address: retry in {secs} s"),
-        });
-        return response::write_response_with_headers(
-            out,
-            429,
-            JSON,
-            &[("Retry-After", secs.as_bytes())],
-            body.to_string().as_bytes(),
-            ka,
-        );
+        let secs = wait.as_secs().max(1);
+        let message = format!("too many requests from this address: retry in {secs} s");
+        return fail_retry(out, 429, &message, secs, ka);
     }
     match (req.method, req.path) {
         (Method::Get | Method::Head, b"/health") => {

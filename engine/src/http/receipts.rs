@@ -9,7 +9,7 @@ use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes}
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{b64_array, fail, json_body, parse_json, write_json};
+use super::api::{b64_array, fail, fail_retry, json_body, parse_json, write_json};
 use super::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
 use crate::common::{Client, Core, unix_now};
 use crate::config::{RatioSource, ServerSideKeys};
@@ -150,18 +150,7 @@ pub(crate) async fn report(
     let outcome = match crate::report::report(state, &user, decoded).await {
         Ok(o) => o,
         Err(e @ ReportError::NoKey) => return fail(out, 403, &e.to_string(), ka),
-        Err(e @ ReportError::Busy { .. }) => {
-            let body = json!({ "success": false, "error": e.to_string() }).to_string();
-            pbts_http::response::write_response_with_headers(
-                out,
-                503,
-                "application/json",
-                &[("Retry-After", b"1")],
-                body.as_bytes(),
-                ka,
-            );
-            return;
-        }
+        Err(e @ ReportError::Busy { .. }) => return fail_retry(out, 503, &e.to_string(), 1, ka),
         Err(e @ ReportError::Unavailable(_)) => return fail(out, 503, &e.to_string(), ka),
     };
     let results: Vec<serde_json::Value> = outcome

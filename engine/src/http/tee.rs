@@ -15,7 +15,7 @@ use pbts_tee::{TeeError, quote};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{fail, json_body, write_json};
+use super::api::{fail, fail_retry, json_body, write_json};
 use crate::attest::SubmitError;
 use crate::common::{Core, b64, unix_now};
 
@@ -234,17 +234,7 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     });
     let reply = match submitted {
         Ok(reply) => reply,
-        Err(e @ SubmitError::Busy { .. }) => {
-            let body = json!({ "success": false, "error": e.to_string() }).to_string();
-            return pbts_http::response::write_response_with_headers(
-                out,
-                503,
-                "application/json",
-                &[("Retry-After", b"1")],
-                body.as_bytes(),
-                ka,
-            );
-        }
+        Err(e @ SubmitError::Busy { .. }) => return fail_retry(out, 503, &e.to_string(), 1, ka),
         Err(e @ SubmitError::Stopped) => return fail(out, 503, &e.to_string(), ka),
     };
     let v = match reply.recv_async().await {
