@@ -63,6 +63,8 @@ pub struct State {
     pub verifier: VerifierPool,
     /// Receipt counters (shared with the store thread).
     pub receipt_stats: Arc<ReceiptStats>,
+    /// The store thread's commit failures and pending retries.
+    pub store_stats: Arc<crate::store::StoreStats>,
     /// Settings changeable at run time (`POST /config`).
     pub runtime: Runtime,
     /// On-chain reputation: the chain thread, the contract in use, the outbox.

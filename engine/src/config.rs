@@ -62,7 +62,8 @@ pub struct NetworkConfig {
     /// -1 disables pinning. Default 0.
     pub first_cpu: i64,
     /// io_uring buffer memory per core, KiB. Must fit RLIMIT_MEMLOCK with the rings: the server
-    /// checks at start-up and raises the soft limit when it can. Default 1024.
+    /// checks at start-up and raises the soft limit when it can. Default 1024, at most
+    /// [`MAX_IO_MEMORY_KIB`].
     pub io_memory_kib: usize,
     /// Requested UDP receive buffer, bytes (capped by net.core.rmem_max). Default 8 MiB.
     pub udp_recv_buffer_bytes: usize,
@@ -383,6 +384,10 @@ impl ReceiptsConfig {
     }
 }
 
+/// Largest io_uring buffer memory per core, KiB (1 GiB): `io_memory_kib * 1024` and its product
+/// with the cores must stay far from overflow, and no tracker needs more.
+pub const MAX_IO_MEMORY_KIB: usize = 1 << 20;
+
 /// Longest receipt window accepted, seconds (30 days): the ledger holds every receipt credited
 /// within it.
 pub const MAX_RECEIPT_WINDOW_SECS: u64 = 30 * 86_400;
@@ -538,8 +543,11 @@ impl Config {
         if n.listen.is_empty() {
             problems.push("network.listen: at least one address is required".to_owned());
         }
-        if n.io_memory_kib < 64 {
-            problems.push(format!("network.io_memory_kib: {} is below 64", n.io_memory_kib));
+        if !(64..=MAX_IO_MEMORY_KIB).contains(&n.io_memory_kib) {
+            problems.push(format!(
+                "network.io_memory_kib: {} not in 64..={MAX_IO_MEMORY_KIB} (64 KiB to 1 GiB per core)",
+                n.io_memory_kib
+            ));
         }
         if n.udp_batch_size == 0 || n.udp_batch_size > 1024 {
             problems.push(format!("network.udp_batch_size: {} not in 1..=1024", n.udp_batch_size));
@@ -909,6 +917,20 @@ mod tests {
         c.tracker.peer_timeout_secs = 10;
         let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// The buffer size is multiplied by 1024 (and by the cores) at start-up: a huge value must be
+    /// refused here, not overflow there.
+    #[test]
+    fn validate_bounds_io_memory() {
+        let c = Config::from_toml("[network]\nio_memory_kib = 9223372036854775807\n").unwrap();
+        let ConfigError::Invalid(problems) = c.validate().unwrap_err() else { panic!() };
+        assert_eq!(
+            problems,
+            [
+                "network.io_memory_kib: 9223372036854775807 not in 64..=1048576 (64 KiB to 1 GiB per core)"
+            ]
+        );
     }
 
     /// `fuzz/regressions/config_toml/interval_plus_jitter_overflow`: the interval and its jitter

@@ -84,7 +84,7 @@ use crate::chain::ChainState;
 use crate::common::{Core, Runtime, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd};
+use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd, StoreStats};
 use crate::supervisor::{Event, ExitNotice, spawn_role};
 use crate::swarm::SwarmStore;
 use crate::udp::connection::ConnectionValidator;
@@ -400,9 +400,15 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         max_future_secs: config.receipts.max_future_secs,
     };
     let outbox_stats = Arc::new(OutboxStats::default());
-    let db =
-        Db::open(&config.storage.data_dir, freshness, receipt_stats.clone(), outbox_stats.clone())
-            .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
+    let store_stats = Arc::new(StoreStats::default());
+    let db = Db::open(
+        &config.storage.data_dir,
+        freshness,
+        receipt_stats.clone(),
+        outbox_stats.clone(),
+        store_stats.clone(),
+    )
+    .with_context(|| format!("open database in {}", config.storage.data_dir.display()))?;
     let tee = pbts_tee::Tee::open(&config.tee, &config.storage.data_dir).with_context(|| {
         format!("open the TEE provider (tee.mode = {})", config.tee.mode.as_str())
     })?;
@@ -468,6 +474,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         admin_token,
         verifier,
         receipt_stats,
+        store_stats,
         runtime,
         chain,
         tee: Arc::new(tee),

@@ -116,7 +116,8 @@ impl Metrics {
         self.cores.iter().map(|m| m.open_connections.load(Ordering::Relaxed)).sum()
     }
 
-    /// Prometheus text exposition of every counter per core, plus the given gauges.
+    /// Prometheus text exposition of every counter per core, plus the given values (counters
+    /// when their name ends in `_total`, gauges otherwise).
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
         let mut out = String::new();
         let mut last = "";
@@ -142,7 +143,9 @@ impl Metrics {
             );
         }
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            // Prometheus naming: a `_total` name is a counter, anything else a gauge.
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
         out
     }

@@ -18,6 +18,10 @@
 //! shortly after it starts, and `PBTS_FAULT_PANIC=request` makes `GET /fault/panic` and a UDP
 //! datagram starting with [`FAULT_DATAGRAM`] panic inside their handlers. The tests of the
 //! supervisor and of the per-request panic guard use it; it is off unless the variable is set.
+//!
+//! `PBTS_FAULT_COMMIT=<n>` makes the first `n` store commits that carry announce accounting fail
+//! as a full or broken disk would, so the test of the store's retry sees real lost-then-retried
+//! commits.
 
 use std::time::Duration;
 
@@ -30,6 +34,14 @@ pub const FAULT_DATAGRAM: &[u8] = b"pbts-fault-panic";
 
 /// How long an injected role fault waits before panicking (so the server is up and serving).
 pub const FAULT_DELAY: Duration = Duration::from_millis(300);
+
+/// The environment variable that makes store commits fail (see the module docs).
+pub const FAULT_COMMIT_ENV: &str = "PBTS_FAULT_COMMIT";
+
+/// How many accounting commits `PBTS_FAULT_COMMIT` makes fail (0 when unset or not a number).
+pub fn commit_faults() -> u32 {
+    std::env::var(FAULT_COMMIT_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
 
 /// Whether `PBTS_FAULT_PANIC` names `what` (a role, or `request`).
 pub fn fault_injected(what: &str) -> bool {

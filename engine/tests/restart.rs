@@ -17,10 +17,14 @@ fn user(addr: SocketAddr, name: &str) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
-fn wait_for(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+fn wait_for(f: impl FnMut() -> bool) {
+    wait_for_secs(5, f);
+}
+
+fn wait_for_secs(secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < deadline, "condition not reached in 5 s");
+        assert!(Instant::now() < deadline, "condition not reached in {secs} s");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -89,6 +93,46 @@ fn state_survives_kill_and_restart() {
     let p = Proc::spawn(dir.path(), "");
     let u = user(p.addr, "alice");
     assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(4096), Some(100)));
+}
+
+/// One value of `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let text = String::from_utf8(get_body(addr, "/metrics")).unwrap();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Announce accounting whose commit fails (a full or broken disk; injected here with
+/// `PBTS_FAULT_COMMIT`) is kept and retried: once the disk takes it, it is durable, and a
+/// SIGKILL afterwards loses nothing.
+#[test]
+fn accounting_from_failed_commits_is_retried_until_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::spawn_env(dir.path(), "", &[("PBTS_FAULT_COMMIT", "3")]);
+    let (status, _, body) = http_request(p.addr, "POST", "/admin/users", Some(r#"{"name":"bob"}"#));
+    assert_eq!(status, 201, "creating a user commits no accounting: not refused");
+    let pk = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["passkey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid = *b"-TR3000-000000000002";
+    let announce = |extra: &str| {
+        let q = format!("info_hash={}&peer_id={}&port=6881{extra}", pct(&IH), pct(&pid));
+        get_body(p.addr, &format!("/{pk}/announce?{q}"))
+    };
+    announce("&left=100&event=started&uploaded=0&downloaded=0");
+    announce("&left=100&uploaded=7000&downloaded=30");
+    // Three commits refused, then the retry (every second while nothing else arrives) lands.
+    wait_for_secs(10, || metric(p.addr, "pbts_store_commit_failures_total") == 3);
+    wait_for_secs(10, || metric(p.addr, "pbts_store_accounting_retrying") == 0);
+    let u = user(p.addr, "bob");
+    assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(7000), Some(30)));
+    drop(p); // SIGKILL: no shutdown flush.
+
+    let p = Proc::spawn(dir.path(), "");
+    let u = user(p.addr, "bob");
+    assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(7000), Some(30)));
+    assert_eq!(metric(p.addr, "pbts_store_commit_failures_total"), 0);
 }
 
 #[test]

@@ -143,6 +143,16 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
                     "Pieces credited by receipts, ever (one per downloader, torrent and piece)",
                     load(&rs.credited_pieces),
                 ),
+                (
+                    "pbts_store_commit_failures_total",
+                    "Database commits that failed (announce accounting in them is retried)",
+                    load(&state.store_stats.commit_failures),
+                ),
+                (
+                    "pbts_store_accounting_retrying",
+                    "Batches of announce accounting waiting to be retried",
+                    load(&state.store_stats.accounting_retrying),
+                ),
             ]);
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }

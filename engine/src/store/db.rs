@@ -12,7 +12,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use super::{
     Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats,
-    ReserveError, StoreCmd, TorrentInfo, TorrentRecord, UserRecord, saturating_add_to,
+    ReserveError, StoreCmd, StoreStats, TorrentInfo, TorrentRecord, UserRecord, saturating_add_to,
 };
 use crate::common::unix_now;
 use crate::swarm::SwarmStore;
@@ -114,6 +114,9 @@ pub enum StoreError {
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
+    /// A commit refused by fault injection (`PBTS_FAULT_COMMIT`).
+    #[error("commit refused by fault injection ({0} more to refuse)")]
+    InjectedFault(u32),
 }
 
 macro_rules! db_err {
@@ -159,6 +162,9 @@ pub struct Db {
     overrides: Overrides,
     stats: Arc<ReceiptStats>,
     outbox: Arc<OutboxStats>,
+    health: Arc<StoreStats>,
+    /// Accounting commits still to fail (`PBTS_FAULT_COMMIT`; 0 in production).
+    commit_faults: u32,
 }
 
 impl Db {
@@ -175,6 +181,7 @@ impl Db {
         freshness: Freshness,
         stats: Arc<ReceiptStats>,
         outbox: Arc<OutboxStats>,
+        health: Arc<StoreStats>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(redb::Error::Io(e)))?;
         let db = Database::create(dir.join("pbts.redb"))?;
@@ -208,6 +215,8 @@ impl Db {
             overrides: Overrides::default(),
             stats,
             outbox,
+            health,
+            commit_faults: crate::supervisor::commit_faults(),
         };
         this.restore_ledger(freshness)?;
         this.restore_outbox_stats()?;
@@ -395,6 +404,7 @@ impl Db {
                 retry.drain(..dropped);
                 tracing::error!("database unwritable: dropped {dropped} batches of accounting");
             }
+            self.health.accounting_retrying.store(retry.len() as u64, Ordering::Relaxed);
         }
     }
 
@@ -419,6 +429,8 @@ impl Db {
         let mut chain_changed = false;
         let ledger = &mut self.ledger;
         let overrides = self.overrides;
+        let commit_faults = &mut self.commit_faults;
+        let has_flushes = !flushes.is_empty();
         let result = (|| -> Result<(), StoreError> {
             let tx = self.db.begin_write()?;
             {
@@ -789,10 +801,15 @@ impl Db {
                     }
                 }
             }
+            if has_flushes && *commit_faults > 0 {
+                *commit_faults -= 1;
+                return Err(StoreError::InjectedFault(*commit_faults));
+            }
             tx.commit()?;
             Ok(())
         })();
         if let Err(e) = &result {
+            self.health.commit_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!("store commit failed: {e:#}");
         }
         // Users created in this batch become visible to announces only once durable; credited

@@ -561,6 +561,17 @@ pub struct ReceiptStats {
     pub in_flight: AtomicU64,
 }
 
+/// The store thread's health, for `/metrics`: a disk that refuses commits shows here before
+/// anything is lost.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Commits that failed (every command in them was answered with the error, announce
+    /// accounting was kept for retry).
+    pub commit_failures: AtomicU64,
+    /// Batches of announce accounting waiting for a retry (0 when the disk keeps up).
+    pub accounting_retrying: AtomicU64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

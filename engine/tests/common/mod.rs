@@ -271,6 +271,11 @@ impl Proc {
     /// Runs the real `pbts` binary on 127.0.0.1:0 with its data in `dir`; `extra` is appended to
     /// the generated TOML config. Returns once it printed its address.
     pub fn spawn(dir: &std::path::Path, extra: &str) -> Self {
+        Self::spawn_env(dir, extra, &[])
+    }
+
+    /// [`Proc::spawn`] with environment variables set for the process.
+    pub fn spawn_env(dir: &std::path::Path, extra: &str, env: &[(&str, &str)]) -> Self {
         let config = dir.join("pbts.toml");
         std::fs::write(
         &config,
@@ -287,6 +292,7 @@ impl Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pbts"))
             .args(["serve", "-c"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
