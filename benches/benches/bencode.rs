@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pbts_http::bencode::{DecodeLimits, Encoder, decode};
+use pbts_proto::bencode::{DecodeLimits, Encoder, decode};
 use std::hint::black_box;
 
 /// A v1 single-file torrent of 4 GiB in 256 KiB pieces: 16384 piece hashes (320 KiB).

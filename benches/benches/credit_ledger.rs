@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, Rejection, SetKey};
 use pbts_verifier::receipt::PublicKeyBytes;
 use rand::{Rng, SeedableRng};

@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use pbts_engine::swarm::{AnnounceInput, SelectedPeers, SwarmStore};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use std::hint::black_box;

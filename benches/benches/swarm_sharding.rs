@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

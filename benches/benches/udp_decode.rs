@@ -6,14 +6,14 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pbts_engine::udp::wire::{self, AnnounceRequest, ConnectionId, Request, TransactionId};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::udp::{self, AnnounceRequest, ConnectionId, Request, TransactionId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
 fn announce(url: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    wire::write_announce_request(
+    udp::write_announce_request(
         &mut out,
         &AnnounceRequest {
             connection_id: ConnectionId(0x1234_5678_9abc_def0),
@@ -40,13 +40,13 @@ fn bench(c: &mut Criterion) {
     let bep41 = announce(b"/0123456789abcdef0123456789abcdef/announce");
     let mut scrape = Vec::new();
     let hashes: Vec<InfoHash> = (0..74u8).map(|i| InfoHash([i; 20])).collect();
-    wire::write_scrape_request(&mut scrape, ConnectionId(1), TransactionId(2), &hashes);
+    udp::write_scrape_request(&mut scrape, ConnectionId(1), TransactionId(2), &hashes);
     for (name, dgram) in
         [("announce_98", &plain), ("announce_bep41", &bep41), ("scrape_74", &scrape)]
     {
         g.throughput(Throughput::Bytes(dgram.len() as u64));
         g.bench_function(name, |b| {
-            b.iter(|| match wire::parse_request(black_box(dgram)) {
+            b.iter(|| match udp::parse_request(black_box(dgram)) {
                 Ok(Request::Announce(a)) => {
                     assert_eq!(a.port, 6881);
                     a.url_data.len()

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use pbts_verifier::pool::VerifierPool;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

@@ -10,8 +10,6 @@
 //!
 //! Not an API: for the fuzzer and the replay test only.
 
-use pbts_http::InfoHash;
-use pbts_http::bencode::{self, DecodeLimits};
 use pbts_verifier::receipt::Receipt;
 use serde_json::{Value, json};
 
@@ -19,7 +17,6 @@ use crate::config::{Config, ConfigError};
 use crate::http::api::{decode_config_change, decode_registration, parse_json, valid_name};
 use crate::http::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
 use crate::http::receipts::{is_report_request, parse_report, report_route};
-use crate::udp::wire::{self, Request, RequestError};
 
 use crate::common::{b64, hex, unb64, unhex};
 
@@ -28,13 +25,11 @@ pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
 pub const TARGETS: &[Target] = &[
-    ("udp_request", udp_request),
     ("register_json", register_json),
     ("report_json", report_json),
     ("receipt_json", receipt_json),
     ("config_json", config_json),
     ("config_toml", config_toml),
-    ("metainfo", metainfo),
     ("passkey_path", passkey_path),
     ("hex_b64", hex_b64),
     ("http_connection", http_connection),
@@ -45,26 +40,6 @@ pub const TARGETS: &[Target] = &[
 /// the buffer never passes its limit and no parse consumes more than was received.
 pub fn http_connection(data: &[u8]) {
     crate::http::conn::harness(data);
-}
-
-/// BEP 15 request decoding: every announce it accepts re-encodes to a request that decodes to
-/// the same value; scrapes and connects have the lengths their kind says.
-pub fn udp_request(data: &[u8]) {
-    match wire::parse_request(data) {
-        Ok(Request::Announce(a)) => {
-            let mut again = Vec::new();
-            wire::write_announce_request(&mut again, &a);
-            assert_eq!(wire::parse_request(&again), Ok(Request::Announce(a)));
-            assert!(a.url_data.len() <= data.len());
-        }
-        Ok(Request::Scrape { info_hashes, .. }) => {
-            assert!(!info_hashes.is_empty() && info_hashes.len() % 20 == 0);
-            assert_eq!(info_hashes.len(), data.len() - 16);
-        }
-        Ok(Request::Connect { .. }) => assert!(data.len() >= 16),
-        Err(RequestError::Drop) => {}
-        Err(RequestError::Sendable { message, .. }) => assert!(!message.is_empty()),
-    }
 }
 
 /// A receipt as the JSON API spells it; `aliases` picks the second name of every field.
@@ -206,32 +181,6 @@ pub fn config_toml(data: &[u8]) {
             assert!(!problems.is_empty() && problems.iter().all(|p| !p.is_empty()));
         }
         Err(other) => panic!("validate returned {other:?}"),
-    }
-}
-
-/// `.torrent` metainfo: what parses has the info-hashes of its `info` dictionary's exact bytes,
-/// a positive piece length, and one or two announce hashes; refusals have a message.
-pub fn metainfo(data: &[u8]) {
-    use sha1::Digest as _;
-    match crate::torrent::parse_torrent(data) {
-        Ok(m) => {
-            let limits = DecodeLimits::default();
-            let span = bencode::dict_value_span(data, b"info", &limits)
-                .expect("a parsed torrent is bencode")
-                .expect("a parsed torrent has info");
-            let raw = &data[span];
-            assert!(m.v1.is_some() || m.v2.is_some());
-            if let Some(v1) = m.v1 {
-                assert_eq!(v1, InfoHash(sha1::Sha1::digest(raw).into()));
-            }
-            if let Some(v2) = m.v2 {
-                assert_eq!(v2, <[u8; 32]>::from(sha2::Sha256::digest(raw)));
-            }
-            assert!(m.piece_length > 0);
-            let hashes = m.announce_hashes();
-            assert_eq!(hashes.len(), usize::from(m.v1.is_some()) + usize::from(m.v2.is_some()));
-        }
-        Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
 

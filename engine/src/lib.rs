@@ -60,7 +60,6 @@ pub mod report;
 pub mod store;
 pub mod supervisor;
 pub mod swarm;
-pub mod torrent;
 pub mod udp;
 
 mod http;

@@ -46,7 +46,7 @@
 
 use std::sync::atomic::Ordering;
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::batch::ReceiptError;
 use pbts_verifier::credit::{self, PieceClaim};
 use pbts_verifier::receipt::{PublicKeyBytes, Receipt};

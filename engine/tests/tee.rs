@@ -171,6 +171,12 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
         (Some(true), Some("dstack"))
     );
     assert_eq!(s["provider"]["app_id"], "pbts-dev");
+    // `GET /config` says the same (it used to say `false` whatever the provider).
+    let (_, c) = call(a, "GET", "/config", None);
+    assert_eq!(
+        (c["tee_available"].as_bool(), c["tee_mode"].as_str()),
+        (Some(true), Some("dstack"))
+    );
 
     // The same agent, asked directly, derives the same key: deterministic by path.
     let direct = Tee::open(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use pbts_engine::config::TrackerMode;
-use pbts_engine::udp::wire::{self, ConnectionId, TransactionId};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::udp::{self, ConnectionId, TransactionId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
 /// An info-hash full of bytes >= 0x80 (what broke the original for nearly every torrent).
 const IH: [u8; 20] = [
@@ -245,9 +245,9 @@ fn udp_announce(
     url: &[u8],
 ) -> Vec<u8> {
     let mut req = Vec::new();
-    wire::write_announce_request(
+    udp::write_announce_request(
         &mut req,
-        &wire::AnnounceRequest {
+        &udp::AnnounceRequest {
             connection_id: conn,
             transaction_id: TransactionId(0x0102_0304),
             info_hash: InfoHash(IH),
@@ -286,7 +286,7 @@ fn udp_connect_announce_scrape_v4_and_v6() {
         assert_eq!(resp, want);
         // The connection id is bound to the IP, not the port: b may use a's id.
         let mut scrape = Vec::new();
-        wire::write_scrape_request(
+        udp::write_scrape_request(
             &mut scrape,
             conn,
             TransactionId(9),
@@ -342,7 +342,7 @@ fn udp_malformed_requests_get_an_error_only_after_a_valid_connection_id() {
     short_announce.truncate(60);
     c.expect_silence(&short_announce, quiet);
     c.expect_silence(&[0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 9, 0, 0, 0, 7], quiet);
-    let mut magic_unknown = wire::PROTOCOL_ID.to_be_bytes().to_vec();
+    let mut magic_unknown = udp::PROTOCOL_ID.to_be_bytes().to_vec();
     magic_unknown.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 7]);
     c.expect_silence(&magic_unknown, quiet);
     let mut bad_event = udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b"");

@@ -10,7 +10,6 @@
 //!
 //! Not an API: for the fuzzer and the replay test only.
 
-use crate::bencode::{DecodeError, DecodeLimits, decode, decode_prefix, dict_value_span};
 use crate::query::{
     pairs, parse_announce, parse_scrape, percent_decode, percent_decode_into, percent_encode_into,
     write_announce_query, write_scrape_query,
@@ -21,12 +20,8 @@ use crate::request::{Limits, Status, parse_request, parse_response_head};
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: &[Target] = &[
-    ("request", request),
-    ("announce_query", announce_query),
-    ("bencode", bencode),
-    ("response_head", response_head),
-];
+pub const TARGETS: &[Target] =
+    &[("request", request), ("announce_query", announce_query), ("response_head", response_head)];
 
 /// `parse_request`: never over-consumes, is stable under re-parsing, every proper prefix of a
 /// complete request is partial, and (with `fuzz-oracle`) it agrees with httparse.
@@ -133,38 +128,6 @@ pub fn announce_query(data: &[u8]) {
         let mut again = Vec::new();
         percent_decode_into(&encoded, &mut again).expect("encoder output decodes");
         assert_eq!(again, decoded);
-    }
-}
-
-/// Bencode decoding: never over-consumes, and (being canonical-only) re-encodes anything it
-/// accepts to exactly the input bytes; `dict_value_span` agrees with `decode`.
-pub fn bencode(data: &[u8]) {
-    let limits = DecodeLimits { max_depth: 32, max_items: 4096 };
-    match decode_prefix(data, &limits) {
-        Ok((value, used)) => {
-            assert!(used <= data.len());
-            let mut again = Vec::new();
-            value.encode(&mut again);
-            assert_eq!(&again[..], &data[..used]);
-            if used == data.len() {
-                assert_eq!(decode(data, &limits), Ok(value.clone()));
-            } else {
-                assert_eq!(decode(data, &limits), Err(DecodeError::TrailingBytes { offset: used }));
-            }
-            if let Some(entries) = value.as_dict() {
-                for (key, v) in entries {
-                    let span = dict_value_span(data, key, &limits)
-                        .expect("valid input")
-                        .expect("present key");
-                    assert_eq!(decode(&data[span], &limits).as_ref(), Ok(v));
-                }
-            }
-        }
-        Err(e) => {
-            assert!(e.offset().is_none_or(|o| o <= data.len()));
-            assert_eq!(decode(data, &limits), Err(e));
-            assert!(dict_value_span(data, b"info", &limits).is_err());
-        }
     }
 }
 

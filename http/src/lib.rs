@@ -1,19 +1,17 @@
-//! Pure HTTP/1.1 and BitTorrent tracker wire handling for pbts.
+//! Pure HTTP/1.1 and the HTTP tracker protocol (BEP 3, 7, 23, 48) for pbts; the shared
+//! BitTorrent types and bencode live in `pbts-proto`.
 //!
 //! This crate turns bytes into requests and responses into bytes. It does no I/O, owns no
 //! threads or runtime, and never panics on input: every parser returns a typed error or
 //! [`request::Status::Partial`]. The engine drives it from its connection tasks; load generators
-//! and tests use the same code as a client (query writers, response-head parser, bencode
-//! decoder).
+//! and tests use the same code as a client (query writers, response-head parser).
 //!
 //! | module | what |
 //! |---|---|
 //! | [`request`] | zero-copy HTTP/1.1 request parser (memchr scans), response-head parser |
 //! | [`query`] | percent-decoding, announce/scrape queries (parse and write) |
 //! | [`path`] | percent-decoding of path segments (route parameters such as `/user/<name>`) |
-//! | [`bencode`] | streaming encoder, strict borrowing decoder, raw value spans |
 //! | [`response`] | response heads, announce/scrape/failure bodies |
-//! | [`types`] | [`InfoHash`], [`PeerId`], [`AnnounceEvent`], shared with the UDP codec |
 //!
 //! # Non-goals
 //!
@@ -27,7 +25,6 @@
 //!   [`request::Limits::max_header_bytes`].
 //! * `info_hash` and `peer_id` are bytes, never text; `parse_announce(write_announce_query(x))
 //!   == x`.
-//! * The bencode decoder accepts canonical input only, so `encode(decode(x)) == x`.
 //!
 //! # Example
 //!
@@ -80,13 +77,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bencode;
 pub mod fuzzing;
 pub mod path;
 pub mod query;
 pub mod request;
 pub mod response;
-pub mod types;
 mod util;
-
-pub use types::{AnnounceEvent, InfoHash, PeerId};

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use memchr::memchr;
 
-use crate::types::hex_val;
+use crate::util::hex_val;
 
 /// Why a path segment could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

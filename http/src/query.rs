@@ -29,8 +29,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use memchr::{memchr, memchr2};
 
-use crate::types::{AnnounceEvent, InfoHash, PeerId, hex_val};
+use crate::util::hex_val;
 use crate::util::{ip_text, push_u64};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
 /// Longest `key` accepted, bytes. Clients send 4 to 8 bytes (often as 8 hex characters).
 pub const MAX_KEY_LEN: usize = 64;

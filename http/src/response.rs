@@ -2,16 +2,16 @@
 //!
 //! Everything appends to a caller-owned `Vec<u8>`, so a connection can reuse one buffer for
 //! every response. Bodies are written with dictionary keys in sorted byte order, as strict
-//! bencode decoders (and [`crate::bencode::decode`]) require.
+//! bencode decoders (and [`pbts_proto::bencode::decode`]) require.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::bencode::Encoder;
 /// The client-side response-head parser lives with the request parser (they share the line
 /// scanner); re-exported here for clients looking next to the writers.
 pub use crate::request::{ResponseHead, parse_response_head};
-use crate::types::{InfoHash, PeerId};
 use crate::util::{ip_text, push_u64};
+use pbts_proto::bencode::Encoder;
+use pbts_proto::{InfoHash, PeerId};
 
 /// The `Content-Type` of bencoded tracker responses: what the original tracker sends, and
 /// what clients accept (they ignore it).
@@ -333,7 +333,7 @@ pub fn write_failure_body_never_retry(reason: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bencode::{DecodeLimits, Value, decode};
+    use pbts_proto::bencode::{DecodeLimits, Value, decode};
 
     fn v4(s: &str) -> Ipv4Addr {
         s.parse().unwrap()

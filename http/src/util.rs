@@ -1,30 +1,8 @@
-//! Small allocation-free formatting helpers shared by the writers.
+//! Small allocation-free helpers shared by the parsers and writers.
 
 use core::fmt;
 
-/// Appends the decimal form of `v` (no `fmt` machinery: this runs for every response).
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    // u64::MAX has 20 decimal digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        start -= 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
-}
-
-/// Appends the decimal form of `v`, with a leading `-` when negative.
-pub(crate) fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
-}
+pub(crate) use pbts_proto::decimal::push_u64;
 
 /// A fixed-capacity [`fmt::Write`] target on the stack, for `Display` output of known bounded
 /// length (IP addresses: at most 45 bytes).
@@ -63,23 +41,20 @@ pub(crate) fn ip_text(ip: std::net::IpAddr) -> StackBuf<64> {
     buf
 }
 
+/// Value of one ASCII hex digit (percent-decoding reads digits one at a time; whole hex strings
+/// go through `const-hex`).
+pub(crate) fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal() {
-        for (v, s) in [(0u64, "0"), (7, "7"), (10, "10"), (u64::MAX, "18446744073709551615")] {
-            let mut out = Vec::new();
-            push_u64(&mut out, v);
-            assert_eq!(out, s.as_bytes());
-        }
-        for (v, s) in [(0i64, "0"), (-1, "-1"), (i64::MIN, "-9223372036854775808")] {
-            let mut out = Vec::new();
-            push_i64(&mut out, v);
-            assert_eq!(out, s.as_bytes());
-        }
-    }
 
     #[test]
     fn longest_ip_fits() {

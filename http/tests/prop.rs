@@ -6,13 +6,13 @@ mod oracle;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use pbts_http::bencode::{self, DecodeLimits, Encoder, Value};
 use pbts_http::query::{
     self, AnnounceRequest, MAX_KEY_LEN, MAX_TRACKER_ID_LEN, percent_decode_into,
     percent_encode_into,
 };
 use pbts_http::request::{Limits, Status, parse_request};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::bencode::{self, DecodeLimits, Encoder, Value};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 

@@ -486,7 +486,7 @@ pub(crate) mod tests {
     use crate::keys::SecretKey;
     use crate::keys::tests::{g1_point_outside_subgroup, g2_point_outside_subgroup};
     use crate::receipt::{PieceHash, SignatureBytes};
-    use pbts_http::InfoHash;
+    use pbts_proto::InfoHash;
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;

@@ -37,14 +37,14 @@
 //!
 //! # Decoding
 //!
-//! Payloads must be canonical bencode ([`pbts_http::bencode`]) and a single dictionary.
+//! Payloads must be canonical bencode ([`pbts_proto::bencode`]) and a single dictionary.
 //! Every field of ours is checked for type, length and integer range with a typed
 //! [`Bep10Error`]; keys we do not know are ignored. Nothing panics on any input.
 //!
 //! # Example
 //!
 //! ```
-//! use pbts_http::InfoHash;
+//! use pbts_proto::InfoHash;
 //! use pbts_verifier::bep10::{self, ExtensionIds, Frame, Handshake, Message};
 //! use pbts_verifier::receipt::PieceHash;
 //!
@@ -73,8 +73,8 @@
 
 use core::fmt;
 
-use pbts_http::InfoHash;
-use pbts_http::bencode::{self, DecodeError, DecodeLimits, Encoder, Value};
+use pbts_proto::InfoHash;
+use pbts_proto::bencode::{self, DecodeError, DecodeLimits, Encoder, Value};
 
 use crate::receipt::{
     PUBLIC_KEY_LEN, PieceHash, PublicKeyBytes, Receipt, SIGNATURE_LEN, SignatureBytes,

@@ -44,7 +44,7 @@
 //!
 //! ```
 //! use std::collections::HashMap;
-//! use pbts_http::InfoHash;
+//! use pbts_proto::InfoHash;
 //! use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, Rejection};
 //! use pbts_verifier::receipt::PublicKeyBytes;
 //!
@@ -74,7 +74,7 @@
 use core::fmt;
 use std::collections::HashSet;
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use roaring::RoaringBitmap;
 
 use crate::receipt::{PublicKeyBytes, Receipt};

@@ -300,7 +300,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::receipt::PieceHash;
-    use pbts_http::InfoHash;
+    use pbts_proto::InfoHash;
 
     pub(crate) fn hex(bytes: &[u8]) -> String {
         const_hex::encode(bytes)

@@ -10,7 +10,7 @@
 //! `keys`). The BEP 10 exchange uses the same message; the original's BEP 10 form signed
 //! `t_epoch = timestamp / 3600` instead, so its receipts could never verify at the tracker.
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 
 /// Bytes of a compressed G1 public key.
 pub const PUBLIC_KEY_LEN: usize = 48;

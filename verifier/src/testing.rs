@@ -1,7 +1,7 @@
 //! Receipts for tests, benches and experiments (feature `test-utils`): valid, deterministic, and
 //! signed by a chosen number of downloaders.
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 
 use crate::keys::SecretKey;
 use crate::receipt::{PieceHash, Receipt, SignatureBytes};

@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::keys::SecretKey;
 use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
 use std::collections::HashMap;

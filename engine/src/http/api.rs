@@ -5,9 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use pbts_http::InfoHash;
 use pbts_http::request::{Method, Request};
 use pbts_http::response;
+use pbts_proto::InfoHash;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -268,7 +268,8 @@ fn config_json(core: &Core) -> serde_json::Value {
         "max_peers": c.tracker.max_peers,
         "max_receipts_per_report": c.receipts.max_receipts_per_report,
         "used_receipts_count": state.receipt_stats.credited_pieces.load(Ordering::Relaxed),
-        "tee_available": false,
+        "tee_available": state.tee.can_quote(),
+        "tee_mode": state.tee.mode().as_str(),
     })
 }
 
@@ -387,7 +388,7 @@ fn torrent_record(req: &Request<'_>) -> Result<(TorrentRecord, Option<Vec<u8>>),
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"application/x-bittorrent"))
     });
     if is_torrent {
-        let m = crate::torrent::parse_torrent(req.body).map_err(|e| e.to_string())?;
+        let m = pbts_proto::metainfo::parse_torrent(req.body).map_err(|e| e.to_string())?;
         let primary = m.announce_hashes()[0];
         let record = TorrentRecord {
             info_hash: primary.to_string(),
@@ -401,7 +402,8 @@ fn torrent_record(req: &Request<'_>) -> Result<(TorrentRecord, Option<Vec<u8>>),
     }
     let new: NewTorrent = json_body(req)?;
     let ih = InfoHash::from_hex(&new.info_hash).ok_or("info_hash must be 40 hex characters")?;
-    crate::torrent::check_layout(new.piece_length, new.total_size).map_err(|e| e.to_string())?;
+    pbts_proto::metainfo::check_layout(new.piece_length, new.total_size)
+        .map_err(|e| e.to_string())?;
     let record = TorrentRecord {
         info_hash: ih.to_string(),
         name: new.name,

@@ -1,7 +1,7 @@
 //! Receipts as the JSON API spells them (the original tracker's field names, plus the names the
 //! BEP 10 codec uses), decoded with a precise error per field.
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
 use serde::Deserialize;
 

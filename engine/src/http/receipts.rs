@@ -2,8 +2,8 @@
 //! the original's server-side key endpoints `POST /keygen` and `POST /attest`, kept for
 //! compatibility and limited to loopback clients by default (they handle private keys).
 
-use pbts_http::InfoHash;
 use pbts_http::request::Request;
+use pbts_proto::InfoHash;
 use pbts_verifier::keys::SecretKey;
 use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
 use serde::Deserialize;

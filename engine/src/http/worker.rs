@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use pbts_http::PeerId;
 use pbts_http::query::{self, QueryError};
 use pbts_http::request::{Limits, Method, Request};
 use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
+use pbts_proto::PeerId;
 
 use super::api;
 use super::receipts::{self, is_report_request};
@@ -129,7 +129,7 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
         && core.state.config.network.proxy_header == ProxyHeader::None
         && canonical_ip(peer.ip()).is_loopback()
     {
-        limits.max_body_bytes = crate::torrent::MAX_TORRENT_BYTES;
+        limits.max_body_bytes = pbts_proto::metainfo::MAX_TORRENT_BYTES;
     }
     let normal_body = limits.max_body_bytes;
     let normal_cap = limits.max_header_bytes + normal_body;

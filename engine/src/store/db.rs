@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, SetKey};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 

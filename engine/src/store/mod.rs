@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use serde::{Deserialize, Serialize};
 
 use pbts_verifier::receipt::PublicKeyBytes;

@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ahash::RandomState;
 use dashmap::DashMap;
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::Rng;
 
 /// Peers per family stored without a hash index (linear scan is faster below this).

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use siphasher::sip::SipHasher24;
 
-use super::wire::ConnectionId;
+use pbts_proto::udp::ConnectionId;
 
 /// Seconds per validity bucket; an id is accepted in its bucket and the next one.
 pub const BUCKET_SECS: u64 = 60;

@@ -1,7 +1,7 @@
 //! The UDP tracker (BEP 15, BEP 41).
 //!
-//! [`wire`] and [`connection`] are pure; [`worker`] owns the glommio sockets.
+//! The codec is `pbts_proto::udp`; [`connection`] (connection ids) is pure; [`worker`] owns the
+//! glommio sockets.
 
 pub mod connection;
-pub mod wire;
 pub(crate) mod worker;

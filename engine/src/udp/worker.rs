@@ -10,13 +10,13 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use glommio::net::UdpSocket;
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 
-use super::wire::{self, Request, RequestError};
 use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
 use crate::config::TrackerMode;
 use crate::metrics::Counter;
 use crate::sys::{RecvBatch, SendBatch};
+use pbts_proto::udp::{self as wire, Request, RequestError};
 
 /// The refusal of a private-mode UDP announce that carried no BEP 41 URL data: the passkey is
 /// in the announce URL's path, which only such data carries over UDP. libtorrent-based clients

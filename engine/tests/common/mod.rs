@@ -10,7 +10,7 @@ use std::time::Duration;
 pub mod receipts;
 
 use pbts_engine::config::{Config, TrackerMode};
-use pbts_engine::udp::wire::{self, ConnectionId, TransactionId};
+use pbts_proto::udp::{self, ConnectionId, TransactionId};
 
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -246,7 +246,7 @@ impl Udp {
 
     pub fn connect(&self) -> ConnectionId {
         let mut req = Vec::new();
-        wire::write_connect_request(&mut req, TransactionId(0xabcd));
+        udp::write_connect_request(&mut req, TransactionId(0xabcd));
         let resp = self.exchange(&req);
         assert_eq!(resp.len(), 16);
         assert_eq!(&resp[..8], &[0, 0, 0, 0, 0, 0, 0xab, 0xcd]);

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use pbts_http::InfoHash;
+use pbts_proto::InfoHash;
 use pbts_verifier::keys::SecretKey;
 use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
 use serde_json::{Value, json};

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use pbts_engine::config::TrackerMode;
-use pbts_engine::udp::wire::{self, AnnounceRequest, ConnectionId, TransactionId};
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use pbts_proto::udp::{self, AnnounceRequest, ConnectionId, TransactionId};
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
 use super::{Http, Settings, Tracker};
 use crate::report::{Cell, Outcome, Raw, Table};
@@ -51,7 +51,7 @@ fn udp_generator(
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut buf = Vec::with_capacity(128);
-    wire::write_connect_request(&mut buf, TransactionId(1));
+    udp::write_connect_request(&mut buf, TransactionId(1));
     sock.send_to(&buf, tracker)?;
     let mut rx = [0u8; 2048];
     let n = sock.recv(&mut rx)?;
@@ -80,7 +80,7 @@ fn udp_generator(
             url_data: &[],
         };
         let mut out = Vec::with_capacity(100);
-        wire::write_announce_request(&mut out, &r);
+        udp::write_announce_request(&mut out, &r);
         sock.send_to(&out, tracker)?;
         Ok(Instant::now())
     };

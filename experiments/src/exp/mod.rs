@@ -266,7 +266,7 @@ pub fn report_body(uploader: &User, downloader: &User, first: u32, k: u32) -> Ve
     let receipts: Vec<serde_json::Value> = (first..first + k)
         .map(|i| {
             let mut r = Receipt {
-                info_hash: pbts_http::InfoHash(INFO_HASH),
+                info_hash: pbts_proto::InfoHash(INFO_HASH),
                 sender_pk: uploader.sk.public_key().to_bytes(),
                 receiver_pk: downloader.sk.public_key().to_bytes(),
                 piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).expect("20 bytes"),

@@ -12,7 +12,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use pbts_http::{AnnounceEvent, InfoHash, PeerId};
+use crate::{AnnounceEvent, InfoHash, PeerId};
 
 /// The magic connection id of a connect request.
 pub const PROTOCOL_ID: u64 = 0x0417_2710_1980;

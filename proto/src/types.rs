@@ -1,7 +1,5 @@
-//! Wire identifiers shared by the HTTP and UDP protocols.
-//!
-//! Defined once here (a pure crate) so the engine's UDP codec, the HTTP query decoder, load
-//! generators and tests all speak the same types.
+//! Wire identifiers shared by every BitTorrent protocol: the HTTP and UDP tracker protocols and
+//! the peer wire.
 
 use core::fmt;
 
@@ -51,17 +49,6 @@ macro_rules! hex_debug {
 
 hex_debug!(InfoHash);
 hex_debug!(PeerId);
-
-/// Value of one ASCII hex digit (percent-decoding reads digits one at a time; whole hex strings
-/// go through `const_hex`).
-pub(crate) fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
 
 /// The `event` of an announce (BEP 3, BEP 15, BEP 21).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

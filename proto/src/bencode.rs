@@ -11,7 +11,7 @@
 //! # Example
 //!
 //! ```
-//! use pbts_http::bencode::{decode, DecodeLimits, Encoder, Value};
+//! use pbts_proto::bencode::{decode, DecodeLimits, Encoder, Value};
 //!
 //! let mut out = Vec::new();
 //! let mut enc = Encoder::new(&mut out);
@@ -25,13 +25,13 @@
 //!
 //! let value = decode(&out, &DecodeLimits::default())?;
 //! assert_eq!(value.get(b"interval").and_then(Value::as_int), Some(1800));
-//! # Ok::<(), pbts_http::bencode::DecodeError>(())
+//! # Ok::<(), pbts_proto::bencode::DecodeError>(())
 //! ```
 
 use core::fmt;
 use core::ops::Range;
 
-use crate::util::{push_i64, push_u64};
+use crate::decimal::{push_i64, push_u64};
 
 /// Writes bencode to a `Vec<u8>`, one token at a time.
 ///

@@ -4,8 +4,8 @@
 //! A hybrid torrent (BEP 52) has both hashes; clients announce the v1 hash or the v2 hash
 //! truncated to 20 bytes, and both name the same torrent.
 
-use pbts_http::InfoHash;
-use pbts_http::bencode::{self, DecodeError, DecodeLimits, Value};
+use crate::InfoHash;
+use crate::bencode::{self, DecodeError, DecodeLimits, Value};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 

@@ -1,3 +1,0 @@
-//! The body and what it checks: `pbts_http::fuzzing::bencode`.
-#![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pbts_http::fuzzing::bencode(data));
