@@ -49,12 +49,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| assert_eq!(none.bls_key("tracker").unwrap().public_key().to_bytes(), none_pk))
     });
     let socket = dir.path().join("dstack.sock");
-    let agent = pbts_tee::agent::AgentConfig {
+    let agent = pbts_testkit::dstack::AgentConfig {
         secret: b"bench".to_vec(),
         template_quote: SAMPLE.to_vec(),
         fail_quotes: false,
     };
-    pbts_tee::agent::serve_unix(&socket, agent).unwrap();
+    pbts_testkit::dstack::serve_unix(&socket, agent).unwrap();
     let config = TeeConfig {
         mode: TeeMode::Dstack,
         dstack_endpoint: socket.display().to_string(),

@@ -9,9 +9,9 @@
 use blst::BLST_ERROR;
 use blst::min_pk;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use pbts_engine::workers::verifier::VerifierPool;
 use pbts_verifier::batch::{self, ReceiptError};
 use pbts_verifier::keys::DST;
-use pbts_verifier::pool::VerifierPool;
 use pbts_verifier::receipt::Receipt;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// `n` valid receipts for one uploader, signed in turn by `signers` downloaders.
 fn receipts(n: usize, signers: usize) -> Vec<Receipt> {
-    pbts_verifier::testing::signed_receipts(n, signers, 0x5a)
+    pbts_testkit::receipts::signed_receipts(n, signers, 0x5a)
 }
 
 fn bench(c: &mut Criterion) {

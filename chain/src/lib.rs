@@ -45,8 +45,6 @@
 pub mod bindings;
 pub mod client;
 pub mod config;
-pub mod devnet;
-pub mod gas;
 pub mod worker;
 
 pub use client::ChainClient;

@@ -7,11 +7,11 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
 use pbts_chain::bindings::{Reputation, ReputationFactory};
-use pbts_chain::devnet::{Anvil, dev_key};
 use pbts_chain::{
     BatchOutcome, ChainClient, ChainConfig, ChainError, CreditEntry, NO_TEE_ATTESTATION, TxOutcome,
     UserRecord,
 };
+use pbts_testkit::anvil::{Anvil, dev_key};
 
 fn client(anvil: &Anvil, account: usize) -> ChainClient {
     let config = ChainConfig { rpc_url: anvil.url(), ..ChainConfig::default() };
@@ -337,7 +337,7 @@ fn concurrent_writes_through_the_chain_thread_never_collide_on_a_nonce() {
 fn gas_table_measures_every_operation_and_batches_are_cheaper_per_user() {
     let anvil = Anvil::start().unwrap();
     let c = client(&anvil, 0);
-    let report = rt().block_on(pbts_chain::gas::measure(&c, 5)).unwrap();
+    let report = rt().block_on(pbts_testkit::gas::measure(&c, 5)).unwrap();
     assert_eq!(report.rows.len(), 16);
     assert!(report.rows.iter().all(|r| r.gas > 21_000), "{:?}", report.rows);
     let per_user = |prefix: &str| {

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::workers::verifier::VerifierPool;
 use dashmap::DashMap;
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
-use pbts_verifier::pool::VerifierPool;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

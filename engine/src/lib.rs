@@ -61,6 +61,7 @@ pub mod store;
 pub mod supervisor;
 pub mod swarm;
 pub mod udp;
+pub mod workers;
 
 mod http;
 #[allow(unsafe_code)]
@@ -76,8 +77,8 @@ use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::workers::verifier::VerifierPool;
 use pbts_verifier::credit::Freshness;
-use pbts_verifier::pool::VerifierPool;
 
 use crate::chain::ChainState;
 use crate::common::{Core, Runtime, State};

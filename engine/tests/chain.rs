@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::receipts::*;
 use common::*;
-use pbts_chain::devnet::{Anvil, DEV_KEYS, dev_key, free_port};
 use pbts_chain::worker::wait;
 use pbts_chain::{Address, ChainConfig, ChainHandle};
 use pbts_engine::config::TrackerMode;
+use pbts_testkit::anvil::{Anvil, DEV_KEYS, dev_key, free_port};
 use serde_json::{Value, json};
 
 /// A chain client of our own, as development account 0.

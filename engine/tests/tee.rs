@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use common::*;
 use pbts_engine::config::TrackerMode;
-use pbts_tee::agent::{self, AgentConfig};
 use pbts_tee::{Tee, TeeConfig, TeeMode, quote};
+use pbts_testkit::dstack::{self as agent, AgentConfig};
 use serde_json::{Value, json};
 
 const SAMPLE: &[u8] = include_bytes!("../../tee/tests/data/tdx_quote");
@@ -339,8 +339,8 @@ fn verifications_are_bounded_and_a_slow_pccs_stalls_nothing_else() {
 
 #[test]
 fn the_factory_attestation_is_a_quote_and_the_chain_account_lives_in_the_tee() {
-    use pbts_chain::devnet::{Anvil, dev_key};
     use pbts_chain::worker::wait;
+    use pbts_testkit::anvil::{Anvil, dev_key};
     let anvil = Anvil::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let socket = dev_agent(dir.path());

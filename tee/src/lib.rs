@@ -38,7 +38,6 @@
 
 #![deny(unsafe_code)]
 
-pub mod agent;
 pub mod derive;
 pub mod fuzzing;
 pub mod provider;

@@ -2,15 +2,15 @@
 //! (the one dstack-sdk 0.1.x uses): HTTP/1.1 `POST /GetKey`, `/GetQuote`, `/Info` with JSON
 //! bodies and `Host: dstack`, on a Unix socket and, as the simulator serves it, over TCP.
 //!
-//! The agent ([`pbts_tee::agent`]) derives keys as a KMS would (deterministic per app, path and
+//! The agent ([`pbts_testkit::dstack`]) derives keys as a KMS would (deterministic per app, path and
 //! purpose) and answers quotes by writing the requested report data into a real sample quote,
 //! so what the provider sends and how it reads the answers are checked byte for byte; the
 //! request checks below pin the wire format.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use pbts_tee::agent::{self, AgentConfig, RequestLog};
 use pbts_tee::{Tee, TeeConfig, TeeError, TeeMode, quote};
+use pbts_testkit::dstack::{self as agent, AgentConfig, RequestLog};
 use serde_json::json;
 
 const SAMPLE: &[u8] = include_bytes!("data/tdx_quote");

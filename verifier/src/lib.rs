@@ -1,7 +1,8 @@
 //! # pbts-verifier
 //!
-//! Upload credit proven by downloaders' signatures. Pure: no async runtime and no I/O; the
-//! engine feeds [`pool`] from its serving cores and persists the piece sets [`credit`] reads.
+//! Upload credit proven by downloaders' signatures. Pure: no threads, no async runtime and no
+//! I/O; the engine runs [`batch::verify_batch`] on its verifier workers and persists the piece
+//! sets [`credit`] reads.
 //!
 //! - [`keys`]: BLS12-381 min-pk keys (48-byte public keys, 96-byte signatures), ciphersuite
 //!   `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`, IETF KeyGen, proofs of possession.
@@ -9,7 +10,6 @@
 //!   `infohash ‖ sender_pk ‖ piece_hash ‖ u32be(piece_index) ‖ u64be(timestamp)`.
 //! - [`batch`]: batched aggregate verification (grouping by signer, random scalars, one final
 //!   exponentiation per batch, bisection on failure: a verdict per receipt).
-//! - [`pool`]: verifier threads fed by channels.
 //! - [`credit`]: each (downloader, torrent, piece index) is credited at most once, ever;
 //!   freshness window; roaring piece sets.
 //! - [`bep10`]: peer-to-peer receipt exchange over the BEP 10 extension protocol.
@@ -21,10 +21,7 @@ pub mod bep10;
 pub mod credit;
 pub mod fuzzing;
 pub mod keys;
-pub mod pool;
 pub mod receipt;
-#[cfg(any(test, feature = "test-utils"))]
-pub mod testing;
 
 #[allow(unsafe_code)]
 mod sys;

@@ -2,17 +2,22 @@
 //! and UDP clients that expose exact wire bytes.
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub mod receipts;
 
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use pbts_testkit::http::{
+    IO_TIMEOUT, call, fails, get_body, http_request, http_request_with, raw_exchange,
+    read_response, split_response,
+};
+
 use pbts_engine::config::{Config, TrackerMode};
 use pbts_proto::udp::{self, ConnectionId, TransactionId};
-
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TestServer {
     pub server: Option<pbts_engine::Server>,
@@ -92,111 +97,6 @@ pub fn test_config(mode: TrackerMode, dir: &std::path::Path) -> Config {
     // Every test peer is 127.0.0.1 or ::1.
     c.limits.max_peers_per_ip_per_swarm = 0;
     c
-}
-
-/// Sends raw bytes on a fresh connection and reads until the server closes or one complete
-/// response (by Content-Length) arrived. Returns everything read.
-pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.write_all(bytes).unwrap();
-    read_response(&mut s, &mut Vec::new())
-}
-
-/// Reads one response (head + Content-Length body) from `s`; bytes past it stay in `buf` for
-/// the next call (pipelined responses).
-pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map(|v| v.trim().parse().unwrap())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                let rest = buf.split_off(end + 4 + len);
-                return std::mem::replace(buf, rest);
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) => return std::mem::take(buf),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => panic!("read: {e}; got {:?}", String::from_utf8_lossy(buf)),
-        }
-    }
-}
-
-/// Splits a response into (status, head, body).
-pub fn split_response(resp: &[u8]) -> (u16, String, Vec<u8>) {
-    let end = resp.windows(4).position(|w| w == b"\r\n\r\n").expect("complete head");
-    let head = String::from_utf8_lossy(&resp[..end]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    (status, head, resp[end + 4..].to_vec())
-}
-
-/// One HTTP/1.1 request with `Connection: close`.
-pub fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    json: Option<&str>,
-) -> (u16, String, Vec<u8>) {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(body) = json {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    } else {
-        req.push_str("\r\n");
-    }
-    split_response(&raw_exchange(addr, req.as_bytes()))
-}
-
-/// A request with extra headers and a raw body; (status, head, body).
-pub fn http_request_with(
-    addr: SocketAddr,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String, Vec<u8>) {
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        req.push_str(&format!("{name}: {value}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(body);
-    split_response(&raw_exchange(addr, &bytes))
-}
-
-/// One JSON request; (status, JSON answer).
-pub fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let (status, _, resp) =
-        http_request(addr, method, path, body.map(|b| b.to_string()).as_deref());
-    let v = serde_json::from_slice(&resp)
-        .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&resp)));
-    (status, v)
-}
-
-/// Asserts the original API's failure shape: `status` and `{"success": false, "error": text}`.
-pub fn fails(got: (u16, serde_json::Value), status: u16, text: &str) {
-    assert_eq!(got, (status, serde_json::json!({"success": false, "error": text})));
-}
-
-/// GET and return the body of a 200 response.
-pub fn get_body(addr: SocketAddr, target: &str) -> Vec<u8> {
-    let (status, head, body) = http_request(addr, "GET", target, None);
-    assert_eq!(status, 200, "{head}");
-    body
 }
 
 /// Percent-encodes every byte (valid for any client to send).

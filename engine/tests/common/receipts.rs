@@ -3,12 +3,14 @@
 
 use std::net::SocketAddr;
 
-use pbts_proto::InfoHash;
 use pbts_verifier::keys::SecretKey;
-use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+use pbts_verifier::receipt::Receipt;
 use serde_json::{Value, json};
 
 use super::{Proc, TestServer, get_body, http_request};
+
+#[allow(unused_imports)]
+pub use pbts_testkit::receipts::receipt_json;
 
 /// Anything with an HTTP address.
 pub trait Target {
@@ -102,30 +104,8 @@ pub fn register_torrent(srv: &impl Target, ih: &[u8; 20]) {
 
 /// A receipt `signer` signs for piece `index` of `ih` received from `uploader`.
 pub fn receipt(ih: &[u8; 20], uploader: &Peer, signer: &SecretKey, index: u32, ts: u64) -> Receipt {
-    let mut r = Receipt {
-        info_hash: InfoHash(*ih),
-        sender_pk: uploader.sk.public_key().to_bytes(),
-        receiver_pk: signer.public_key().to_bytes(),
-        piece_hash: PieceHash::from_slice(&[index as u8 ^ 0x5a; 20]).unwrap(),
-        piece_index: index,
-        timestamp: ts,
-        signature: SignatureBytes([0; 96]),
-    };
-    signer.sign_receipt(&mut r);
-    r
-}
-
-/// The original's /report field names.
-pub fn receipt_json(r: &Receipt) -> Value {
-    json!({
-        "receiver_public_key": b64(&r.receiver_pk.0),
-        "sender_pk": b64(&r.sender_pk.0),
-        "piece_hash": hex(r.piece_hash.as_bytes()),
-        "piece_index": r.piece_index,
-        "infohash": hex(&r.info_hash.0),
-        "timestamp": r.timestamp,
-        "signature": b64(&r.signature.0),
-    })
+    let uploader = uploader.sk.public_key().to_bytes();
+    pbts_testkit::receipts::sign(*ih, uploader, signer, index, [index as u8 ^ 0x5a; 20], ts)
 }
 
 pub fn report(srv: &impl Target, who: &Peer, receipts: &[Value]) -> (u16, Value) {

@@ -3,18 +3,18 @@
 //! `gas.md` (the README's tables).
 
 use crate::report::{Cell, Outcome, Raw, Table};
-use pbts_chain::gas::{GWEI_PER_GAS, USD_PER_ETH};
+use pbts_testkit::gas::{GWEI_PER_GAS, USD_PER_ETH};
 
 use super::Settings;
 
 /// Runs the experiment; `out` receives `gas.md`.
 pub fn run(s: &Settings, out: &std::path::Path) -> anyhow::Result<Outcome> {
     let users = if s.quick { 5 } else { 100 };
-    let anvil = pbts_chain::devnet::Anvil::start()?;
+    let anvil = pbts_testkit::anvil::Anvil::start()?;
     let config = pbts_chain::ChainConfig { rpc_url: anvil.url(), ..Default::default() };
-    let client = pbts_chain::ChainClient::connect(&config, &pbts_chain::devnet::dev_key(0))?;
+    let client = pbts_chain::ChainClient::connect(&config, &pbts_testkit::anvil::dev_key(0))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let report = rt.block_on(pbts_chain::gas::measure(&client, users))?;
+    let report = rt.block_on(pbts_testkit::gas::measure(&client, users))?;
     std::fs::create_dir_all(out)?;
     std::fs::write(
         out.join("gas.md"),

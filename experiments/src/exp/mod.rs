@@ -10,8 +10,7 @@ pub mod receipts;
 pub mod scalability;
 pub mod tee;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -101,98 +100,7 @@ impl Drop for Tracker {
     }
 }
 
-/// A blocking keep-alive HTTP/1.1 client.
-pub struct Http {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Http {
-    /// Connects.
-    ///
-    /// # Errors
-    /// Connection failures.
-    pub fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Self { stream, buf: Vec::with_capacity(8192) })
-    }
-
-    /// Writes one request without waiting (for pipelining).
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn send(&mut self, method: &str, target: &str, body: Option<&[u8]>) -> anyhow::Result<()> {
-        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pbts\r\n").into_bytes();
-        if let Some(b) = body {
-            req.extend_from_slice(
-                format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n", b.len())
-                    .as_bytes(),
-            );
-            req.extend_from_slice(b);
-        } else {
-            req.extend_from_slice(b"\r\n");
-        }
-        self.stream.write_all(&req)?;
-        Ok(())
-    }
-
-    /// Reads one response: (status, body).
-    ///
-    /// # Errors
-    /// I/O errors or a malformed response.
-    pub fn recv(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
-        use pbts_http::request::{Status, parse_response_head};
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Status::Complete(head, _) = parse_response_head(&self.buf)? {
-                let len = head.content_length.unwrap_or(0);
-                if self.buf.len() >= head.head_len + len {
-                    let body = self.buf[head.head_len..head.head_len + len].to_vec();
-                    self.buf.drain(..head.head_len + len);
-                    return Ok((head.status, body));
-                }
-            }
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                bail!("connection closed mid-response");
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// One request and its response.
-    ///
-    /// # Errors
-    /// As [`Http::send`] and [`Http::recv`].
-    pub fn call(
-        &mut self,
-        method: &str,
-        target: &str,
-        body: Option<&[u8]>,
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        self.send(method, target, body)?;
-        self.recv()
-    }
-
-    /// A JSON request whose answer must be 200; its JSON.
-    ///
-    /// # Errors
-    /// Any other status, with the body.
-    pub fn json_ok(
-        &mut self,
-        method: &str,
-        target: &str,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<serde_json::Value> {
-        let (status, resp) = self.call(method, target, Some(body.to_string().as_bytes()))?;
-        if !(200..300).contains(&status) {
-            bail!("{method} {target}: {status} {}", String::from_utf8_lossy(&resp));
-        }
-        Ok(serde_json::from_slice(&resp)?)
-    }
-}
+pub use pbts_testkit::http::Http;
 
 /// Standard base64.
 pub fn b64(bytes: &[u8]) -> String {
@@ -261,28 +169,15 @@ pub fn register_torrent(http: &mut Http) -> anyhow::Result<()> {
 /// A report body of receipts that `downloader` signs for pieces `first..first + k` received from
 /// `uploader`, fresh (timestamp now) and never reported before when `first` is unique.
 pub fn report_body(uploader: &User, downloader: &User, first: u32, k: u32) -> Vec<u8> {
-    use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
     let ts = unix_now();
-    let receipts: Vec<serde_json::Value> = (first..first + k)
+    let sender = uploader.sk.public_key().to_bytes();
+    let receipts: Vec<_> = (first..first + k)
         .map(|i| {
-            let mut r = Receipt {
-                info_hash: pbts_proto::InfoHash(INFO_HASH),
-                sender_pk: uploader.sk.public_key().to_bytes(),
-                receiver_pk: downloader.sk.public_key().to_bytes(),
-                piece_hash: PieceHash::from_slice(&[(i % 251) as u8; 20]).expect("20 bytes"),
-                piece_index: i,
-                timestamp: ts,
-                signature: SignatureBytes([0; 96]),
-            };
-            downloader.sk.sign_receipt(&mut r);
-            serde_json::json!({
-                "infohash": hex(&r.info_hash.0), "sender_pk": b64(&r.sender_pk.0),
-                "receiver_public_key": b64(&r.receiver_pk.0), "piece_hash": hex(r.piece_hash.as_bytes()),
-                "piece_index": r.piece_index, "timestamp": r.timestamp, "signature": b64(&r.signature.0),
-            })
+            let piece = [(i % 251) as u8; 20];
+            pbts_testkit::receipts::sign(INFO_HASH, sender, &downloader.sk, i, piece, ts)
         })
         .collect();
-    serde_json::json!({"passkey": uploader.passkey, "receipts": receipts}).to_string().into_bytes()
+    pbts_testkit::receipts::report_body(&uploader.passkey, &receipts).to_string().into_bytes()
 }
 
 /// Checks a `/report` answer credited all `k` receipts.

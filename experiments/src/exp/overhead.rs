@@ -15,15 +15,15 @@ use crate::report::{Cell, Outcome, Raw, Stats, Table};
 /// Runs the experiment.
 pub fn run(s: &Settings) -> anyhow::Result<Outcome> {
     let n = s.iterations.max(2);
-    let anvil = pbts_chain::devnet::Anvil::start()?;
+    let anvil = pbts_testkit::anvil::Anvil::start()?;
     let deployer = pbts_chain::ChainHandle::start(
         pbts_chain::ChainConfig { rpc_url: anvil.url(), ..Default::default() },
-        pbts_chain::devnet::dev_key(0),
+        pbts_testkit::anvil::dev_key(0),
     )?;
     let factory = pbts_chain::worker::wait(&deployer.deploy_factory())?.address;
     let keydir = tempfile::tempdir()?;
     let key_file = keydir.path().join("key");
-    std::fs::write(&key_file, pbts_chain::devnet::DEV_KEYS[0])?;
+    std::fs::write(&key_file, pbts_testkit::anvil::DEV_KEYS[0])?;
     let tracker = Tracker::start(TrackerMode::Private, 1, |c| {
         c.chain.rpc_url = anvil.url();
         c.chain.key_file = key_file.display().to_string();

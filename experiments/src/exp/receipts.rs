@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use super::{Settings, ms, timed};
 use crate::report::{Cell, Outcome, Raw, Stats, Table};
 
-pub use pbts_verifier::testing::signed_receipts;
+pub use pbts_testkit::receipts::signed_receipts;
 
 /// Runs the experiment.
 pub fn run(s: &Settings) -> Outcome {

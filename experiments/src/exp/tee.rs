@@ -62,9 +62,9 @@ pub fn run(s: &Settings) -> anyhow::Result<Outcome> {
     add("BLS keygen, derived (none provider)", derived, &mut t, &mut raw, true);
 
     let socket = dir.path().join("dstack.sock");
-    pbts_tee::agent::serve_unix(
+    pbts_testkit::dstack::serve_unix(
         &socket,
-        pbts_tee::agent::AgentConfig {
+        pbts_testkit::dstack::AgentConfig {
             secret: b"bench".to_vec(),
             template_quote: SAMPLE.to_vec(),
             fail_quotes: false,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::quote;
+use pbts_tee::quote;
 
 /// A request the agent received.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 
 use alloy::primitives::{Address, B256, U256};
 
-use crate::{ChainClient, ChainError, CreditEntry, TxOutcome, UserRecord};
+use pbts_chain::{ChainClient, ChainError, CreditEntry, TxOutcome, UserRecord};
 
 /// One measured operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,7 +77,7 @@ fn row(operation: impl Into<String>, users: usize, tx: &TxOutcome) -> GasRow {
 }
 
 fn hash(s: &str) -> B256 {
-    B256::from(crate::key_hash(s.as_bytes()))
+    B256::from(pbts_chain::key_hash(s.as_bytes()))
 }
 
 /// Deploys fresh contracts and measures every operation, with batches of `batch_size` users.
@@ -92,8 +92,9 @@ pub async fn measure(c: &ChainClient, batch_size: usize) -> Result<GasReport, Ch
     let factory = factory.address;
     let rep = c.create_reputation(factory, Address::ZERO, Vec::new()).await?;
     rows.push(row("createReputation(0x0, \"\")", 0, &rep.tx));
-    let marked =
-        c.create_reputation(factory, Address::ZERO, crate::NO_TEE_ATTESTATION.to_vec()).await?;
+    let marked = c
+        .create_reputation(factory, Address::ZERO, pbts_chain::NO_TEE_ATTESTATION.to_vec())
+        .await?;
     rows.push(row("createReputation(0x0, \"PBTS-Tracker-v1.0\")", 0, &marked.tx));
     let rep = rep.address;
 
@@ -155,16 +156,16 @@ pub async fn measure(c: &ChainClient, batch_size: usize) -> Result<GasReport, Ch
         (1..=n)
             .map(|i| CreditEntry {
                 username: format!("{prefix}{i}"),
-                key_hash: crate::key_hash(format!("{prefix}{i}").as_bytes()),
+                key_hash: pbts_chain::key_hash(format!("{prefix}{i}").as_bytes()),
                 download_delta: down,
                 upload_delta: up,
             })
             .collect()
     };
     let fresh = entries("batchuser", 0, 0); // existing users: credit only
-    let credit = |r: crate::BatchOutcome| match r {
-        crate::BatchOutcome::Applied(tx) => Ok(tx),
-        crate::BatchOutcome::AlreadyApplied => {
+    let credit = |r: pbts_chain::BatchOutcome| match r {
+        pbts_chain::BatchOutcome::Applied(tx) => Ok(tx),
+        pbts_chain::BatchOutcome::AlreadyApplied => {
             Err(ChainError::Rpc("a measured batch was unexpectedly a replay".into()))
         }
     };

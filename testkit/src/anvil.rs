@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{ChainError, SigningKey};
+use pbts_chain::{ChainError, SigningKey};
 
 /// anvil's well-known development keys (accounts 0, 1 and 2 of its default mnemonic), funded
 /// with 10 000 ETH each on every fresh anvil. Never use them anywhere else.
@@ -32,7 +32,7 @@ pub fn anvil_path() -> PathBuf {
         return PathBuf::from(p);
     }
     let npm = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+        .join("../chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
     if npm.exists() { npm } else { PathBuf::from("anvil") }
 }
 
