@@ -881,6 +881,53 @@ mod tests {
         Config::default().validate().unwrap();
     }
 
+    /// Every `section.key` of the config structs (from their JSON form, where unset options
+    /// are `null` rather than missing).
+    fn struct_keys() -> std::collections::BTreeSet<String> {
+        let v = serde_json::to_value(Config::default()).unwrap();
+        let mut keys = std::collections::BTreeSet::new();
+        for (section, table) in v.as_object().unwrap() {
+            for key in table.as_object().unwrap().keys() {
+                keys.insert(format!("{section}.{key}"));
+            }
+        }
+        keys
+    }
+
+    /// Every `section.key` the template documents, set (`key = ...`) or shown commented out
+    /// (`# key = ...`, for options without a default).
+    fn template_keys() -> std::collections::BTreeSet<String> {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in Config::default_toml().lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+                continue;
+            }
+            let line = line.strip_prefix("# ").unwrap_or(line);
+            if let Some((key, _)) = line.split_once(" = ")
+                && !key.is_empty()
+                && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                keys.insert(format!("{section}.{key}"));
+            }
+        }
+        keys
+    }
+
+    /// The template printed by `--print-config` documents every field, and nothing else: a
+    /// field added to a struct without a line in the template (which the round trip cannot
+    /// see, every field having a default) fails here.
+    #[test]
+    fn template_documents_exactly_the_struct_fields() {
+        let (fields, documented) = (struct_keys(), template_keys());
+        let missing: Vec<_> = fields.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&fields).collect();
+        assert!(missing.is_empty(), "fields without a line in the template: {missing:?}");
+        assert!(unknown.is_empty(), "template lines for no field: {unknown:?}");
+        assert!(fields.len() > 60, "{}", fields.len());
+    }
+
     #[test]
     fn unknown_fields_are_rejected() {
         let err = Config::from_toml("[tracker]\nmax_peer = 3\n").unwrap_err();
