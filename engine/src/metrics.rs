@@ -67,6 +67,68 @@ const COUNTERS: [(Counter, &str, &str, &str); 17] = [
     (Counter::UdpPanics, "pbts_panics_total", "udp", "datagram"),
 ];
 
+/// Process-wide values `/metrics` reads when asked (from the swarms, the accounts, the store
+/// and the receipt pipeline). Names and help texts are fixed here, once; a name ending in
+/// `_total` is a counter, any other a gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Torrents in memory.
+    Torrents,
+    /// IPv4 peers.
+    PeersV4,
+    /// IPv6 peers.
+    PeersV6,
+    /// Seeders.
+    Seeders,
+    /// Leechers.
+    Leechers,
+    /// Registered users.
+    Users,
+    /// Receipts credited.
+    ReceiptsAccepted,
+    /// Receipts rejected.
+    ReceiptsRejected,
+    /// Bytes credited by receipts.
+    ReceiptCreditedBytes,
+    /// Pieces credited, ever.
+    CreditedPieces,
+    /// Failed database commits.
+    StoreCommitFailures,
+    /// Accounting batches waiting for a retry.
+    StoreAccountingRetrying,
+}
+
+impl Stat {
+    /// The metric name and its help text.
+    pub fn name_help(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Torrents => ("pbts_torrents", "Torrents in memory"),
+            Self::PeersV4 => ("pbts_peers_v4", "IPv4 peers"),
+            Self::PeersV6 => ("pbts_peers_v6", "IPv6 peers"),
+            Self::Seeders => ("pbts_seeders", "Seeders"),
+            Self::Leechers => ("pbts_leechers", "Leechers"),
+            Self::Users => ("pbts_users", "Registered users"),
+            Self::ReceiptsAccepted => ("pbts_receipts_accepted_total", "Receipts credited"),
+            Self::ReceiptsRejected => ("pbts_receipts_rejected_total", "Receipts rejected"),
+            Self::ReceiptCreditedBytes => {
+                ("pbts_receipt_credited_bytes_total", "Bytes credited by receipts")
+            }
+            Self::CreditedPieces => (
+                "pbts_credited_pieces",
+                "Pieces credited by receipts, ever (one per downloader, torrent and piece)",
+            ),
+            Self::StoreCommitFailures => (
+                "pbts_store_commit_failures_total",
+                "Database commits that failed (announce accounting in them is retried)",
+            ),
+            Self::StoreAccountingRetrying => (
+                "pbts_store_accounting_retrying",
+                "Batches of announce accounting waiting to be retried",
+            ),
+        }
+    }
+}
+
 /// One core's counters.
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -116,9 +178,9 @@ impl Metrics {
         self.cores.iter().map(|m| m.open_connections.load(Ordering::Relaxed)).sum()
     }
 
-    /// Prometheus text exposition of every counter per core, plus the given values (counters
-    /// when their name ends in `_total`, gauges otherwise).
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
+    /// Prometheus text exposition of every counter per core, plus the given process-wide
+    /// values (counters when their name ends in `_total`, gauges otherwise).
+    pub fn render(&self, values: &[(Stat, u64)]) -> String {
         let mut out = String::new();
         let mut last = "";
         for (c, name, protocol, kind) in COUNTERS {
@@ -142,7 +204,8 @@ impl Metrics {
                 m.open_connections.load(Ordering::Relaxed)
             );
         }
-        for (name, help, value) in gauges {
+        for &(v, value) in values {
+            let (name, help) = v.name_help();
             // Prometheus naming: a `_total` name is a counter, anything else a gauge.
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
@@ -167,7 +230,7 @@ mod tests {
     fn render_sums_nothing_and_lists_every_core() {
         let m = Metrics::new(2);
         m.core(1).inc(Counter::UdpAnnounce);
-        let text = m.render(&[("pbts_torrents", "Torrents in memory", 3)]);
+        let text = m.render(&[(Stat::Torrents, 3)]);
         assert!(
             text.contains(
                 "pbts_requests_total{protocol=\"udp\",kind=\"announce\",worker=\"1\"} 1\n"

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::receipts;
 use crate::common::{Client, Core};
 use crate::config::{RegistrationPolicy, TrackerMode};
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Stat};
 use crate::store::{Overrides, StoreCmd, StoreError, TorrentRecord};
 use crate::swarm::store::StoreTotals;
 
@@ -125,34 +125,18 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             let rs = &state.receipt_stats;
             let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
             let text = state.metrics.render(&[
-                ("pbts_torrents", "Torrents in memory", t.torrents as u64),
-                ("pbts_peers_v4", "IPv4 peers", t.peers_v4 as u64),
-                ("pbts_peers_v6", "IPv6 peers", t.peers_v6 as u64),
-                ("pbts_seeders", "Seeders", t.seeders as u64),
-                ("pbts_leechers", "Leechers", t.leechers as u64),
-                ("pbts_users", "Registered users", state.accounts.len() as u64),
-                ("pbts_receipts_accepted_total", "Receipts credited", load(&rs.accepted)),
-                ("pbts_receipts_rejected_total", "Receipts rejected", load(&rs.rejected)),
-                (
-                    "pbts_receipt_credited_bytes_total",
-                    "Bytes credited by receipts",
-                    load(&rs.credited_bytes),
-                ),
-                (
-                    "pbts_credited_pieces",
-                    "Pieces credited by receipts, ever (one per downloader, torrent and piece)",
-                    load(&rs.credited_pieces),
-                ),
-                (
-                    "pbts_store_commit_failures_total",
-                    "Database commits that failed (announce accounting in them is retried)",
-                    load(&state.store_stats.commit_failures),
-                ),
-                (
-                    "pbts_store_accounting_retrying",
-                    "Batches of announce accounting waiting to be retried",
-                    load(&state.store_stats.accounting_retrying),
-                ),
+                (Stat::Torrents, t.torrents as u64),
+                (Stat::PeersV4, t.peers_v4 as u64),
+                (Stat::PeersV6, t.peers_v6 as u64),
+                (Stat::Seeders, t.seeders as u64),
+                (Stat::Leechers, t.leechers as u64),
+                (Stat::Users, state.accounts.len() as u64),
+                (Stat::ReceiptsAccepted, load(&rs.accepted)),
+                (Stat::ReceiptsRejected, load(&rs.rejected)),
+                (Stat::ReceiptCreditedBytes, load(&rs.credited_bytes)),
+                (Stat::CreditedPieces, load(&rs.credited_pieces)),
+                (Stat::StoreCommitFailures, load(&state.store_stats.commit_failures)),
+                (Stat::StoreAccountingRetrying, load(&state.store_stats.accounting_retrying)),
             ]);
             response::write_response(out, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
         }
