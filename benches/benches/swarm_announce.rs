@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use pbts_engine::clock::Uptime;
 use pbts_engine::swarm::{AnnounceInput, SelectedPeers, SwarmStore};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::SeedableRng;
@@ -26,8 +27,8 @@ fn input(port: u16, ih: u8) -> AnnounceInput {
         numwant: 50,
         both_families: false,
         peer_ids: false,
-        now: 1,
-        valid_until: 3600,
+        now: Uptime(1),
+        valid_until: Uptime(3600),
         user: Some(1),
         durable_snatches: false,
         admit_new: true,

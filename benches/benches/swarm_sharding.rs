@@ -20,6 +20,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pbts_engine::clock::Uptime;
 use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::rngs::SmallRng;
@@ -46,8 +47,8 @@ fn input(torrent: u32, peer: u32) -> AnnounceInput {
         numwant: 50,
         both_families: false,
         peer_ids: false,
-        now: 1,
-        valid_until: 3600,
+        now: Uptime(1),
+        valid_until: Uptime(3600),
         user: None,
         durable_snatches: false,
         admit_new: true,

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use pbts_chain::{Address, ChainError, ChainHandle};
 
-use crate::common::{State, unix_now};
+use crate::clock::unix_now;
+use crate::common::State;
 use crate::store::{ChainBatch, OutboxStats, StoreCmd, StoreError};
 
 /// The chain as the engine sees it.

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::workers::verifier::VerifierPool;
 use dashmap::DashMap;
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::clock::Uptime;
 use crate::config::{Config, TrackerMode};
 use crate::metrics::{CoreMetrics, Counter, Metrics};
 use crate::store::{
@@ -33,6 +33,7 @@ use crate::swarm::store::{
     AnnounceInput, AnnounceOutcome, Credit, Refusal, SelectedPeers, SwarmStore, UserId,
 };
 use crate::udp::connection::ConnectionValidator;
+use crate::workers::verifier::VerifierPool;
 
 /// State shared by every thread.
 #[derive(Debug)]
@@ -181,8 +182,8 @@ impl Runtime {
 
 impl State {
     /// Seconds since start-up.
-    pub fn now(&self) -> u32 {
-        self.start.elapsed().as_secs() as u32
+    pub fn now(&self) -> Uptime {
+        Uptime::since(self.start)
     }
 
     /// Whether shutdown was requested.
@@ -294,7 +295,7 @@ pub struct Announce<'a> {
     /// Passkey bytes from the URL, if any.
     pub passkey: Option<&'a [u8]>,
     /// Seconds since start-up ([`State::now`]), read once per request or batch.
-    pub now: u32,
+    pub now: Uptime,
 }
 
 /// Why an announce or scrape was refused: the text goes to the client.
@@ -349,7 +350,7 @@ pub fn announce(core: &Core, a: &Announce<'_>) -> Result<AnnounceOutcome, Reject
         both_families: a.both_families,
         peer_ids: a.peer_ids,
         now,
-        valid_until: now.saturating_add(t.peer_timeout_secs),
+        valid_until: now.after(t.peer_timeout_secs),
         user: user.as_ref().map(|u| u.id),
         // Only registered torrents get durable snatch counts: anyone (in open mode) or any
         // passkey holder (in private mode) can invent info-hashes, and each must not grow the
@@ -488,14 +489,6 @@ pub fn scrape(core: &Core, info_hash: &InfoHash) -> (u32, u32, u32) {
         .swarms
         .scrape(info_hash)
         .map_or((0, 0, 0), |s| (s.complete, s.downloaded, s.incomplete))
-}
-
-/// Unix seconds now (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Lowercase hex of arbitrary bytes. Every hex and base64 text of the engine goes through

@@ -51,6 +51,7 @@
 pub mod attest;
 pub mod chain;
 pub mod cli;
+pub mod clock;
 pub mod common;
 pub mod config;
 pub mod fuzzing;

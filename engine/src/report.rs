@@ -51,7 +51,8 @@ use pbts_verifier::batch::ReceiptError;
 use pbts_verifier::credit::{self, PieceClaim};
 use pbts_verifier::receipt::{PublicKeyBytes, Receipt};
 
-use crate::common::{State, unix_now};
+use crate::clock::unix_now;
+use crate::common::State;
 use crate::store::{
     PieceError, ReceiptCredit, ReceiptStats, ReserveError, ReserveItem, StoreCmd, User,
 };

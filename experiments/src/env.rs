@@ -31,7 +31,7 @@ pub fn capture(settings: serde_json::Value, seed: u64) -> serde_json::Value {
         "cpu_model": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "started_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "started_unix": pbts_engine::clock::unix_now(),
         "seed": seed,
         "settings": settings,
     })

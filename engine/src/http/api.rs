@@ -83,7 +83,7 @@ pub(crate) async fn route(core: &Core, req: &Request<'_>, client: Client, out: &
             let body = json!({
                 "instance_id": state.instance_id,
                 "mode": mode_str(state.config.tracker.mode),
-                "uptime_secs": state.now(),
+                "uptime_secs": state.now().secs(),
                 "cores": state.config.serving_cores(),
                 "total_torrents": t.torrents,
                 "total_peers": t.peers_v4 + t.peers_v6,
@@ -365,7 +365,7 @@ struct NewTorrent {
 /// A registry record from a `.torrent` body (`Content-Type: application/x-bittorrent`), with its
 /// v1 piece hashes, or from JSON `{"info_hash", "piece_length"?, "total_size"?, "name"?}`.
 fn torrent_record(req: &Request<'_>) -> Result<(TorrentRecord, Option<Vec<u8>>), String> {
-    let now = crate::common::unix_now();
+    let now = crate::clock::unix_now();
     let is_torrent = req.content_type.is_some_and(|ct| {
         ct.split(|&b| b == b';')
             .next()

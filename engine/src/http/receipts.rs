@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::api::{b64_array, fail, fail_retry, json_body, parse_json, write_json};
 use super::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
-use crate::common::{Client, Core, unix_now};
+use crate::clock::unix_now;
+use crate::common::{Client, Core};
 use crate::config::{RatioSource, ServerSideKeys};
 use crate::report::{ReportError, Verdict};
 use crate::store::{Passkey, User};

@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::api::{fail, fail_retry, json_body, write_json};
 use crate::attest::SubmitError;
-use crate::common::{Core, b64, unix_now};
+use crate::clock::unix_now;
+use crate::common::{Core, b64};
 
 fn tee_fail(out: &mut Vec<u8>, e: &TeeError, ka: bool) {
     let status = match e {

@@ -14,7 +14,7 @@ use super::{
     Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats,
     ReserveError, StoreCmd, StoreStats, TorrentInfo, TorrentRecord, UserRecord, saturating_add_to,
 };
-use crate::common::unix_now;
+use crate::clock::unix_now;
 use crate::swarm::SwarmStore;
 
 /// user id → JSON [`UserRecord`].

@@ -41,6 +41,8 @@ use dashmap::DashMap;
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::Rng;
 
+use crate::clock::Uptime;
+
 /// Peers per family stored without a hash index (linear scan is faster below this).
 const INLINE_PEERS: usize = 16;
 
@@ -55,7 +57,7 @@ struct PeerInfo {
     /// A snatch was already counted for this peer.
     snatched: bool,
     /// Seconds since server start after which the peer is expired.
-    valid_until: u32,
+    valid_until: Uptime,
     user: Option<UserId>,
     last_uploaded: u64,
     last_downloaded: u64,
@@ -161,7 +163,7 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
 
     /// Removes peers with `valid_until < now`; returns (seeders, leechers) removed, and
     /// appends the removed peers' owners to `owners`.
-    fn expire(&mut self, now: u32, owners: &mut Vec<UserId>) -> (u32, u32) {
+    fn expire(&mut self, now: Uptime, owners: &mut Vec<UserId>) -> (u32, u32) {
         let (mut s, mut l) = (0, 0);
         let mut i = 0;
         while i < self.addrs.len() {
@@ -224,10 +226,10 @@ pub struct AnnounceInput {
     pub both_families: bool,
     /// Also return the chosen peers' ids (HTTP dictionary responses).
     pub peer_ids: bool,
-    /// Current time, seconds since server start.
-    pub now: u32,
-    /// Expiry time for this peer, seconds since server start.
-    pub valid_until: u32,
+    /// Current time.
+    pub now: Uptime,
+    /// Expiry time for this peer.
+    pub valid_until: Uptime,
     /// The authenticated user, if any.
     pub user: Option<UserId>,
     /// The caller persists this torrent's snatch count, so keep its entry when it empties.
@@ -436,7 +438,7 @@ impl SwarmStore {
     /// Removes peers whose `valid_until` is before `now`, and swarms left with no peers and no
     /// snatches (their memory is freed). Returns the number of peers removed; the owner of
     /// each removed peer that had one is appended to `owners`.
-    pub fn expire(&self, now: u32, owners: &mut Vec<UserId>) -> usize {
+    pub fn expire(&self, now: Uptime, owners: &mut Vec<UserId>) -> usize {
         let mut removed = 0usize;
         self.swarms.retain(|_, swarm| {
             let (mut s, mut l) = swarm.v4.expire(now, owners);
@@ -594,8 +596,8 @@ mod tests {
             numwant: 50,
             both_families: true,
             peer_ids: false,
-            now: 10,
-            valid_until: 100,
+            now: Uptime(10),
+            valid_until: Uptime(100),
             user: Some(1),
             durable_snatches: true,
             admit_new: true,
@@ -723,27 +725,27 @@ mod tests {
         let s = SwarmStore::new();
         for port in 1..=40 {
             let mut i = input(2, "::2", port);
-            i.valid_until = if port % 2 == 0 { 50 } else { 200 };
+            i.valid_until = Uptime(if port % 2 == 0 { 50 } else { 200 });
             announce(&s, &i);
         }
         announce(&s, &input(3, "10.0.0.9", 9));
-        assert_eq!(s.expire(60, &mut Vec::new()), 20);
+        assert_eq!(s.expire(Uptime(60), &mut Vec::new()), 20);
         assert_eq!(
             s.totals(),
             StoreTotals { torrents: 2, peers_v4: 1, peers_v6: 20, seeders: 0, leechers: 21 }
         );
-        assert_eq!(s.expire(300, &mut Vec::new()), 21);
+        assert_eq!(s.expire(Uptime(300), &mut Vec::new()), 21);
         assert_eq!(s.totals(), StoreTotals::default());
         // A swarm with durable snatches stays (scrape serves its count) but holds no peers.
         s.load_snatches(InfoHash([4; 20]), 3);
-        s.expire(400, &mut Vec::new());
+        s.expire(Uptime(400), &mut Vec::new());
         assert_eq!(s.scrape(&InfoHash([4; 20])).unwrap().downloaded, 3);
         // One whose count is not persisted (open mode, unregistered) is freed when empty.
         let mut open = input(6, "10.0.0.1", 1);
         open.durable_snatches = false;
         open.event = AnnounceEvent::Completed;
         assert!(announce(&s, &open).0.new_snatch);
-        s.expire(500, &mut Vec::new());
+        s.expire(Uptime(500), &mut Vec::new());
         assert_eq!(s.scrape(&InfoHash([6; 20])), None);
     }
 
@@ -825,7 +827,7 @@ mod tests {
                                 info_hash: InfoHash([ih; 20]), peer_id: PeerId([peer; 20]), ip,
                                 port: 1000 + u16::from(peer), event,
                                 left: Some(if seeder { 0 } else { 1 }), uploaded: 0, downloaded: 0,
-                                numwant, both_families: false, peer_ids: false, now, valid_until: now + ttl, user: None, durable_snatches: false, admit_new: true, max_peers_per_ip: 0,
+                                numwant, both_families: false, peer_ids: false, now: Uptime(now), valid_until: Uptime(now + ttl), user: None, durable_snatches: false, admit_new: true, max_peers_per_ip: 0,
                             };
                             let mut out = SelectedPeers::default();
                             let o = store.announce(&input, &mut rng, &mut out);
@@ -859,7 +861,7 @@ mod tests {
                         }
                         Op::Expire { now: t } => {
                             now = now.max(t);
-                            store.expire(now, &mut Vec::new());
+                            store.expire(Uptime(now), &mut Vec::new());
                             model.retain(|_, (_, until)| *until >= now);
                         }
                     }

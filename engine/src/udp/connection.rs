@@ -12,8 +12,10 @@ use siphasher::sip::SipHasher24;
 
 use pbts_proto::udp::ConnectionId;
 
+use crate::clock::Uptime;
+
 /// Seconds per validity bucket; an id is accepted in its bucket and the next one.
-pub const BUCKET_SECS: u64 = 60;
+pub const BUCKET_SECS: u32 = 60;
 
 /// Makes and checks connection ids.
 #[derive(Clone)]
@@ -33,24 +35,24 @@ impl ConnectionValidator {
         Self { key }
     }
 
-    fn hash(&self, ip: IpAddr, bucket: u64) -> ConnectionId {
+    fn hash(&self, ip: IpAddr, bucket: u32) -> ConnectionId {
         let mut h = SipHasher24::new_with_key(&self.key);
         match ip {
             IpAddr::V4(ip) => h.write(&ip.octets()),
             IpAddr::V6(ip) => h.write(&ip.octets()),
         }
-        h.write_u64(bucket);
+        h.write_u64(u64::from(bucket));
         ConnectionId(h.finish())
     }
 
-    /// The id for `ip` at `now` (Unix seconds or any monotonic seconds).
-    pub fn make(&self, ip: IpAddr, now: u64) -> ConnectionId {
-        self.hash(ip, now / BUCKET_SECS)
+    /// The id for `ip` at `now`.
+    pub fn make(&self, ip: IpAddr, now: Uptime) -> ConnectionId {
+        self.hash(ip, now.secs() / BUCKET_SECS)
     }
 
     /// Whether `id` was made for `ip` within the last one to two minutes.
-    pub fn check(&self, id: ConnectionId, ip: IpAddr, now: u64) -> bool {
-        let bucket = now / BUCKET_SECS;
+    pub fn check(&self, id: ConnectionId, ip: IpAddr, now: Uptime) -> bool {
+        let bucket = now.secs() / BUCKET_SECS;
         id == self.hash(ip, bucket) || (bucket > 0 && id == self.hash(ip, bucket - 1))
     }
 }
@@ -63,11 +65,12 @@ mod tests {
     fn ids_are_bound_to_ip_and_expire() {
         let v = ConnectionValidator::new([7; 16]);
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
-        let id = v.make(ip, 1000);
-        assert!(v.check(id, ip, 1000));
-        assert!(v.check(id, ip, 1000 + BUCKET_SECS));
-        assert!(!v.check(id, ip, 1000 + 2 * BUCKET_SECS));
-        assert!(!v.check(id, "10.1.2.4".parse().unwrap(), 1000));
-        assert!(!ConnectionValidator::new([8; 16]).check(id, ip, 1000));
+        let t = Uptime(1000);
+        let id = v.make(ip, t);
+        assert!(v.check(id, ip, t));
+        assert!(v.check(id, ip, t.after(BUCKET_SECS)));
+        assert!(!v.check(id, ip, t.after(2 * BUCKET_SECS)));
+        assert!(!v.check(id, "10.1.2.4".parse().unwrap(), t));
+        assert!(!ConnectionValidator::new([8; 16]).check(id, ip, t));
     }
 }

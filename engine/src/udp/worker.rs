@@ -11,12 +11,13 @@ use std::rc::Rc;
 
 use glommio::net::UdpSocket;
 use pbts_proto::InfoHash;
+use pbts_proto::udp::{self as wire, Request, RequestError};
 
+use crate::clock::Uptime;
 use crate::common::{self, Announce, Core, canonical_ip, split_passkey_path};
 use crate::config::TrackerMode;
 use crate::metrics::Counter;
 use crate::sys::{RecvBatch, SendBatch};
-use pbts_proto::udp::{self as wire, Request, RequestError};
 
 /// The refusal of a private-mode UDP announce that carried no BEP 41 URL data: the passkey is
 /// in the announce URL's path, which only such data carries over UDP. libtorrent-based clients
@@ -53,7 +54,7 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
         out.clear();
         replies.clear();
         // One clock read per batch: a batch is served within microseconds.
-        let now = core.state.start.elapsed().as_secs();
+        let now = core.state.now();
         for i in 0..n {
             let (bytes, src) = rx.datagram(i);
             let Some(src) = src else { continue };
@@ -101,7 +102,13 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
 
 /// Answers one datagram into `out` (nothing is appended when the datagram is dropped). `now` is
 /// seconds since start-up.
-pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, out: &mut Vec<u8>) {
+pub(crate) fn handle(
+    core: &Core,
+    datagram: &[u8],
+    src: SocketAddr,
+    now: Uptime,
+    out: &mut Vec<u8>,
+) {
     let ip = canonical_ip(src.ip());
     let state = &core.state;
     let m = core.metrics();
@@ -161,7 +168,7 @@ pub(crate) fn handle(core: &Core, datagram: &[u8], src: SocketAddr, now: u64, ou
                 both_families: false,
                 peer_ids: false,
                 passkey,
-                now: now as u32,
+                now,
             };
             match common::announce(core, &announce) {
                 Ok(outcome) => {

@@ -48,9 +48,8 @@ pub fn hex(bytes: &[u8]) -> String {
     const_hex::encode(bytes)
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
+#[allow(unused_imports)]
+pub use pbts_engine::clock::unix_now as now;
 
 pub fn post(srv: &impl Target, path: &str, body: &Value) -> (u16, Value) {
     let (status, _, resp) = http_request(srv.addr(), "POST", path, Some(&body.to_string()));
