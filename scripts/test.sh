@@ -35,6 +35,17 @@ if [ ! -x chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d
 fi
 node chain/scripts/compile.mjs --check
 
+# The pure crates pull in no runtime and no database (docs/ARCHITECTURE.md).
+for crate in pbts-proto pbts-http pbts-verifier; do
+    heavy=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}' |
+        grep -E '^(glommio|tokio|async-std|redb|alloy|dcap-qvl|reqwest) ' || true)
+    if [ -n "$heavy" ]; then
+        echo "$crate must stay pure, but depends on:" >&2
+        echo "$heavy" >&2
+        exit 1
+    fi
+done
+
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -1,123 +1,79 @@
-//! The tiny command line: `pbts [serve] [-c FILE]`, `pbts keygen [-o FILE]`,
-//! `pbts --print-config`, `pbts --help`.
+//! The command line (clap): `pbts [serve]`, `pbts keygen`, `pbts chain deploy-factory`, with
+//! `-c FILE` for the configuration anywhere and `--print-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
-const USAGE: &str = "\
-pbts — private BitTorrent tracker (UDP + HTTP, thread-per-core)
-
-USAGE:
-    pbts [serve] [-c FILE]     run the tracker (defaults when no file is given)
-    pbts keygen [-o FILE]      make a BLS12-381 key pair on this machine for POST /register:
-                               prints {private_key, public_key, proof_of_possession} as JSON,
-                               or writes it to FILE (mode 0600, never overwritten) and prints
-                               only the public part
-    pbts chain deploy-factory [-c FILE]
-                               deploy a ReputationFactory through chain.rpc_url (RPC) with the
-                               tracker's key (PK0); with -c, write its address into FILE as
-                               chain.factory_address (comments kept)
-    pbts --print-config        print the default configuration as commented TOML
-    pbts --help                this text
-
+const ENVIRONMENT: &str = "\
 Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
-MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS, TEE_MODE; the chain key is read from PK0
-(chain.key_env) or chain.key_file; RUST_LOG sets the log filter (default info).
-";
+MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS, TEE_MODE; the chain key is read
+from PK0 (chain.key_env) or chain.key_file; RUST_LOG sets the log filter (default info).";
 
-enum Command {
-    Serve(Option<PathBuf>),
-    Keygen(Option<PathBuf>),
-    DeployFactory(Option<PathBuf>),
-    PrintConfig,
-    Help,
+/// pbts: a private BitTorrent tracker (UDP and HTTP, thread-per-core io_uring) with
+/// cryptographic receipts and on-chain reputation.
+#[derive(Debug, Parser)]
+#[command(name = "pbts", version, after_help = ENVIRONMENT)]
+struct Cli {
+    /// Configuration file (TOML); what it leaves out takes the defaults (`--print-config`).
+    #[arg(short, long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Print the default configuration as commented TOML and exit.
+    #[arg(short, long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
-    let mut config = None;
-    let mut args = args.peekable();
-    if args.peek().map(String::as_str) == Some("keygen") {
-        args.next();
-        return match (args.next().as_deref(), args.next()) {
-            (None, _) => Ok(Command::Keygen(None)),
-            (Some("-o" | "--out"), Some(file)) if args.next().is_none() => {
-                Ok(Command::Keygen(Some(PathBuf::from(file))))
-            }
-            _ => Err("usage: pbts keygen [-o FILE]".to_owned()),
-        };
-    }
-    if args.peek().map(String::as_str) == Some("chain") {
-        args.next();
-        if args.next().as_deref() != Some("deploy-factory") {
-            return Err("usage: pbts chain deploy-factory [-c FILE]".to_owned());
-        }
-        return match (args.next().as_deref(), args.next()) {
-            (None, _) => Ok(Command::DeployFactory(None)),
-            (Some("-c" | "--config"), Some(file)) if args.next().is_none() => {
-                Ok(Command::DeployFactory(Some(PathBuf::from(file))))
-            }
-            _ => Err("usage: pbts chain deploy-factory [-c FILE]".to_owned()),
-        };
-    }
-    if args.peek().map(String::as_str) == Some("serve") {
-        args.next();
-    }
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-c" | "--config" => {
-                config = Some(PathBuf::from(args.next().ok_or("-c needs a file")?));
-            }
-            "-p" | "--print-config" => return Ok(Command::PrintConfig),
-            "-h" | "--help" => return Ok(Command::Help),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Command::Serve(config))
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the tracker (the default command).
+    Serve,
+    /// Make a BLS12-381 key pair on this machine for POST /register: prints private_key,
+    /// public_key and proof_of_possession as JSON.
+    Keygen {
+        /// Write the key pair to FILE instead (mode 0600, never overwritten) and print only its
+        /// public part.
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// On-chain reputation.
+    #[command(subcommand)]
+    Chain(ChainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// Deploy a ReputationFactory through chain.rpc_url (RPC) with the tracker's key (PK0);
+    /// with -c, write its address into FILE as chain.factory_address (comments kept).
+    DeployFactory,
 }
 
 /// Entry point of the `pbts` binary.
 pub fn main() -> ExitCode {
-    let command = match parse_args(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pbts: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+    // Usage errors exit 2 with clap's message; --help and --version exit 0.
+    let cli = Cli::parse();
+    if cli.print_config {
+        print!("{}", Config::default_toml());
+        return ExitCode::SUCCESS;
+    }
+    let (name, result) = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => ("pbts", serve(cli.config)),
+        Command::Keygen { out } => ("pbts keygen", keygen(out)),
+        Command::Chain(ChainCommand::DeployFactory) => {
+            ("pbts chain deploy-factory", deploy_factory(cli.config))
         }
     };
-    match command {
-        Command::Help => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
         }
-        Command::PrintConfig => {
-            print!("{}", Config::default_toml());
-            ExitCode::SUCCESS
-        }
-        Command::DeployFactory(path) => match deploy_factory(path) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pbts chain deploy-factory: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Keygen(out) => match keygen(out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pbts keygen: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Serve(path) => match serve(path) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("pbts: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
     }
 }
 
@@ -228,4 +184,40 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     server.supervise(SHUTDOWN_GRACE)?;
     tracing::info!("pbts stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_as_documented() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("pbts").chain(args.iter().copied()));
+        let c = parse(&[]).unwrap();
+        assert!(c.command.is_none() && c.config.is_none() && !c.print_config);
+        let c = parse(&["-c", "a.toml"]).unwrap();
+        assert_eq!(c.config, Some(PathBuf::from("a.toml")));
+        let c = parse(&["serve", "--config", "b.toml"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Serve)));
+        assert_eq!(c.config, Some(PathBuf::from("b.toml")));
+        let c = parse(&["keygen", "-o", "k.json"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Keygen { out: Some(ref p) }) if p.as_os_str() == "k.json"));
+        let c = parse(&["chain", "deploy-factory", "-c", "c.toml"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Chain(ChainCommand::DeployFactory))));
+        assert_eq!(c.config, Some(PathBuf::from("c.toml")));
+        assert!(parse(&["--print-config"]).unwrap().print_config);
+        let e = parse(&["--bogus"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(e.exit_code(), 2);
+        assert!(parse(&["chain"]).is_err());
+        Cli::command_for_test();
+    }
+
+    impl Cli {
+        /// clap's own consistency checks (conflicting names, missing help).
+        fn command_for_test() {
+            use clap::CommandFactory as _;
+            Self::command().debug_assert();
+        }
+    }
 }

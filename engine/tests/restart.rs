@@ -181,7 +181,18 @@ fn print_config_output_parses_back_to_defaults() {
     assert_eq!(parsed, pbts_engine::config::Config::default());
     let bad = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--bogus").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("pbts: unknown argument \"--bogus\""));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).starts_with("error: unexpected argument '--bogus' found"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // --help per command and --version, exit 0.
+    let help = Command::new(env!("CARGO_BIN_EXE_pbts")).args(["keygen", "--help"]).output();
+    let help = help.unwrap();
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: pbts keygen [OPTIONS]"));
+    let version = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout), format!("pbts {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
