@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn commands_parse_as_documented() {
-        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("pbts").chain(args.iter().copied()));
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("pbts").chain(args.iter().copied()))
+        };
         let c = parse(&[]).unwrap();
         assert!(c.command.is_none() && c.config.is_none() && !c.print_config);
         let c = parse(&["-c", "a.toml"]).unwrap();
@@ -201,7 +203,9 @@ mod tests {
         assert!(matches!(c.command, Some(Command::Serve)));
         assert_eq!(c.config, Some(PathBuf::from("b.toml")));
         let c = parse(&["keygen", "-o", "k.json"]).unwrap();
-        assert!(matches!(c.command, Some(Command::Keygen { out: Some(ref p) }) if p.as_os_str() == "k.json"));
+        assert!(
+            matches!(c.command, Some(Command::Keygen { out: Some(ref p) }) if p.as_os_str() == "k.json")
+        );
         let c = parse(&["chain", "deploy-factory", "-c", "c.toml"]).unwrap();
         assert!(matches!(c.command, Some(Command::Chain(ChainCommand::DeployFactory))));
         assert_eq!(c.config, Some(PathBuf::from("c.toml")));

@@ -182,7 +182,8 @@ fn print_config_output_parses_back_to_defaults() {
     let bad = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--bogus").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&bad.stderr).starts_with("error: unexpected argument '--bogus' found"),
+        String::from_utf8_lossy(&bad.stderr)
+            .starts_with("error: unexpected argument '--bogus' found"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
@@ -192,7 +193,10 @@ fn print_config_output_parses_back_to_defaults() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("Usage: pbts keygen [OPTIONS]"));
     let version = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&version.stdout), format!("pbts {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("pbts {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
