@@ -143,6 +143,66 @@ enum Flush {
     More,
 }
 
+/// Why one outbox round failed; the outbox retries with backoff, and `/contract/status`
+/// shows the text.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The contract's `lastBatchId` could not be read.
+    #[error("read lastBatchId of {contract}: {source}")]
+    ReadLastBatch {
+        /// The contract.
+        contract: Address,
+        /// What the chain said.
+        source: ChainError,
+    },
+    /// The database did not switch to the contract.
+    #[error("adopt {contract}: {source}")]
+    Adopt {
+        /// The contract.
+        contract: Address,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// The next batch could not be taken from the database.
+    #[error("take a batch: {0}")]
+    TakeBatch(StoreError),
+    /// A batch the contract applied could not be forgotten.
+    #[error("forget batch {batch}: {source}")]
+    Forget {
+        /// The batch id.
+        batch: u64,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// The contract has applied fewer batches than the database believes (a chain reset):
+    /// the batch was renumbered and goes again next round.
+    #[error("batch {batch} out of order; renumbered to {renumbered_to}")]
+    OutOfOrder {
+        /// The batch id sent.
+        batch: u64,
+        /// Its new id.
+        renumbered_to: u64,
+    },
+    /// Renumbering the batch failed.
+    #[error("renumber batch {batch}: {source}")]
+    Renumber {
+        /// The batch id.
+        batch: u64,
+        /// What the store said.
+        source: StoreError,
+    },
+    /// `creditUsers` failed.
+    #[error("batch {batch} to {contract}: {source}")]
+    Credit {
+        /// The batch id.
+        batch: u64,
+        /// The contract.
+        contract: Address,
+        /// What the chain said.
+        source: ChainError,
+    },
+}
+
 /// The outbox thread (`outbox-01`): flushes pending credit every `chain.flush_interval_secs`,
 /// at once while more is pending, and with exponential backoff while the chain fails.
 pub fn run_outbox_worker(state: Arc<State>) {
@@ -173,7 +233,7 @@ pub fn run_outbox_worker(state: Arc<State>) {
                     return;
                 }
                 tracing::warn!("outbox: {e}; retrying in {}s", backoff.as_secs());
-                state.chain.record_error(e);
+                state.chain.record_error(e.to_string());
                 let this = backoff;
                 backoff = (backoff * 2).min(max_backoff);
                 this
@@ -182,7 +242,7 @@ pub fn run_outbox_worker(state: Arc<State>) {
     }
 }
 
-fn flush_once(state: &State, chain: &ChainHandle) -> Result<Flush, String> {
+fn flush_once(state: &State, chain: &ChainHandle) -> Result<Flush, OutboxError> {
     let Some(contract) = state.chain.reputation() else { return Ok(Flush::Idle) };
     let cfg = &state.config.chain;
     let limit = Duration::from_secs(cfg.tx_timeout_secs + 2 * cfg.rpc_timeout_secs + 5);
@@ -195,23 +255,23 @@ fn flush_once(state: &State, chain: &ChainHandle) -> Result<Flush, String> {
                 // A contract from the configuration, or one the database has not switched to:
                 // continue its batch numbering from what the contract itself says.
                 let last = wait_chain(state, &chain.last_batch_id(contract), limit)
-                    .map_err(|e| format!("read lastBatchId of {contract}: {e}"))?;
+                    .map_err(|source| OutboxError::ReadLastBatch { contract, source })?;
                 ask_store(state, |reply| StoreCmd::SetReputation {
                     contract,
                     last_batch_id: last,
                     reply,
                 })
-                .map_err(|e| format!("adopt {contract}: {e}"))?;
+                .map_err(|source| OutboxError::Adopt { contract, source })?;
                 tracing::info!("outbox writes to {contract} (lastBatchId {last})");
                 return Ok(Flush::More);
             }
-            Err(e) => return Err(format!("take a batch: {e}")),
+            Err(e) => return Err(OutboxError::TakeBatch(e)),
         };
     let reply = chain.credit_users(contract, batch.id, batch.entries.clone());
     match wait_chain(state, &reply, limit) {
         Ok(outcome) => {
             ask_store(state, |reply| StoreCmd::ChainBatchDone { id: batch.id, reply })
-                .map_err(|e| format!("forget batch {}: {e}", batch.id))?;
+                .map_err(|source| OutboxError::Forget { batch: batch.id, source })?;
             tracing::debug!("batch {} of {} users: {outcome:?}", batch.id, batch.entries.len());
             state.chain.record_success();
             Ok(Flush::More)
@@ -219,11 +279,11 @@ fn flush_once(state: &State, chain: &ChainHandle) -> Result<Flush, String> {
         Err(ChainError::Reverted { reason }) if reason == "Batch out of order" => {
             // The contract applied fewer batches than we believe (a chain reset): renumber.
             let last = wait_chain(state, &chain.last_batch_id(contract), limit)
-                .map_err(|e| format!("read lastBatchId of {contract}: {e}"))?;
+                .map_err(|source| OutboxError::ReadLastBatch { contract, source })?;
             ask_store(state, |reply| StoreCmd::RenumberChainBatch { to: last + 1, reply })
-                .map_err(|e| format!("renumber batch {}: {e}", batch.id))?;
-            Err(format!("batch {} out of order; renumbered to {}", batch.id, last + 1))
+                .map_err(|source| OutboxError::Renumber { batch: batch.id, source })?;
+            Err(OutboxError::OutOfOrder { batch: batch.id, renumbered_to: last + 1 })
         }
-        Err(e) => Err(format!("batch {} to {contract}: {e}", batch.id)),
+        Err(source) => Err(OutboxError::Credit { batch: batch.id, contract, source }),
     }
 }
