@@ -213,12 +213,8 @@ pub fn run_outbox_worker(state: Arc<State>) {
     let mut backoff = Duration::from_secs(1);
     let mut wait = every;
     loop {
-        let until = Instant::now() + wait;
-        while Instant::now() < until {
-            if state.is_shutting_down() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+        if state.shutdown.wait(wait) {
+            return;
         }
         wait = match flush_once(&state, &chain) {
             Ok(flush) => {

@@ -55,7 +55,7 @@ pub struct State {
     /// Per-core counters.
     pub metrics: Metrics,
     /// Set once to stop every worker.
-    pub shutdown: AtomicBool,
+    pub shutdown: crate::workers::Shutdown,
     /// Random id of this instance (hex), sent as `tracker id`.
     pub instance_id: String,
     /// Admin bearer token, if configured.
@@ -188,7 +188,7 @@ impl State {
 
     /// Whether shutdown was requested.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
+        self.shutdown.is_triggered()
     }
 }
 

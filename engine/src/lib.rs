@@ -71,7 +71,6 @@ mod sys;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -102,7 +101,6 @@ pub struct Server {
     store: std::thread::JoinHandle<()>,
     cleaner: std::thread::JoinHandle<()>,
     outbox: Option<std::thread::JoinHandle<()>>,
-    cleaner_stop: flume::Sender<()>,
     events: flume::Receiver<Event>,
     events_tx: flume::Sender<Event>,
 }
@@ -127,7 +125,6 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             state: Arc::downgrade(&self.state),
-            cleaner_stop: self.cleaner_stop.clone(),
             events: self.events_tx.clone(),
         }
     }
@@ -223,7 +220,7 @@ impl Server {
         if self.state.store_tx.send(StoreCmd::Sync { reply: tx }).is_ok() {
             let _ = rx.recv();
         }
-        let _ = self.cleaner_stop.try_send(());
+        self.state.shutdown.trigger();
         if self.cleaner.join().is_err() {
             failures.push("cleaner-01 panicked".to_owned());
         }
@@ -247,7 +244,6 @@ pub struct ShutdownHandle {
     // Weak: a handle kept by a signal thread must not keep the state (and so the store and
     // verifier threads, which end when it drops) alive after the server stopped.
     state: std::sync::Weak<State>,
-    cleaner_stop: flume::Sender<()>,
     events: flume::Sender<Event>,
 }
 
@@ -255,9 +251,8 @@ impl ShutdownHandle {
     /// Asks every worker to stop.
     pub fn shutdown(&self) {
         if let Some(state) = self.state.upgrade() {
-            state.shutdown.store(true, Ordering::Release);
+            state.shutdown.trigger();
         }
-        let _ = self.cleaner_stop.try_send(());
         let _ = self.events.send(Event::ShutdownRequested);
     }
 }
@@ -503,14 +498,10 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         None => None,
     };
 
-    let (cleaner_stop, cleaner_rx) = flume::bounded::<()>(1);
     let cleaner_state = state.clone();
     let cleaner = spawn_role("cleaner-01", &events_tx, move || {
         let every = Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
-        while let Err(flume::RecvTimeoutError::Timeout) = cleaner_rx.recv_timeout(every) {
-            if cleaner_state.is_shutting_down() {
-                break;
-            }
+        while !cleaner_state.shutdown.wait(every) {
             let mut owners = Vec::new();
             let removed = cleaner_state.swarms.expire(cleaner_state.now(), &mut owners);
             common::release_expired(&cleaner_state, &owners);
@@ -554,7 +545,6 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         store,
         cleaner,
         outbox,
-        cleaner_stop,
         events,
         events_tx,
     })

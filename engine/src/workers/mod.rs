@@ -4,5 +4,75 @@
 //! | role | threads | what |
 //! |---|---|---|
 //! | [`verifier`] | `verifier-NN` | BLS batch verification of receipts for the serving cores |
+//!
+//! All of them stop on one [`Shutdown`] signal.
 
 pub mod verifier;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The one shutdown signal every worker obeys. Serving cores poll [`Shutdown::is_triggered`] on
+/// the timer they already wake on; the blocking workers (cleaner, outbox) sleep in
+/// [`Shutdown::wait`], which returns at once when shutdown is triggered. The store and verifier
+/// threads end when their last sender drops, after the cores that feed them.
+#[derive(Debug, Default)]
+pub struct Shutdown {
+    flag: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Shutdown {
+    /// Asks every worker to stop (idempotent).
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
+        // Taken so that a waiter between its check and its sleep cannot miss the wake-up.
+        let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.wake.notify_all();
+    }
+
+    /// Whether shutdown was asked for.
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `period` or until shutdown is triggered; whether it was.
+    pub fn wait(&self, period: Duration) -> bool {
+        let guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _unused = self
+            .wake
+            .wait_timeout_while(guard, period, |()| !self.is_triggered())
+            .unwrap_or_else(PoisonError::into_inner);
+        self.is_triggered()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn wait_returns_at_once_on_trigger() {
+        let s = Arc::new(Shutdown::default());
+        assert!(!s.wait(Duration::from_millis(1)));
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (s.wait(Duration::from_secs(600)), t.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        s.trigger();
+        let (stopped, took) = waiter.join().unwrap();
+        assert!(stopped && s.is_triggered());
+        assert!(took < Duration::from_secs(600));
+        // Once triggered, every wait returns at once.
+        assert!(s.wait(Duration::from_secs(600)));
+    }
+}
