@@ -489,7 +489,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
             let outbox_state = state.clone();
             Some(
                 spawn_role("outbox-01", &events_tx, move || {
-                    chain::run_outbox_worker(outbox_state);
+                    workers::outbox::run_outbox_worker(&outbox_state);
                     Ok(())
                 })
                 .context("spawn outbox thread")?,
@@ -500,13 +500,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
 
     let cleaner_state = state.clone();
     let cleaner = spawn_role("cleaner-01", &events_tx, move || {
-        let every = Duration::from_secs(cleaner_state.config.tracker.cleanup_interval_secs.into());
-        while !cleaner_state.shutdown.wait(every) {
-            let mut owners = Vec::new();
-            let removed = cleaner_state.swarms.expire(cleaner_state.now(), &mut owners);
-            common::release_expired(&cleaner_state, &owners);
-            tracing::debug!("expired {removed} peers");
-        }
+        workers::cleaner::run_cleaner_worker(&cleaner_state);
         Ok(())
     })
     .context("spawn cleaner thread")?;

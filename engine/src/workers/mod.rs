@@ -4,9 +4,13 @@
 //! | role | threads | what |
 //! |---|---|---|
 //! | [`verifier`] | `verifier-NN` | BLS batch verification of receipts for the serving cores |
+//! | [`outbox`] | `outbox-01` | verified credit to the Reputation contract, in batches |
+//! | [`cleaner`] | `cleaner-01` | expiry of peers that stopped announcing |
 //!
 //! All of them stop on one [`Shutdown`] signal.
 
+pub mod cleaner;
+pub mod outbox;
 pub mod verifier;
 
 use std::sync::atomic::{AtomicBool, Ordering};
