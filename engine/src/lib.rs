@@ -123,10 +123,7 @@ impl Server {
 
     /// A handle that can stop the server from another thread (a signal handler).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            state: Arc::downgrade(&self.state),
-            events: self.events_tx.clone(),
-        }
+        ShutdownHandle { state: Arc::downgrade(&self.state), events: self.events_tx.clone() }
     }
 
     /// Serves until shutdown is requested or a worker ends on its own, then stops every worker
@@ -532,16 +529,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
             .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
         handles.push(handle);
     }
-    Ok(Server {
-        state,
-        addrs,
-        cores: handles,
-        store,
-        cleaner,
-        outbox,
-        events,
-        events_tx,
-    })
+    Ok(Server { state, addrs, cores: handles, store, cleaner, outbox, events, events_tx })
 }
 
 /// Checks that this process may use io_uring, which every serving core needs, before any
