@@ -124,7 +124,7 @@ pub fn run_outbox_worker(state: &Arc<State>) {
         if state.shutdown.wait(wait) {
             return;
         }
-        wait = match flush_once(&state, &chain) {
+        wait = match flush_once(state, &chain) {
             Ok(flush) => {
                 backoff = Duration::from_secs(1);
                 match flush {
