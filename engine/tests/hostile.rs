@@ -233,13 +233,7 @@ fn idle_connections_from_one_address_leave_room_for_everyone_else() {
         // Everyone else is still served.
         let (status, _, body) = http_request(addr, "GET", "/health", None);
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let metrics = String::from_utf8(get_body(addr, "/metrics")).unwrap();
-        let open: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("pbts_http_open_connections{worker=\"0\"} "))
-            .unwrap()
-            .parse()
-            .unwrap();
+        let open = metric(addr, "pbts_http_open_connections{worker=\"0\"}");
         // At most 256 from 127.0.0.2 (max_connections_per_ip), plus the /metrics request.
         assert!(open <= 257, "{open}");
         drop(idle);
@@ -278,13 +272,8 @@ fn a_client_that_pipelines_and_never_reads_costs_bounded_memory() {
     // The write timeout closes them: the open-connections gauge drains.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let metrics = String::from_utf8(get_body(addr, "/metrics")).unwrap();
-        let open = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("pbts_http_open_connections{worker=\"0\"} "))
-            .unwrap()
-            .to_owned();
-        if open == "1" {
+        let open = metric(addr, "pbts_http_open_connections{worker=\"0\"}");
+        if open == 1 {
             break;
         }
         assert!(Instant::now() < deadline, "{open} connections still open");

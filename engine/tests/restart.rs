@@ -95,13 +95,6 @@ fn state_survives_kill_and_restart() {
     assert_eq!((u["uploaded"].as_u64(), u["downloaded"].as_u64()), (Some(4096), Some(100)));
 }
 
-/// One value of `/metrics`.
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let text = String::from_utf8(get_body(addr, "/metrics")).unwrap();
-    let line = text.lines().find(|l| l.split(' ').next() == Some(name));
-    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {name}"))
-}
-
 /// Announce accounting whose commit fails (a full or broken disk; injected here with
 /// `PBTS_FAULT_COMMIT`) is kept and retried: once the disk takes it, it is durable, and a
 /// SIGKILL afterwards loses nothing.

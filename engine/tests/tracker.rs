@@ -41,6 +41,18 @@ fn bstr(s: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The exact compact answer to a seeder announcing into a swarm whose only other peer is a
+/// leecher at 127.0.0.1:6881.
+fn one_seeder_and_one_leecher_at_6881(srv: &TestServer) -> Vec<u8> {
+    let mut want = b"d8:completei1e10:downloadedi0e11:external ip4:\x7f\x00\x00\x01".to_vec();
+    want.extend_from_slice(b"10:incompletei1e8:intervali1800e12:min intervali900e");
+    want.extend_from_slice(b"5:peers6:\x7f\x00\x00\x01\x1a\xe1");
+    want.extend_from_slice(b"10:tracker id");
+    want.extend_from_slice(&bstr(srv.instance_id().as_bytes()));
+    want.push(b'e');
+    want
+}
+
 #[test]
 fn http_compact_announce_exact_bytes() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});
@@ -48,13 +60,12 @@ fn http_compact_announce_exact_bytes() {
     get_body(srv.v4, &format!("/announce?{q}"));
     let q = announce_query(&IH, &peer_id(2), 6882, "&left=0&compact=1");
     let body = get_body(srv.v4, &format!("/announce?{q}"));
-    let mut want = b"d8:completei1e10:downloadedi0e11:external ip4:\x7f\x00\x00\x01".to_vec();
-    want.extend_from_slice(b"10:incompletei1e8:intervali1800e12:min intervali900e");
-    want.extend_from_slice(b"5:peers6:\x7f\x00\x00\x01\x1a\xe1");
-    want.extend_from_slice(b"10:tracker id");
-    want.extend_from_slice(&bstr(srv.instance_id().as_bytes()));
-    want.push(b'e');
-    assert_eq!(body, want, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        body,
+        one_seeder_and_one_leecher_at_6881(&srv),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
 }
 
 #[test]
@@ -125,13 +136,12 @@ fn negative_numwant_means_the_default() {
     get_body(srv.v4, &format!("/announce?{q}"));
     let q = announce_query(&IH, &peer_id(2), 6882, "&left=0&compact=1&numwant=-1");
     let body = get_body(srv.v4, &format!("/announce?{q}"));
-    let mut want = b"d8:completei1e10:downloadedi0e11:external ip4:\x7f\x00\x00\x01".to_vec();
-    want.extend_from_slice(b"10:incompletei1e8:intervali1800e12:min intervali900e");
-    want.extend_from_slice(b"5:peers6:\x7f\x00\x00\x01\x1a\xe1");
-    want.extend_from_slice(b"10:tracker id");
-    want.extend_from_slice(&bstr(srv.instance_id().as_bytes()));
-    want.push(b'e');
-    assert_eq!(body, want, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        body,
+        one_seeder_and_one_leecher_at_6881(&srv),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     for n in 3..8u8 {
         let q = announce_query(&IH, &peer_id(n), 7000 + u16::from(n), "&left=5&numwant=0");
         get_body(srv.v4, &format!("/announce?{q}"));

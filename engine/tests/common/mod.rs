@@ -154,6 +154,14 @@ impl Udp {
     }
 }
 
+/// The value of one series of `/metrics` (its name with labels, as the text shows it).
+pub fn metric(addr: SocketAddr, series: &str) -> u64 {
+    let text = String::from_utf8(get_body(addr, "/metrics")).unwrap();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(series));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+}
+
 /// A `pbts` process, killed on drop.
 pub struct Proc {
     pub child: Child,
