@@ -214,14 +214,7 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
         assert_eq!(e.exit_code(), 2);
         assert!(parse(&["chain"]).is_err());
-        Cli::command_for_test();
-    }
-
-    impl Cli {
-        /// clap's own consistency checks (conflicting names, missing help).
-        fn command_for_test() {
-            use clap::CommandFactory as _;
-            Self::command().debug_assert();
-        }
+        // clap's own consistency checks (conflicting names, missing help).
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -82,22 +82,13 @@ pub struct Handshake {
 }
 
 /// Why a handshake was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HandshakeError {
     /// The first 20 bytes are not `\x13BitTorrent protocol` (another protocol, or an
     /// encrypted stream, which pbts does not speak).
+    #[error("not a BitTorrent handshake")]
     NotBitTorrent,
 }
-
-impl core::fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Self::NotBitTorrent => f.write_str("not a BitTorrent handshake"),
-        }
-    }
-}
-
-impl std::error::Error for HandshakeError {}
 
 impl Handshake {
     /// The 68 bytes on the wire.
@@ -211,9 +202,10 @@ pub enum Message<'a> {
 }
 
 /// Why a frame could not be decoded; the connection should be closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// The frame announces more bytes than the receiver allows.
+    #[error("message of {length} bytes exceeds the limit of {max}")]
     TooLong {
         /// The announced length.
         length: u32,
@@ -221,6 +213,7 @@ pub enum WireError {
         max: u32,
     },
     /// A message of a known id has a payload of the wrong size.
+    #[error("message id {id} with a {payload}-byte payload")]
     BadLength {
         /// The message id.
         id: u8,
@@ -228,24 +221,9 @@ pub enum WireError {
         payload: u32,
     },
     /// A BEP 10 message with no extended id byte.
+    #[error("extended message without an extended id")]
     EmptyExtended,
 }
-
-impl core::fmt::Display for WireError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match *self {
-            Self::TooLong { length, max } => {
-                write!(f, "message of {length} bytes exceeds the limit of {max}")
-            }
-            Self::BadLength { id, payload } => {
-                write!(f, "message id {id} with a {payload}-byte payload")
-            }
-            Self::EmptyExtended => f.write_str("extended message without an extended id"),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
 
 const CHOKE: u8 = 0;
 const UNCHOKE: u8 = 1;
@@ -370,6 +348,30 @@ impl Message<'_> {
         }
     }
 
+    /// The message id byte (none for a keep-alive).
+    fn id(&self) -> Option<u8> {
+        Some(match *self {
+            Self::KeepAlive => return None,
+            Self::Choke => CHOKE,
+            Self::Unchoke => UNCHOKE,
+            Self::Interested => INTERESTED,
+            Self::NotInterested => NOT_INTERESTED,
+            Self::Have(_) => HAVE,
+            Self::Bitfield(_) => BITFIELD,
+            Self::Request(_) => REQUEST,
+            Self::Piece { .. } => PIECE,
+            Self::Cancel(_) => CANCEL,
+            Self::Port(_) => PORT,
+            Self::Suggest(_) => SUGGEST,
+            Self::HaveAll => HAVE_ALL,
+            Self::HaveNone => HAVE_NONE,
+            Self::Reject(_) => REJECT,
+            Self::AllowedFast(_) => ALLOWED_FAST,
+            Self::Extended { .. } => EXTENDED,
+            Self::Unknown { id, .. } => id,
+        })
+    }
+
     /// Appends the frame to `out`.
     ///
     /// # Panics
@@ -377,54 +379,34 @@ impl Message<'_> {
     pub fn encode(&self, out: &mut impl BufMut) {
         let len = u32::try_from(self.encoded_len() - 4).expect("a frame under 4 GiB");
         out.put_u32(len);
-        let block = |out: &mut dyn BufMut, id: u8, b: &BlockRef| {
+        if let Some(id) = self.id() {
             out.put_u8(id);
-            out.put_u32(b.index);
-            out.put_u32(b.begin);
-            out.put_u32(b.length);
-        };
+        }
         match *self {
-            Self::KeepAlive => {}
-            Self::Choke => out.put_u8(CHOKE),
-            Self::Unchoke => out.put_u8(UNCHOKE),
-            Self::Interested => out.put_u8(INTERESTED),
-            Self::NotInterested => out.put_u8(NOT_INTERESTED),
-            Self::HaveAll => out.put_u8(HAVE_ALL),
-            Self::HaveNone => out.put_u8(HAVE_NONE),
-            Self::Have(i) | Self::Suggest(i) | Self::AllowedFast(i) => {
-                out.put_u8(match self {
-                    Self::Have(_) => HAVE,
-                    Self::Suggest(_) => SUGGEST,
-                    _ => ALLOWED_FAST,
-                });
-                out.put_u32(i);
+            Self::KeepAlive
+            | Self::Choke
+            | Self::Unchoke
+            | Self::Interested
+            | Self::NotInterested
+            | Self::HaveAll
+            | Self::HaveNone => {}
+            Self::Have(i) | Self::Suggest(i) | Self::AllowedFast(i) => out.put_u32(i),
+            Self::Request(b) | Self::Cancel(b) | Self::Reject(b) => {
+                out.put_u32(b.index);
+                out.put_u32(b.begin);
+                out.put_u32(b.length);
             }
-            Self::Bitfield(bits) => {
-                out.put_u8(BITFIELD);
-                out.put_slice(bits);
-            }
-            Self::Request(ref b) => block(out, REQUEST, b),
-            Self::Cancel(ref b) => block(out, CANCEL, b),
-            Self::Reject(ref b) => block(out, REJECT, b),
             Self::Piece { index, begin, data } => {
-                out.put_u8(PIECE);
                 out.put_u32(index);
                 out.put_u32(begin);
                 out.put_slice(data);
             }
-            Self::Port(port) => {
-                out.put_u8(PORT);
-                out.put_u16(port);
-            }
+            Self::Port(port) => out.put_u16(port),
             Self::Extended { id, payload } => {
-                out.put_u8(EXTENDED);
                 out.put_u8(id);
                 out.put_slice(payload);
             }
-            Self::Unknown { id, payload } => {
-                out.put_u8(id);
-                out.put_slice(payload);
-            }
+            Self::Bitfield(payload) | Self::Unknown { payload, .. } => out.put_slice(payload),
         }
     }
 }
@@ -444,9 +426,10 @@ impl core::fmt::Debug for Bitfield {
 }
 
 /// A received bitfield that does not fit the torrent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BitfieldError {
     /// Not `ceil(pieces / 8)` bytes.
+    #[error("bitfield of {got} bytes for a torrent needing {want}")]
     WrongLength {
         /// Bytes received.
         got: usize,
@@ -454,21 +437,17 @@ pub enum BitfieldError {
         want: usize,
     },
     /// A spare bit past the last piece is set.
+    #[error("bitfield has a bit set past the last piece")]
     SpareBitSet,
 }
 
-impl core::fmt::Display for BitfieldError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match *self {
-            Self::WrongLength { got, want } => {
-                write!(f, "bitfield of {got} bytes for a torrent needing {want}")
-            }
-            Self::SpareBitSet => f.write_str("bitfield has a bit set past the last piece"),
-        }
+/// The spare (always zero) low bits of the last byte of a bitfield of `pieces`.
+fn spare_bits(pieces: u32) -> u8 {
+    match pieces % 8 {
+        0 => 0,
+        used => 0xff >> used,
     }
 }
-
-impl std::error::Error for BitfieldError {}
 
 impl Bitfield {
     /// No piece of `pieces`.
@@ -479,8 +458,9 @@ impl Bitfield {
     /// Every piece of `pieces`.
     pub fn full(pieces: u32) -> Self {
         let mut b = Self::new(pieces);
-        for i in 0..pieces {
-            b.set(i);
+        b.bytes.fill(0xff);
+        if let Some(last) = b.bytes.last_mut() {
+            *last &= !spare_bits(pieces);
         }
         b
     }
@@ -494,8 +474,7 @@ impl Bitfield {
         if bytes.len() != want {
             return Err(BitfieldError::WrongLength { got: bytes.len(), want });
         }
-        let spare = (want * 8 - pieces as usize) as u32;
-        if spare > 0 && bytes[want - 1] & ((1u8 << spare) - 1) != 0 {
+        if bytes.last().is_some_and(|last| last & spare_bits(pieces) != 0) {
             return Err(BitfieldError::SpareBitSet);
         }
         Ok(Self { bytes: bytes.to_vec(), pieces })
