@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's wall time, so a slow CI run shows where the time went.
+START=$SECONDS
+step() { echo "== [$((SECONDS - START)) s] $*"; }
+
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: real BitTorrent clients for the end-to-end tests (aria2c, python3-libtorrent)
 # and LaTeX for the experiments' tables.
+step "system packages"
 need_apt=()
 command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need_apt+=(python3-libtorrent)
@@ -21,12 +26,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+step "python packages"
 # py_ecc (PyPI): a second implementation of the BLS ciphersuite, for the verifier's interop test.
 if ! python3 -c 'import py_ecc' >/dev/null 2>&1; then
     echo "installing: py_ecc (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check py_ecc
 fi
 
+step "npm packages and contract artifacts"
 # The dev chain (anvil) and the Solidity compiler (solc-js) from npm, pinned by
 # chain/package-lock.json; then the committed contract artifacts must match a fresh compile.
 if [ ! -x chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d chain/node_modules/solc ]; then
@@ -35,6 +42,7 @@ if [ ! -x chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d
 fi
 node chain/scripts/compile.mjs --check
 
+step "dependency rules"
 # The pure crates pull in no runtime and no database (docs/ARCHITECTURE.md).
 for crate in pbts-proto pbts-http pbts-verifier; do
     heavy=$(cargo tree -p "$crate" -e normal --prefix none --format '{p}' |
@@ -47,8 +55,15 @@ for crate in pbts-proto pbts-http pbts-verifier; do
 done
 
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
+step "fmt"
 cargo fmt --all --check
+step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "test build"
+cargo test --workspace --no-run --quiet
+step "test run"
 cargo test --workspace --no-fail-fast
 # Benches must keep compiling (they are run by hand or by the experiments harness).
+step "bench build"
 cargo bench --workspace --no-run --quiet
+step "done"
