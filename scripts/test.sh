@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Each step's wall time, so a slow CI run shows where the time went.
+# Each step's start in wall time and in the CPU time used so far by everything this script ran
+# (user and system; it does not grow when the machine is busy with other work), so a slow CI
+# run shows where its time went.
 START=$SECONDS
-step() { echo "== [$((SECONDS - START)) s] $*"; }
+step() { echo "== [$((SECONDS - START)) s wall, cpu $(times | tail -1)] $*"; }
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
