@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 # (user and system; it does not grow when the machine is busy with other work), so a slow CI
 # run shows where its time went.
 START=$SECONDS
-step() { echo "== [$((SECONDS - START)) s wall, cpu $(times | tail -1)] $*"; }
+TIMES=$(mktemp)
+trap 'rm -f "$TIMES"' EXIT
+step() {
+    times >"$TIMES" # in this shell: a command substitution would time only its own subshell
+    echo "== [$((SECONDS - START)) s wall, cpu user/sys $(tail -1 "$TIMES")] $*"
+}
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
@@ -55,6 +60,9 @@ for crate in pbts-proto pbts-http pbts-verifier; do
         exit 1
     fi
 done
+
+# No module imports a module that imports it back, in any crate.
+python3 scripts/module_cycles.py proto http verifier tee chain engine testkit benches experiments
 
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
 step "fmt"

@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use pbts_engine::clock::Uptime;
-use pbts_engine::swarm::{AnnounceInput, SelectedPeers, SwarmStore};
+use pbts_engine::swarm::{AnnounceInput, PeerAnnounce, SelectedPeers, SwarmStore};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -16,17 +16,19 @@ use std::net::{IpAddr, Ipv4Addr};
 
 fn input(port: u16, ih: u8) -> AnnounceInput {
     AnnounceInput {
-        info_hash: InfoHash([ih; 20]),
-        peer_id: PeerId([port as u8; 20]),
-        ip: IpAddr::V4(Ipv4Addr::new(10, (port >> 8) as u8, port as u8, 1)),
-        port,
-        event: AnnounceEvent::None,
-        left: Some(if port.is_multiple_of(3) { 0 } else { 100 }),
-        uploaded: 0,
-        downloaded: 0,
+        peer: PeerAnnounce {
+            info_hash: InfoHash([ih; 20]),
+            peer_id: PeerId([port as u8; 20]),
+            ip: IpAddr::V4(Ipv4Addr::new(10, (port >> 8) as u8, port as u8, 1)),
+            port,
+            event: AnnounceEvent::None,
+            left: Some(if port.is_multiple_of(3) { 0 } else { 100 }),
+            uploaded: 0,
+            downloaded: 0,
+            both_families: false,
+            peer_ids: false,
+        },
         numwant: 50,
-        both_families: false,
-        peer_ids: false,
         now: Uptime(1),
         valid_until: Uptime(3600),
         user: Some(1),

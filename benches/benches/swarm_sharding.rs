@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pbts_engine::clock::Uptime;
-use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, SelectedPeers, SwarmStore};
+use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, PeerAnnounce, SelectedPeers, SwarmStore};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -36,17 +36,19 @@ fn input(torrent: u32, peer: u32) -> AnnounceInput {
     ih[..4].copy_from_slice(&torrent.to_be_bytes());
     ih[4] = (torrent % 251) as u8;
     AnnounceInput {
-        info_hash: InfoHash(ih),
-        peer_id: PeerId([peer as u8; 20]),
-        ip: IpAddr::V4(Ipv4Addr::new(10, 0, (peer >> 8) as u8, peer as u8)),
-        port: 6881,
-        event: AnnounceEvent::None,
-        left: Some(u64::from(peer % 2)),
-        uploaded: 0,
-        downloaded: 0,
+        peer: PeerAnnounce {
+            info_hash: InfoHash(ih),
+            peer_id: PeerId([peer as u8; 20]),
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, (peer >> 8) as u8, peer as u8)),
+            port: 6881,
+            event: AnnounceEvent::None,
+            left: Some(u64::from(peer % 2)),
+            uploaded: 0,
+            downloaded: 0,
+            both_families: false,
+            peer_ids: false,
+        },
         numwant: 50,
-        both_families: false,
-        peer_ids: false,
         now: Uptime(1),
         valid_until: Uptime(3600),
         user: None,
@@ -140,7 +142,7 @@ fn run_owned(stores: &[Arc<SwarmStore>; 2], loads: &[Vec<AnnounceInput>; 2]) -> 
                         while next < load.len() && in_flight < IN_FLIGHT {
                             let a = &load[next];
                             next += 1;
-                            if owner(&a.info_hash) == me {
+                            if owner(&a.peer.info_hash) == me {
                                 out.clear();
                                 let o = store.announce(a, &mut rng, &mut out);
                                 sum += u64::from(o.complete + o.incomplete) + out.v4.len() as u64;

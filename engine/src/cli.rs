@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
 /// on the server and sent the private key back).
 fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let b64 = crate::common::b64;
+    let b64 = crate::encoding::b64;
     let sk = pbts_verifier::keys::SecretKey::random();
     let public = serde_json::json!({
         "public_key": b64(&sk.public_key().to_bytes().0),

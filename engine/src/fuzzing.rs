@@ -13,12 +13,14 @@
 use pbts_verifier::receipt::Receipt;
 use serde_json::{Value, json};
 
+use crate::api::accounts::decode_registration;
+use crate::api::config::decode_config_change;
+use crate::api::decode::{parse_json, valid_name};
+use crate::api::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
+use crate::api::receipts::{is_report_request, parse_report, report_route};
 use crate::config::{Config, ConfigError};
-use crate::http::api::{decode_config_change, decode_registration, parse_json, valid_name};
-use crate::http::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
-use crate::http::receipts::{is_report_request, parse_report, report_route};
 
-use crate::common::{b64, hex, unb64, unhex};
+use crate::encoding::{b64, hex, unb64, unhex};
 
 /// A fuzz target: the name of its `[[bin]]` in `fuzz/Cargo.toml`, and its body.
 pub type Target = (&'static str, fn(&[u8]));
@@ -39,7 +41,7 @@ pub const TARGETS: &[Target] = &[
 /// the rest, a client's byte stream; however the stream is split, the same requests come out,
 /// the buffer never passes its limit and no parse consumes more than was received.
 pub fn http_connection(data: &[u8]) {
-    crate::http::conn::harness(data);
+    crate::workers::socket::http_input::harness(data);
 }
 
 /// A receipt as the JSON API spells it; `aliases` picks the second name of every field.
@@ -196,7 +198,7 @@ fn within(part: &[u8], whole: &[u8]) -> bool {
 pub fn passkey_path(data: &[u8]) {
     let trimmed = data.strip_prefix(b"/").unwrap_or(data);
     let trimmed = trimmed.strip_suffix(b"/").unwrap_or(trimmed);
-    let (action, passkey) = crate::common::split_passkey_path(data);
+    let (action, passkey) = crate::tracker::split_passkey_path(data);
     assert!((action.is_empty() || within(action, data)) && !action.contains(&b'/'));
     match passkey {
         Some(pk) => {

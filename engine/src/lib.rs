@@ -48,46 +48,44 @@
 
 #![deny(unsafe_code)]
 
+pub mod addr;
+mod api;
 pub mod attest;
 pub mod chain;
 pub mod cli;
 pub mod clock;
-pub mod common;
 pub mod config;
+pub mod encoding;
 pub mod fuzzing;
 pub mod metrics;
 pub mod ratelimit;
 pub mod report;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod swarm;
-pub mod udp;
-pub mod workers;
-
-mod http;
 #[allow(unsafe_code)]
 mod sys;
+pub mod tracker;
+pub mod workers;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use glommio::{LocalExecutorBuilder, Placement};
-use socket2::{Domain, Protocol, Socket, Type};
-
-use crate::workers::verifier::VerifierPool;
 use pbts_verifier::credit::Freshness;
 
 use crate::chain::ChainState;
-use crate::common::{Core, Runtime, State};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::state::{Runtime, State};
 use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd, StoreStats};
 use crate::supervisor::{Event, ExitNotice, spawn_role};
 use crate::swarm::SwarmStore;
-use crate::udp::connection::ConnectionValidator;
+use crate::tracker::connection_id::ConnectionValidator;
+use crate::workers::verifier::VerifierPool;
 
 /// io_uring memory beyond `io_memory` per executor (rings), for the memlock check.
 const RING_OVERHEAD: u64 = 256 << 10;
@@ -317,62 +315,6 @@ fn ensure_nofile(config: &mut Config, cores: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn new_socket(addr: SocketAddr, ty: Type, recv_buffer: Option<usize>) -> std::io::Result<Socket> {
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let proto = if ty == Type::DGRAM { Protocol::UDP } else { Protocol::TCP };
-    let s = Socket::new(domain, ty, Some(proto))?;
-    s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    if let Some(size) = recv_buffer {
-        // The kernel caps this at net.core.rmem_max; a smaller buffer is not fatal.
-        let _ = s.set_recv_buffer_size(size);
-    }
-    s.bind(&addr.into())?;
-    if ty == Type::STREAM {
-        s.listen(1024)?;
-    }
-    Ok(s)
-}
-
-/// The sockets of one core: (udp, tcp) per listen address.
-type CoreSockets = Vec<(Socket, Socket)>;
-
-/// Binds every socket for every core up front (so a bad address fails start-up, and port 0
-/// resolves to one port shared by UDP, TCP and all cores).
-fn bind_all(config: &Config, cores: usize) -> anyhow::Result<(Vec<SocketAddr>, Vec<CoreSockets>)> {
-    let rcvbuf = Some(config.network.udp_recv_buffer_bytes);
-    let mut per_core: Vec<CoreSockets> = (0..cores).map(|_| Vec::new()).collect();
-    let mut addrs = Vec::new();
-    for &wanted in &config.network.listen {
-        let mut attempt = 0;
-        let (addr, first) = loop {
-            attempt += 1;
-            let tcp = new_socket(wanted, Type::STREAM, None)
-                .with_context(|| format!("bind TCP {wanted}"))?;
-            let local = tcp.local_addr()?.as_socket().context("local address")?;
-            match new_socket(local, Type::DGRAM, rcvbuf) {
-                Ok(udp) => break (local, (udp, tcp)),
-                // Port 0 picked a TCP port whose UDP twin is taken: pick again.
-                Err(_) if wanted.port() == 0 && attempt < 20 => continue,
-                Err(e) => return Err(e).with_context(|| format!("bind UDP {local}")),
-            }
-        };
-        per_core[0].push(first);
-        for sockets in per_core.iter_mut().skip(1) {
-            let udp = new_socket(addr, Type::DGRAM, rcvbuf)
-                .with_context(|| format!("bind UDP {addr}"))?;
-            let tcp =
-                new_socket(addr, Type::STREAM, None).with_context(|| format!("bind TCP {addr}"))?;
-            sockets.push((udp, tcp));
-        }
-        addrs.push(addr);
-    }
-    Ok((addrs, per_core))
-}
-
 /// Starts the server: opens the database, binds every socket, spawns the threads. Returns once
 /// every socket is bound (so clients may connect at once).
 ///
@@ -425,13 +367,12 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         tracing::info!("settings changed through POST /config are in force: {overrides:?}");
     }
     let runtime = Runtime::new(&config, overrides);
-    let (addrs, sockets) = bind_all(&config, cores)?;
+    let (addrs, sockets) = workers::socket::bind_all(&config, cores)?;
 
     let (store_tx, store_rx) = flume::unbounded();
     let store_accounts = accounts.clone();
     let store = spawn_role("store-01", &events_tx, move || {
-        db.run(store_rx, store_accounts);
-        Ok(())
+        workers::store::run_store_worker(db, store_rx, store_accounts)
     })
     .context("spawn store thread")?;
     let verifier = VerifierPool::with_spawner(config.receipts.verifier_threads(), |name, work| {
@@ -486,8 +427,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
             let outbox_state = state.clone();
             Some(
                 spawn_role("outbox-01", &events_tx, move || {
-                    workers::outbox::run_outbox_worker(&outbox_state);
-                    Ok(())
+                    workers::outbox::run_outbox_worker(&outbox_state)
                 })
                 .context("spawn outbox thread")?,
             )
@@ -497,8 +437,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
 
     let cleaner_state = state.clone();
     let cleaner = spawn_role("cleaner-01", &events_tx, move || {
-        workers::cleaner::run_cleaner_worker(&cleaner_state);
-        Ok(())
+        workers::cleaner::run_cleaner_worker(&cleaner_state)
     })
     .context("spawn cleaner thread")?;
 
@@ -512,19 +451,20 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         let role = format!("socket-{:02}", i + 1);
         // Owned by the core's future: dropped when it returns, or while the executor thread
         // unwinds from a panic anywhere (also before the future ever ran).
-        let notice = ExitNotice::new(role.clone(), events_tx.clone());
+        let mut notice = ExitNotice::new(role.clone(), events_tx.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&role)
             .io_memory(state.config.network.io_memory_kib * 1024)
             // Blocking work (signature checks) must not share the serving core.
             .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
             .spawn(move || async move {
-                let _notice = notice;
                 if supervisor::fault_injected(&role) {
                     glommio::timer::sleep(supervisor::FAULT_DELAY).await;
                     panic!("injected fault: {}={role}", supervisor::FAULT_ENV);
                 }
-                run_core(state, i, core_sockets).await;
+                if let Err(e) = workers::socket::run_socket_worker(state, i, core_sockets).await {
+                    notice.failed(format!("{e:#}"));
+                }
             })
             .map_err(|e| anyhow::anyhow!("spawn executor socket-{:02}: {e}", i + 1))?;
         handles.push(handle);
@@ -563,30 +503,4 @@ fn ensure_io_uring() -> anyhow::Result<()> {
             .to_owned(),
     };
     bail!("io_uring is unavailable (io_uring_setup: {e}); pbts serves through io_uring: {cause}")
-}
-
-async fn run_core(state: Arc<State>, index: usize, sockets: CoreSockets) {
-    let core = Rc::new(Core::new(state, index));
-    let batch = core.state.config.network.udp_batch_size;
-    let mut tasks = Vec::new();
-    for (udp, tcp) in sockets {
-        let udp = glommio::net::UdpSocket::from(udp);
-        tasks.push(glommio::spawn_local(udp::worker::run_udp_worker(core.clone(), udp, batch)));
-        let listener = sys::adopt_listener(tcp);
-        tasks.push(glommio::spawn_local(http::worker::run_http_worker(core.clone(), listener)));
-    }
-    let flush_every = Duration::from_millis(core.state.config.storage.flush_interval_ms);
-    let mut last_flush = Instant::now();
-    // Poll for shutdown and flush accounting on the same timer.
-    while !core.state.is_shutting_down() {
-        glommio::timer::sleep(Duration::from_millis(50).min(flush_every)).await;
-        if last_flush.elapsed() >= flush_every {
-            core.flush();
-            last_flush = Instant::now();
-        }
-    }
-    // Dropping the task handles cancels the serving loops; connection tasks end with the
-    // executor.
-    drop(tasks);
-    core.flush();
 }

@@ -34,7 +34,7 @@ pub struct RateLimiter {
 /// The key of `ip`: the IPv4 address, or the IPv6 /64 prefix (IPv4-mapped addresses count as
 /// IPv4).
 fn client_key(ip: IpAddr) -> u128 {
-    match crate::common::canonical_ip(ip) {
+    match crate::addr::canonical_ip(ip) {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => (u128::from(v6) >> 64 << 64) | 1,
     }

@@ -52,7 +52,7 @@ use pbts_verifier::credit::{self, PieceClaim};
 use pbts_verifier::receipt::{PublicKeyBytes, Receipt};
 
 use crate::clock::unix_now;
-use crate::common::State;
+use crate::state::State;
 use crate::store::{
     PieceError, ReceiptCredit, ReceiptStats, ReserveError, ReserveItem, StoreCmd, User,
 };

@@ -238,7 +238,10 @@ fn report_authentication_and_request_errors() {
     assert_eq!((status, v["verified_receipts"].as_u64()), (200, Some(1)));
 
     let (status, _, body) = http_request(srv.v4, "GET", "/report", None);
-    assert_eq!((status, body), (405, br#"{"error":"method not allowed"}"#.to_vec()));
+    assert_eq!(
+        (status, body),
+        (405, br#"{"success":false,"error":"method not allowed"}"#.to_vec())
+    );
 }
 
 #[test]
@@ -462,7 +465,7 @@ fn server_side_keygen_and_attest_for_loopback_compatibility() {
     );
     assert_eq!(k["warning"], "Store private key securely! Never share it!");
     // The returned key pair is consistent and registers (its proof of possession verifies).
-    let raw = |f: &str| pbts_engine::common::unb64(k[f].as_str().unwrap()).unwrap();
+    let raw = |f: &str| pbts_engine::encoding::unb64(k[f].as_str().unwrap()).unwrap();
     let sk = SecretKey::from_bytes(&raw("private_key").try_into().unwrap()).unwrap();
     assert_eq!(sk.public_key().to_bytes().0.to_vec(), raw("public_key"));
     let (status, v) = post(
@@ -732,7 +735,7 @@ fn registry_fills_in_piece_lengths_but_never_changes_them() {
         (status, String::from_utf8(body).unwrap()),
         (
             409,
-            r#"{"error":"torrent already registered with piece_length 16384, not 1"}"#.to_owned()
+            r#"{"success":false,"error":"torrent already registered with piece_length 16384, not 1"}"#.to_owned()
         )
     );
     // The registry survives a restart with its piece lengths.

@@ -194,7 +194,7 @@ fn print_config_output_parses_back_to_defaults() {
 
 #[test]
 fn keygen_makes_a_registrable_key_on_the_client() {
-    let dec = |v: &serde_json::Value| pbts_engine::common::unb64(v.as_str().unwrap()).unwrap();
+    let dec = |v: &serde_json::Value| pbts_engine::encoding::unb64(v.as_str().unwrap()).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_pbts")).arg("keygen").output().unwrap();
     assert!(out.status.success());
     let k: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -185,7 +185,7 @@ fn with_dstack_keys_are_derived_in_the_tee_and_quotes_bind_payloads() {
     )
     .unwrap();
     let expected =
-        pbts_engine::common::b64(&direct.bls_key("tracker").unwrap().public_key().to_bytes().0);
+        pbts_engine::encoding::b64(&direct.bls_key("tracker").unwrap().public_key().to_bytes().0);
     let (status, k) = call(a, "POST", "/keygen-tee", Some(json!({"salt": "ignored"})));
     assert_eq!(status, 200, "{k}");
     assert_eq!(k["public_key"], expected);
@@ -312,8 +312,8 @@ fn verifications_are_bounded_and_a_slow_pccs_stalls_nothing_else() {
     let sk = SecretKey::from_ikm(&[5; 32]).unwrap();
     let registration = json!({
         "user_id": "carol",
-        "public_key": pbts_engine::common::b64(&sk.public_key().to_bytes().0),
-        "proof_of_possession": pbts_engine::common::b64(&sk.prove_possession().0),
+        "public_key": pbts_engine::encoding::b64(&sk.public_key().to_bytes().0),
+        "proof_of_possession": pbts_engine::encoding::b64(&sk.prove_possession().0),
     });
     let (status, v) = call(a, "POST", "/register", Some(registration));
     assert_eq!((status, v["user_id"].as_str()), (200, Some("carol")), "{v}");

@@ -231,7 +231,7 @@ fn keep_alive_pipelining_and_bad_requests() {
     let (status, ..) = http_request(srv.v4, "HEAD", &format!("/announce?{q}"), None);
     assert_eq!(status, 405);
     let (status, _, body) = http_request(srv.v4, "GET", "/nope", None);
-    assert_eq!((status, body), (404, br#"{"error":"not found"}"#.to_vec()));
+    assert_eq!((status, body), (404, br#"{"success":false,"error":"not found"}"#.to_vec()));
 }
 
 #[test]
@@ -499,7 +499,10 @@ fn admin_users_and_api_endpoints() {
     assert_eq!(v["announce_url"], format!("http://127.0.0.1:8000/{pk}/announce"));
     assert_eq!(v["udp_announce_url"], format!("udp://127.0.0.1:8000/{pk}/announce"));
     let (status, _, body) = http_request(srv.v4, "POST", "/admin/users", Some(r#"{"name":"bob"}"#));
-    assert_eq!((status, body), (409, br#"{"error":"user \"bob\" already exists"}"#.to_vec()));
+    assert_eq!(
+        (status, body),
+        (409, br#"{"success":false,"error":"user \"bob\" already exists"}"#.to_vec())
+    );
     let (status, _, body) = http_request(srv.v4, "POST", "/admin/users", Some(r#"{"name":"a b"}"#));
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let (status, _, _) = http_request(srv.v4, "POST", "/admin/users", Some("{"));
@@ -534,19 +537,11 @@ fn path_parameters_are_percent_decoded() {
     let (status, user) = get("/admin/users/%61lic%65");
     assert_eq!((status, user["user_id"].as_str()), (200, Some("alice")), "{user}");
     let bad_escape = "invalid percent-encoding at byte 0: '%' must be followed by two hex digits";
-    assert_eq!(
-        get("/user/%zz"),
-        (400, serde_json::json!({"error": format!("user id in the path: {bad_escape}")}))
-    );
-    assert_eq!(
+    fails(get("/user/%zz"), 400, &format!("user id in the path: {bad_escape}"));
+    fails(
         get("/admin/users/al%C3%28"),
-        (
-            400,
-            serde_json::json!({
-                "error": "user name in the path: not UTF-8 after percent-decoding \
-                          (invalid byte at offset 2)"
-            })
-        )
+        400,
+        "user name in the path: not UTF-8 after percent-decoding (invalid byte at offset 2)",
     );
     fails(get("/contract/user/%zz"), 400, &format!("username in the path: {bad_escape}"));
     // A name that decodes goes on to the lookup (here: no chain is configured).
@@ -555,7 +550,7 @@ fn path_parameters_are_percent_decoded() {
         503,
         "on-chain reputation is not configured: set chain.rpc_url (RPC) and the signing key (PK0)",
     );
-    assert_eq!(get("/user/alice%20smith"), (404, serde_json::json!({"error": "User not found"})));
+    fails(get("/user/alice%20smith"), 404, "User not found");
 }
 
 #[test]
@@ -659,7 +654,7 @@ fn proxy_header_is_used_only_when_trusted() {
     assert_eq!(ext(&xff), [10, 9, 8, 7]);
 }
 
-use pbts_engine::common::b64;
+use pbts_engine::encoding::b64;
 
 #[test]
 fn register_binds_a_proven_key_and_returns_a_working_passkey() {
@@ -744,7 +739,7 @@ fn register_binds_a_proven_key_and_returns_a_working_passkey() {
     assert_eq!(user["public_key"], bob_pk.as_str());
     assert_eq!(user["ratio"], serde_json::Value::Null);
     let (status, _, body404) = http_request(srv.v4, "GET", "/user/nobody", None);
-    assert_eq!((status, body404), (404, br#"{"error":"User not found"}"#.to_vec()));
+    assert_eq!((status, body404), (404, br#"{"success":false,"error":"User not found"}"#.to_vec()));
 }
 
 #[test]

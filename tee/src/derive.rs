@@ -17,7 +17,7 @@ use pbts_verifier::keys::SecretKey;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::TeeError;
+use crate::error::TeeError;
 
 /// HKDF salt: a fixed domain tag, so these keys never collide with another use of the root.
 pub const DERIVE_SALT: &[u8] = b"pbts-tee-derive-v1";

@@ -39,6 +39,7 @@
 #![deny(unsafe_code)]
 
 pub mod derive;
+mod error;
 pub mod fuzzing;
 pub mod provider;
 pub mod quote;
@@ -52,6 +53,7 @@ use pbts_verifier::keys::SecretKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use error::TeeError;
 pub use provider::Provider;
 
 /// Which TEE the tracker runs in.
@@ -143,26 +145,6 @@ impl Default for TeeConfig {
             max_pending_verifications: 8,
         }
     }
-}
-
-/// What went wrong in the TEE layer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TeeError {
-    /// The provider is not there (no TDX device, no dstack agent).
-    #[error("TEE unavailable: {0}")]
-    Unavailable(String),
-    /// The provider failed a request.
-    #[error("TEE provider: {0}")]
-    Provider(String),
-    /// A quote did not parse.
-    #[error("quote: {0}")]
-    Quote(String),
-    /// Collateral missing, malformed or not fetched.
-    #[error("collateral: {0}")]
-    Collateral(String),
-    /// Key derivation input was unusable.
-    #[error("key derivation: {0}")]
-    Derivation(String),
 }
 
 /// Counters for `/tee/status` (the original's fields, plus verification).

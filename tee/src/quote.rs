@@ -15,7 +15,7 @@
 //!
 //! The original read report data at a wrong offset and never enforced it.
 
-use crate::TeeError;
+use crate::error::TeeError;
 
 /// Header bytes.
 pub const HEADER_LEN: usize = 48;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dcap_qvl::QuoteCollateralV3;
 
-use crate::TeeError;
+use crate::error::TeeError;
 use crate::quote::{self, Quote};
 
 /// TCB statuses accepted as valid. Anything else (`OutOfDate`, `Revoked`, ...) is reported but

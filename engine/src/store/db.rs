@@ -335,7 +335,7 @@ impl Db {
             }
         }
         let raw: [u8; 16] = rand::random();
-        let id = crate::common::hex(&raw);
+        let id = crate::encoding::hex(&raw);
         let tx = self.db.begin_write()?;
         tx.open_table(META_TEXT)?.insert("instance_id", id.as_str())?;
         tx.commit()?;

@@ -176,12 +176,12 @@ impl User {
 
 /// Base64 (standard, padded) of a public key, as the original API spells keys.
 pub fn encode_public_key(pk: &PublicKeyBytes) -> String {
-    crate::common::b64(&pk.0)
+    crate::encoding::b64(&pk.0)
 }
 
 /// Decodes base64 of exactly 48 bytes (not yet checked to be a valid point).
 pub fn decode_public_key(b64: &str) -> Option<PublicKeyBytes> {
-    Some(PublicKeyBytes(crate::common::unb64(b64)?.try_into().ok()?))
+    Some(PublicKeyBytes(crate::encoding::unb64(b64)?.try_into().ok()?))
 }
 
 /// The in-memory account index the hot path reads.

@@ -4,4 +4,4 @@
 
 pub mod store;
 
-pub use store::{AnnounceInput, AnnounceOutcome, Credit, SelectedPeers, SwarmStore};
+pub use store::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, SelectedPeers, SwarmStore};

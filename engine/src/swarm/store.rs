@@ -201,9 +201,11 @@ impl Swarm {
     }
 }
 
-/// What an announce carries, after authentication and validation.
-#[derive(Clone, Copy, Debug)]
-pub struct AnnounceInput {
+/// What a client's announce says about its peer: the fields both tracker protocols decode
+/// (`crate::tracker` fills it from a UDP packet or an HTTP query, and adds what the tracker
+/// decides in an [`AnnounceInput`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAnnounce {
     /// The torrent.
     pub info_hash: InfoHash,
     /// The client's peer id.
@@ -214,18 +216,26 @@ pub struct AnnounceInput {
     pub port: u16,
     /// The announce event.
     pub event: AnnounceEvent,
-    /// Bytes left; `None` (not sent) counts as a seeder, as the original did.
+    /// Bytes left; `None` (not sent) counts as a seeder.
     pub left: Option<u64>,
     /// Client's session upload counter.
     pub uploaded: u64,
     /// Client's session download counter.
     pub downloaded: u64,
-    /// Peers wanted (already capped by `max_peers`).
-    pub numwant: usize,
     /// Also hand out peers of the other address family (HTTP can carry both; UDP cannot).
     pub both_families: bool,
     /// Also return the chosen peers' ids (HTTP dictionary responses).
     pub peer_ids: bool,
+}
+
+/// An announce as the swarm applies it: the client's [`PeerAnnounce`] plus what the tracker
+/// decided (authentication, caps, time).
+#[derive(Clone, Copy, Debug)]
+pub struct AnnounceInput {
+    /// What the client said.
+    pub peer: PeerAnnounce,
+    /// Peers wanted (already capped by `max_peers`).
+    pub numwant: usize,
     /// Current time.
     pub now: Uptime,
     /// Expiry time for this peer.
@@ -368,11 +378,11 @@ impl SwarmStore {
         rng: &mut impl Rng,
         out: &mut SelectedPeers,
     ) -> AnnounceOutcome {
-        let mut entry = self.swarms.entry(input.info_hash).or_default();
+        let mut entry = self.swarms.entry(input.peer.info_hash).or_default();
         let swarm = &mut *entry;
         swarm.durable |= input.durable_snatches;
-        let seeder = input.left.is_none_or(|l| l == 0);
-        let change = match input.ip {
+        let seeder = input.peer.left.is_none_or(|l| l == 0);
+        let change = match input.peer.ip {
             IpAddr::V4(ip) => upsert(&mut swarm.v4, ip, input, seeder),
             IpAddr::V6(ip) => {
                 let v6 = swarm.v6.get_or_insert_with(Box::default);
@@ -392,23 +402,26 @@ impl SwarmStore {
         if change.snatch {
             swarm.snatches = swarm.snatches.saturating_add(1);
         }
-        if input.event != AnnounceEvent::Stopped && input.numwant > 0 && change.refused.is_none() {
+        if input.peer.event != AnnounceEvent::Stopped
+            && input.numwant > 0
+            && change.refused.is_none()
+        {
             let want = input.numwant;
             let SelectedPeers { v4, v6, v4_ids, v6_ids } = out;
             let (v4_ids, v6_ids) =
-                if input.peer_ids { (Some(v4_ids), Some(v6_ids)) } else { (None, None) };
+                if input.peer.peer_ids { (Some(v4_ids), Some(v6_ids)) } else { (None, None) };
             let empty_v6 = PeerMap::default();
             let swarm_v6 = swarm.v6.as_deref().unwrap_or(&empty_v6);
-            match input.ip {
+            match input.peer.ip {
                 IpAddr::V4(ip) => {
-                    swarm.v4.select(Some((ip, input.port)), want, rng, v4, v4_ids);
-                    if input.both_families {
+                    swarm.v4.select(Some((ip, input.peer.port)), want, rng, v4, v4_ids);
+                    if input.peer.both_families {
                         swarm_v6.select(None, want - v4.len(), rng, v6, v6_ids);
                     }
                 }
                 IpAddr::V6(ip) => {
-                    swarm_v6.select(Some((ip, input.port)), want, rng, v6, v6_ids);
-                    if input.both_families {
+                    swarm_v6.select(Some((ip, input.peer.port)), want, rng, v6, v6_ids);
+                    if input.peer.both_families {
                         swarm.v4.select(None, want - v6.len(), rng, v4, v4_ids);
                     }
                 }
@@ -495,14 +508,14 @@ fn upsert<I: Copy + Eq + Hash>(
     seeder: bool,
 ) -> Change {
     let mut change = Change::default();
-    let found = map.find(ip, input.port);
-    match (found, input.event) {
+    let found = map.find(ip, input.peer.port);
+    match (found, input.peer.event) {
         (Some(i), AnnounceEvent::Stopped) => {
             let p = map.swap_remove(i);
             if p.user == input.user {
                 change.credit = Credit {
-                    uploaded: delta(input.uploaded, p.last_uploaded),
-                    downloaded: delta(input.downloaded, p.last_downloaded),
+                    uploaded: delta(input.peer.uploaded, p.last_uploaded),
+                    downloaded: delta(input.peer.downloaded, p.last_downloaded),
                 };
             }
             // aria2 with --seed-time=0 goes straight from leeching to `stopped` with left=0.
@@ -515,8 +528,8 @@ fn upsert<I: Copy + Eq + Hash>(
             let p = &mut map.info[i];
             if p.user == input.user {
                 change.credit = Credit {
-                    uploaded: delta(input.uploaded, p.last_uploaded),
-                    downloaded: delta(input.downloaded, p.last_downloaded),
+                    uploaded: delta(input.peer.uploaded, p.last_uploaded),
+                    downloaded: delta(input.peer.downloaded, p.last_downloaded),
                 };
             }
             // aria2 often never sends `completed`: a leecher turning seeder is a snatch too.
@@ -529,15 +542,15 @@ fn upsert<I: Copy + Eq + Hash>(
                 change.added = Some(seeder);
             }
             p.seeder = seeder;
-            p.peer_id = input.peer_id;
+            p.peer_id = input.peer.peer_id;
             p.valid_until = input.valid_until;
             if p.user != input.user {
                 change.left = p.user;
                 change.joined = input.user;
             }
             p.user = input.user;
-            p.last_uploaded = input.uploaded;
-            p.last_downloaded = input.downloaded;
+            p.last_uploaded = input.peer.uploaded;
+            p.last_downloaded = input.peer.downloaded;
         }
         (None, _) if !input.admit_new => change.refused = Some(Refusal::UserFull),
         (None, _)
@@ -555,18 +568,19 @@ fn upsert<I: Copy + Eq + Hash>(
             // Session counters start at zero on `started`; any other first sight (tracker
             // restart, expired peer) has unknown history, so it only sets the baseline.
             if event == AnnounceEvent::Started {
-                change.credit = Credit { uploaded: input.uploaded, downloaded: input.downloaded };
+                change.credit =
+                    Credit { uploaded: input.peer.uploaded, downloaded: input.peer.downloaded };
             }
             change.snatch = event == AnnounceEvent::Completed;
             map.push(
-                (ip, input.port),
+                (ip, input.peer.port),
                 PeerInfo {
-                    peer_id: input.peer_id,
+                    peer_id: input.peer.peer_id,
                     seeder,
                     valid_until: input.valid_until,
                     user: input.user,
-                    last_uploaded: input.uploaded,
-                    last_downloaded: input.downloaded,
+                    last_uploaded: input.peer.uploaded,
+                    last_downloaded: input.peer.downloaded,
                     snatched: change.snatch,
                 },
             );
@@ -585,17 +599,19 @@ mod tests {
 
     fn input(ih: u8, ip: &str, port: u16) -> AnnounceInput {
         AnnounceInput {
-            info_hash: InfoHash([ih; 20]),
-            peer_id: PeerId([port as u8; 20]),
-            ip: ip.parse().unwrap(),
-            port,
-            event: AnnounceEvent::Started,
-            left: Some(100),
-            uploaded: 0,
-            downloaded: 0,
+            peer: PeerAnnounce {
+                info_hash: InfoHash([ih; 20]),
+                peer_id: PeerId([port as u8; 20]),
+                ip: ip.parse().unwrap(),
+                port,
+                event: AnnounceEvent::Started,
+                left: Some(100),
+                uploaded: 0,
+                downloaded: 0,
+                both_families: true,
+                peer_ids: false,
+            },
             numwant: 50,
-            both_families: true,
-            peer_ids: false,
             now: Uptime(10),
             valid_until: Uptime(100),
             user: Some(1),
@@ -625,13 +641,13 @@ mod tests {
         let s = SwarmStore::new();
         for port in 1..=30 {
             let mut i = input(1, "10.0.0.1", port);
-            i.left = Some(if port <= 10 { 0 } else { 5 });
+            i.peer.left = Some(if port <= 10 { 0 } else { 5 });
             announce(&s, &i);
         }
         let mut me = input(1, "10.0.0.1", 5);
         me.numwant = 3;
-        me.event = AnnounceEvent::None;
-        me.left = Some(0);
+        me.peer.event = AnnounceEvent::None;
+        me.peer.left = Some(0);
         let (o, out) = announce(&s, &me);
         assert_eq!((o.complete, o.incomplete), (10, 20));
         assert_eq!(out.v4.len(), 3);
@@ -648,7 +664,7 @@ mod tests {
         announce(&s, &input(1, "10.0.0.1", 1));
         announce(&s, &input(1, "::1", 2));
         let mut udp = input(1, "10.0.0.2", 3);
-        udp.both_families = false;
+        udp.peer.both_families = false;
         let (o, out) = announce(&s, &udp);
         assert_eq!(o.incomplete, 3);
         assert_eq!(out.v4.len(), 1);
@@ -661,17 +677,17 @@ mod tests {
     fn stopped_removes_and_credits_delta() {
         let s = SwarmStore::new();
         let mut i = input(1, "10.0.0.1", 1);
-        i.uploaded = 7;
+        i.peer.uploaded = 7;
         assert_eq!(announce(&s, &i).0.credit, Credit { uploaded: 7, downloaded: 0 });
-        i.event = AnnounceEvent::None;
-        i.uploaded = 100;
-        i.downloaded = 50;
+        i.peer.event = AnnounceEvent::None;
+        i.peer.uploaded = 100;
+        i.peer.downloaded = 50;
         assert_eq!(announce(&s, &i).0.credit, Credit { uploaded: 93, downloaded: 50 });
         // Counter restart: counts from zero again, never negative.
-        i.uploaded = 10;
+        i.peer.uploaded = 10;
         assert_eq!(announce(&s, &i).0.credit, Credit { uploaded: 10, downloaded: 0 });
-        i.event = AnnounceEvent::Stopped;
-        i.uploaded = 15;
+        i.peer.event = AnnounceEvent::Stopped;
+        i.peer.uploaded = 15;
         let (o, out) = announce(&s, &i);
         assert_eq!(o.credit, Credit { uploaded: 5, downloaded: 0 });
         assert_eq!((o.complete, o.incomplete), (0, 0));
@@ -684,10 +700,10 @@ mod tests {
     fn first_sight_without_started_only_sets_baseline() {
         let s = SwarmStore::new();
         let mut i = input(1, "10.0.0.1", 1);
-        i.event = AnnounceEvent::None;
-        i.uploaded = 1 << 30;
+        i.peer.event = AnnounceEvent::None;
+        i.peer.uploaded = 1 << 30;
         assert_eq!(announce(&s, &i).0.credit, Credit::default());
-        i.uploaded += 5;
+        i.peer.uploaded += 5;
         assert_eq!(announce(&s, &i).0.credit.uploaded, 5);
     }
 
@@ -696,8 +712,8 @@ mod tests {
         let s = SwarmStore::new();
         let mut a = input(1, "10.0.0.1", 1);
         announce(&s, &a);
-        a.event = AnnounceEvent::Completed;
-        a.left = Some(0);
+        a.peer.event = AnnounceEvent::Completed;
+        a.peer.left = Some(0);
         let (o, _) = announce(&s, &a);
         assert!(o.new_snatch);
         assert_eq!((o.downloaded, o.complete, o.incomplete), (1, 1, 0));
@@ -705,14 +721,14 @@ mod tests {
         // aria2: left goes to 0 without `completed`.
         let mut b = input(1, "10.0.0.2", 2);
         announce(&s, &b);
-        b.event = AnnounceEvent::None;
-        b.left = Some(0);
+        b.peer.event = AnnounceEvent::None;
+        b.peer.left = Some(0);
         assert_eq!(announce(&s, &b).0.downloaded, 2);
         // A leecher that stops with nothing left finished too.
         let mut c = input(1, "10.0.0.3", 3);
         announce(&s, &c);
-        c.event = AnnounceEvent::Stopped;
-        c.left = Some(0);
+        c.peer.event = AnnounceEvent::Stopped;
+        c.peer.left = Some(0);
         assert!(announce(&s, &c).0.new_snatch);
         assert_eq!(
             s.scrape(&InfoHash([1; 20])).unwrap(),
@@ -743,7 +759,7 @@ mod tests {
         // One whose count is not persisted (open mode, unregistered) is freed when empty.
         let mut open = input(6, "10.0.0.1", 1);
         open.durable_snatches = false;
-        open.event = AnnounceEvent::Completed;
+        open.peer.event = AnnounceEvent::Completed;
         assert!(announce(&s, &open).0.new_snatch);
         s.expire(Uptime(500), &mut Vec::new());
         assert_eq!(s.scrape(&InfoHash([6; 20])), None);
@@ -757,14 +773,14 @@ mod tests {
         }
         for port in (1..=100u16).step_by(3) {
             let mut i = input(5, "10.0.0.1", port);
-            i.event = AnnounceEvent::Stopped;
+            i.peer.event = AnnounceEvent::Stopped;
             announce(&s, &i);
         }
         // Re-announcing the survivors must find them (no duplicates).
         for port in 1..=100u16 {
             if (port - 1) % 3 != 0 {
                 let mut i = input(5, "10.0.0.1", port);
-                i.event = AnnounceEvent::None;
+                i.peer.event = AnnounceEvent::None;
                 announce(&s, &i);
             }
         }
@@ -823,12 +839,7 @@ mod tests {
                             } else {
                                 Ipv4Addr::new(10, 0, 0, peer).into()
                             };
-                            let input = AnnounceInput {
-                                info_hash: InfoHash([ih; 20]), peer_id: PeerId([peer; 20]), ip,
-                                port: 1000 + u16::from(peer), event,
-                                left: Some(if seeder { 0 } else { 1 }), uploaded: 0, downloaded: 0,
-                                numwant, both_families: false, peer_ids: false, now: Uptime(now), valid_until: Uptime(now + ttl), user: None, durable_snatches: false, admit_new: true, max_peers_per_ip: 0,
-                            };
+                            let input = AnnounceInput { peer: PeerAnnounce { info_hash: InfoHash([ih; 20]), peer_id: PeerId([peer; 20]), ip, port: 1000 + u16::from(peer), event, left: Some(if seeder { 0 } else { 1 }), uploaded: 0, downloaded: 0, both_families: false, peer_ids: false }, numwant, now: Uptime(now), valid_until: Uptime(now + ttl), user: None, durable_snatches: false, admit_new: true, max_peers_per_ip: 0 };
                             let mut out = SelectedPeers::default();
                             let o = store.announce(&input, &mut rng, &mut out);
                             if event == AnnounceEvent::Stopped {

@@ -4,16 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{self, State};
+use crate::state::State;
 
 /// Sweeps until shutdown.
-pub fn run_cleaner_worker(state: &Arc<State>) {
+///
+/// # Errors
+/// None: the sweep cannot fail. The signature is the workers' common one.
+pub fn run_cleaner_worker(state: &Arc<State>) -> anyhow::Result<()> {
     let every = Duration::from_secs(state.config.tracker.cleanup_interval_secs.into());
     let mut owners = Vec::new();
     while !state.shutdown.wait(every) {
         owners.clear();
         let removed = state.swarms.expire(state.now(), &mut owners);
-        common::release_expired(state, &owners);
+        crate::tracker::release_expired(state, &owners);
         tracing::debug!("expired {removed} peers");
     }
+    Ok(())
 }

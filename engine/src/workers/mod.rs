@@ -1,16 +1,21 @@
 //! The engine's worker roles, each on its own named thread under the supervisor
 //! ([`crate::supervisor`]).
 //!
-//! | role | threads | what |
-//! |---|---|---|
-//! | [`verifier`] | `verifier-NN` | BLS batch verification of receipts for the serving cores |
-//! | [`outbox`] | `outbox-01` | verified credit to the Reputation contract, in batches |
-//! | [`cleaner`] | `cleaner-01` | expiry of peers that stopped announcing |
+//! | role | threads | entry | what |
+//! |---|---|---|---|
+//! | [`socket`] | `socket-NN` | [`socket::run_socket_worker`] | one pinned glommio executor per core: UDP and HTTP |
+//! | [`store`] | `store-01` | [`store::run_store_worker`] | the database and the double-spend ledger |
+//! | [`verifier`] | `verifier-NN` | [`verifier::VerifierPool`] | BLS batch verification of receipts for the serving cores |
+//! | [`outbox`] | `outbox-01` | [`outbox::run_outbox_worker`] | verified credit to the Reputation contract, in batches |
+//! | [`cleaner`] | `cleaner-01` | [`cleaner::run_cleaner_worker`] | expiry of peers that stopped announcing |
 //!
+//! Each returns `anyhow::Result<()>` on its named thread; the supervisor hears how each ended.
 //! All of them stop on one [`Shutdown`] signal.
 
 pub mod cleaner;
 pub mod outbox;
+pub mod socket;
+pub mod store;
 pub mod verifier;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pbts_chain::{Address, ChainError, ChainHandle};
 
-use crate::common::State;
+use crate::state::State;
 use crate::store::{ChainBatch, StoreCmd, StoreError};
 
 /// Asks the store thread and waits (plain threads only).
@@ -113,8 +113,12 @@ pub enum OutboxError {
 
 /// The outbox thread (`outbox-01`): flushes pending credit every `chain.flush_interval_secs`,
 /// at once while more is pending, and with exponential backoff while the chain fails.
-pub fn run_outbox_worker(state: &Arc<State>) {
-    let Some(chain) = state.chain.handle.clone() else { return };
+///
+/// # Errors
+/// None today: chain failures are logged, recorded for `/contract/status` and retried until
+/// shutdown. The signature is the workers' common one.
+pub fn run_outbox_worker(state: &Arc<State>) -> anyhow::Result<()> {
+    let Some(chain) = state.chain.handle.clone() else { return Ok(()) };
     let cfg = &state.config.chain;
     let every = Duration::from_secs(cfg.flush_interval_secs);
     let max_backoff = Duration::from_secs(cfg.max_backoff_secs);
@@ -122,7 +126,7 @@ pub fn run_outbox_worker(state: &Arc<State>) {
     let mut wait = every;
     loop {
         if state.shutdown.wait(wait) {
-            return;
+            return Ok(());
         }
         wait = match flush_once(state, &chain) {
             Ok(flush) => {
@@ -134,7 +138,7 @@ pub fn run_outbox_worker(state: &Arc<State>) {
             }
             Err(e) => {
                 if state.is_shutting_down() {
-                    return;
+                    return Ok(());
                 }
                 tracing::warn!("outbox: {e}; retrying in {}s", backoff.as_secs());
                 state.chain.record_error(e.to_string());

@@ -42,7 +42,7 @@ pub const PIECE: u64 = 16384;
 pub const SIZE: u64 = 40000;
 pub const LAST: u64 = SIZE - 2 * PIECE;
 
-pub use pbts_engine::common::b64;
+pub use pbts_engine::encoding::b64;
 
 pub fn hex(bytes: &[u8]) -> String {
     const_hex::encode(bytes)

@@ -104,7 +104,7 @@ pub use pbts_testkit::http::Http;
 
 /// Standard base64.
 pub fn b64(bytes: &[u8]) -> String {
-    pbts_engine::common::b64(bytes)
+    pbts_engine::encoding::b64(bytes)
 }
 
 /// Lower-case hex.

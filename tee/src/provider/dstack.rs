@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::Provider;
-use crate::TeeError;
+use crate::error::TeeError;
 use crate::quote::{hex, unhex};
 
 /// Socket paths tried, in order, when no endpoint is configured.

@@ -6,7 +6,7 @@ pub mod tdx;
 
 use zeroize::Zeroizing;
 
-use crate::TeeError;
+use crate::error::TeeError;
 
 /// A source of root key material and quotes. Blocking: the engine calls it from a blocking
 /// thread, never from a serving core.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::Provider;
-use crate::TeeError;
+use crate::error::TeeError;
 
 /// Root material from a local file.
 pub struct LocalRoot {

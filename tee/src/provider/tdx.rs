@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use zeroize::Zeroizing;
 
 use super::Provider;
-use crate::TeeError;
+use crate::error::TeeError;
 
 /// The configfs-tsm report directory.
 pub const TSM_REPORT_DIR: &str = "/sys/kernel/config/tsm/report";

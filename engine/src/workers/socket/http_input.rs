@@ -93,7 +93,9 @@ pub(crate) enum Parsed<'a> {
 pub(crate) fn next_request<'a>(bytes: &'a [u8], limits: &Limits, normal_body: usize) -> Parsed<'a> {
     match request::parse_request(bytes, limits) {
         Ok(Status::Complete(req, n)) => {
-            if req.body.len() > normal_body && super::receipts::report_route(req.path).is_none() {
+            if req.body.len() > normal_body
+                && crate::api::receipts::report_route(req.path).is_none()
+            {
                 Parsed::TooLarge
             } else {
                 Parsed::Request(req, n)

@@ -15,32 +15,35 @@ use pbts_tee::{TeeError, quote};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{fail, fail_retry, json_body, write_json};
+use super::decode::json_body;
+use super::response::{ApiError, ApiResult, Response};
 use crate::attest::SubmitError;
 use crate::clock::unix_now;
-use crate::common::{Core, b64};
+use crate::encoding::b64;
+use crate::state::Core;
 
-fn tee_fail(out: &mut Vec<u8>, e: &TeeError, ka: bool) {
-    let status = match e {
-        TeeError::Unavailable(_) => 503,
-        TeeError::Provider(_) => 502,
-        TeeError::Quote(_) | TeeError::Collateral(_) | TeeError::Derivation(_) => 400,
-    };
-    fail(out, status, &e.to_string(), ka);
+/// A TEE failure: no TEE (503), the provider failed (502), or the request's quote, collateral
+/// or derivation path is bad (400).
+impl From<TeeError> for ApiError {
+    fn from(e: TeeError) -> Self {
+        let status = match e {
+            TeeError::Unavailable(_) => 503,
+            TeeError::Provider(_) => 502,
+            TeeError::Quote(_) | TeeError::Collateral(_) | TeeError::Derivation(_) => 400,
+        };
+        Self::new(status, e.to_string())
+    }
 }
 
 /// 503 unless a TEE can make quotes and keys.
-fn require_tee(core: &Core, out: &mut Vec<u8>, ka: bool) -> bool {
-    let ok = core.state.tee.can_quote();
-    if !ok {
-        fail(
-            out,
-            503,
-            "TEE not available (tee.mode = none): set tee.mode or TEE_MODE to tdx or dstack",
-            ka,
-        );
+fn require_tee(core: &Core) -> Result<(), ApiError> {
+    if core.state.tee.can_quote() {
+        return Ok(());
     }
-    ok
+    Err(ApiError::new(
+        503,
+        "TEE not available (tee.mode = none): set tee.mode or TEE_MODE to tdx or dstack",
+    ))
 }
 
 fn ms(t: Instant) -> f64 {
@@ -60,45 +63,31 @@ struct KeygenBody {
 
 /// `POST /keygen-tee`: the TEE-derived BLS key for a path (default `tracker`): its public key
 /// only.
-pub(crate) async fn keygen(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    if !require_tee(core, out, ka) {
-        return;
-    }
-    let body: KeygenBody = if req.body.trim_ascii().is_empty() {
-        KeygenBody::default()
-    } else {
-        match json_body(req) {
-            Ok(v) => v,
-            Err(e) => return fail(out, 400, &e, ka),
-        }
-    };
+pub(crate) async fn keygen(core: &Core, req: &Request<'_>) -> ApiResult {
+    require_tee(core)?;
+    let body: KeygenBody =
+        if req.body.trim_ascii().is_empty() { KeygenBody::default() } else { json_body(req)? };
     let path = body.path.unwrap_or_else(|| pbts_tee::derive::BLS_PATH.to_owned());
     if path.is_empty() || path.len() > 128 || path.chars().any(char::is_control) {
-        return fail(out, 400, "path must be 1 to 128 printable characters", ka);
+        return Err(ApiError::new(400, "path must be 1 to 128 printable characters"));
     }
     let tee = core.state.tee.clone();
     let p = path.clone();
     let t = Instant::now();
-    let derived = glommio::executor()
+    let pk = glommio::executor()
         .spawn_blocking(move || tee.bls_key(&p).map(|k| k.public_key().to_bytes()))
-        .await;
-    match derived {
-        Ok(pk) => {
-            let body = json!({
-                "success": true,
-                "public_key": b64(&pk.0),
-                "key_type": "BLS12-381 (TEE-derived)",
-                "public_key_size": 48,
-                "tee_derived": true,
-                "tee_mode": core.state.tee.mode().as_str(),
-                "derivation_path": path,
-                "derivation_time_ms": ms(t),
-            });
-            write_json(out, 200, &body.to_string(), ka);
-        }
-        Err(e) => tee_fail(out, &e, ka),
-    }
+        .await?;
+    let body = json!({
+        "success": true,
+        "public_key": b64(&pk.0),
+        "key_type": "BLS12-381 (TEE-derived)",
+        "public_key_size": 48,
+        "tee_derived": true,
+        "tee_mode": core.state.tee.mode().as_str(),
+        "derivation_path": path,
+        "derivation_time_ms": ms(t),
+    });
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -114,40 +103,30 @@ const CLIENT_BINDING: &str =
 
 /// `POST /generate-attestation`: a quote whose report data binds `payload` in the client domain
 /// ([`Binding::Client`]): no payload yields the report data of the tracker's own statements.
-pub(crate) async fn generate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let body: AttestBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+pub(crate) async fn generate(core: &Core, req: &Request<'_>) -> ApiResult {
+    let body: AttestBody = json_body(req)?;
     let Some(payload) = body.payload.filter(|p| !p.is_empty()) else {
-        return fail(out, 400, "Missing payload", ka);
+        return Err(ApiError::new(400, "Missing payload"));
     };
-    if !require_tee(core, out, ka) {
-        return;
-    }
+    require_tee(core)?;
     let tee = core.state.tee.clone();
     let p = payload.clone();
     let t = Instant::now();
     let quoted =
         glommio::executor().spawn_blocking(move || tee.quote(Binding::Client(p.as_bytes())));
-    match quoted.await {
-        Ok((raw, report_data)) => {
-            let body = json!({
-                "success": true,
-                "quote": quote::hex(&raw),
-                "payload": payload,
-                "report_data": quote::hex(&report_data),
-                "report_data_binding": CLIENT_BINDING,
-                // Bytes of the quote itself (the original reported its hex length).
-                "quote_size_bytes": raw.len(),
-                "generation_time_ms": ms(t),
-                "tee_mode": core.state.tee.mode().as_str(),
-            });
-            write_json(out, 200, &body.to_string(), ka);
-        }
-        Err(e) => tee_fail(out, &e, ka),
-    }
+    let (raw, report_data) = quoted.await?;
+    let body = json!({
+        "success": true,
+        "quote": quote::hex(&raw),
+        "payload": payload,
+        "report_data": quote::hex(&report_data),
+        "report_data_binding": CLIENT_BINDING,
+        // Bytes of the quote itself, not of its hex.
+        "quote_size_bytes": raw.len(),
+        "generation_time_ms": ms(t),
+        "tee_mode": core.state.tee.mode().as_str(),
+    });
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -179,46 +158,48 @@ const PCCS_URL_REFUSED: &str = "pccs_url is not accepted: send the collateral in
 
 /// `POST /verify-attestation`: verifies a quote (no TEE needed) and its binding to a payload
 /// (client domain, as `/generate-attestation` binds it) or to exact report data.
-pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let b: VerifyBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+pub(crate) async fn verify(core: &Core, req: &Request<'_>) -> ApiResult {
+    let b: VerifyBody = json_body(req)?;
     if b.pccs_url.is_some() {
         // A client-chosen URL fetched by the tracker is server-side request forgery: into the
         // operator's network, or at a tarpit that holds a verification thread.
-        return fail(out, 400, PCCS_URL_REFUSED, ka);
+        return Err(ApiError::new(400, PCCS_URL_REFUSED));
     }
     let Some(raw) = b.quote.filter(|q| !q.is_empty()) else {
-        return fail(out, 400, "Missing quote", ka);
+        return Err(ApiError::new(400, "Missing quote"));
     };
     let raw = match quote::unhex(&raw) {
         Ok(r) if r.len() <= quote::MAX_QUOTE_LEN => r,
         Ok(_) => {
-            return fail(out, 400, &format!("quote is over {} bytes", quote::MAX_QUOTE_LEN), ka);
+            let max = quote::MAX_QUOTE_LEN;
+            return Err(ApiError::new(400, format!("quote is over {max} bytes")));
         }
-        Err(_) => return fail(out, 400, "quote must be hex", ka),
+        Err(_) => return Err(ApiError::new(400, "quote must be hex")),
     };
     let expected = match (b.expected_payload, b.expected_report_data) {
         (Some(p), None) => ExpectedOwned::ClientPayload(p.into_bytes()),
         (None, Some(h)) => match quote::unhex(&h).ok().and_then(|v| <[u8; 64]>::try_from(v).ok()) {
             Some(rd) => ExpectedOwned::ReportData(rd),
-            None => return fail(out, 400, "expected_report_data must be 64 bytes of hex", ka),
+            None => {
+                return Err(ApiError::new(400, "expected_report_data must be 64 bytes of hex"));
+            }
         },
         (Some(_), Some(_)) => {
-            return fail(out, 400, "give expected_payload or expected_report_data, not both", ka);
+            let both = "give expected_payload or expected_report_data, not both";
+            return Err(ApiError::new(400, both));
         }
-        (None, None) => return fail(out, 400, "Missing expected_payload", ka),
+        (None, None) => return Err(ApiError::new(400, "Missing expected_payload")),
     };
     let pccs_url = &core.state.config.tee.pccs_url;
     let collateral = match b.collateral {
         Some(c) => match serde_json::from_value(c) {
             Ok(c) => Collateral::Given(Box::new(c)),
-            Err(e) => return fail(out, 400, &format!("collateral: {e}"), ka),
+            Err(e) => return Err(ApiError::new(400, format!("collateral: {e}"))),
         },
         None if !pccs_url.is_empty() => Collateral::Pccs(pccs_url.clone()),
-        None => return fail(out, 400, "collateral required (no tee.pccs_url is configured)", ka),
+        None => {
+            return Err(ApiError::new(400, "collateral required (no tee.pccs_url is configured)"));
+        }
     };
     let now = b.now.unwrap_or_else(unix_now);
     let timeout = std::time::Duration::from_secs(core.state.config.tee.timeout_secs);
@@ -235,14 +216,15 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
     });
     let reply = match submitted {
         Ok(reply) => reply,
-        Err(e @ SubmitError::Busy { .. }) => return fail_retry(out, 503, &e.to_string(), 1, ka),
-        Err(e @ SubmitError::Stopped) => return fail(out, 503, &e.to_string(), ka),
+        Err(e @ SubmitError::Busy { .. }) => {
+            return Err(ApiError::new(503, e.to_string()).retry_after(1));
+        }
+        Err(e @ SubmitError::Stopped) => return Err(ApiError::new(503, e.to_string())),
     };
-    let v = match reply.recv_async().await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return tee_fail(out, &e, ka),
-        Err(_) => return fail(out, 500, "attestation verification failed: internal error", ka),
-    };
+    let v = reply
+        .recv_async()
+        .await
+        .map_err(|_| ApiError::new(500, "attestation verification failed: internal error"))??;
     let mut body = json!({
         "success": true,
         "is_valid": v.valid,
@@ -271,7 +253,7 @@ pub(crate) async fn verify(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
             "debug": r.is_debug(),
         });
     }
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 /// [`Expected`] with owned data, to move to an attestation thread.
@@ -291,7 +273,7 @@ impl ExpectedOwned {
 }
 
 /// `GET /tee/status` (the provider's description may need a call to the agent: off the core).
-pub(crate) async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
+pub(crate) async fn status(core: &Core) -> ApiResult {
     let tee = &core.state.tee;
     let t = tee.clone();
     let info = glommio::executor().spawn_blocking(move || t.info()).await;
@@ -302,7 +284,7 @@ pub(crate) async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
         "chain_key_in_tee": core.state.config.tee.chain_key,
         "statistics": tee.stats.snapshot(),
     });
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 /// The factory attestation for `POST /contract/init`: a quote binding the tracker statement

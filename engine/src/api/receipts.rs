@@ -9,12 +9,13 @@ use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes}
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{b64_array, fail, fail_retry, json_body, parse_json, write_json};
+use super::decode::{b64_array, json_body, parse_json};
 use super::receipt_json::{ReceiptJson, b64_bytes, hex_bytes};
+use super::response::{ApiError, ApiResult, Response};
 use crate::clock::unix_now;
-use crate::common::{Client, Core};
 use crate::config::{RatioSource, ServerSideKeys};
 use crate::report::{ReportError, Verdict};
+use crate::state::{Client, Core};
 use crate::store::{Passkey, User};
 
 /// The passkey a `/report` path carries: `Some(None)` for `/report`, `Some(Some(pk))` for
@@ -94,66 +95,54 @@ pub(crate) async fn report(
     core: &Core,
     req: &Request<'_>,
     path_passkey: Option<&[u8]>,
-    out: &mut Vec<u8>,
-) {
-    let ka = req.keep_alive;
+) -> ApiResult {
     let state = &core.state;
     // Parsing up to a megabyte of JSON and decoding a thousand receipts takes milliseconds:
     // not on the serving core.
     let raw = req.body.to_vec();
-    let (body, decoded) = match glommio::executor().spawn_blocking(move || parse_report(&raw)).await
-    {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+    let (body, decoded) = glommio::executor().spawn_blocking(move || parse_report(&raw)).await?;
     let passkey = match (path_passkey, body.passkey.as_deref()) {
         (Some(p), Some(b)) if p != b.as_bytes() => {
-            return fail(out, 400, "passkey in the path and in the body differ", ka);
+            return Err(ApiError::new(400, "passkey in the path and in the body differ"));
         }
         (Some(p), _) => p,
         (None, Some(b)) => b.as_bytes(),
         (None, None) => {
-            return fail(
-                out,
+            return Err(ApiError::new(
                 401,
                 "passkey required: send \"passkey\" in the body or POST /<passkey>/report",
-                ka,
-            );
+            ));
         }
     };
     let Some(user) = Passkey::parse(passkey).and_then(|pk| state.accounts.by_passkey(&pk)) else {
-        return fail(out, 401, "unknown passkey", ka);
+        return Err(ApiError::new(401, "unknown passkey"));
     };
     if body.user_id.as_deref().is_some_and(|id| id != user.name) {
-        return fail(out, 403, "user_id does not match the passkey", ka);
+        return Err(ApiError::new(403, "user_id does not match the passkey"));
     }
     if let Some(given) = &body.public_key {
         let given = b64_bytes("public_key", given).ok();
         let registered = user.public_key.get().map(|k| k.0.to_vec());
         if given.is_none() || given != registered {
-            return fail(out, 403, "public_key is not the reporter's registered key", ka);
+            return Err(ApiError::new(403, "public_key is not the reporter's registered key"));
         }
     }
     if decoded.is_empty() {
-        return fail(
-            out,
+        return Err(ApiError::new(
             400,
             "no receipts: upload is credited only for receipts signed by downloaders \
              (uploaded_delta and downloaded_delta are not credited)",
-            ka,
-        );
+        ));
     }
     let limit = state.config.receipts.max_receipts_per_report;
     if decoded.len() > limit {
         let n = decoded.len();
-        return fail(out, 413, &format!("too many receipts: {n} (limit {limit} per report)"), ka);
+        return Err(ApiError::new(
+            413,
+            format!("too many receipts: {n} (limit {limit} per report)"),
+        ));
     }
-    let outcome = match crate::report::report(state, &user, decoded).await {
-        Ok(o) => o,
-        Err(e @ ReportError::NoKey) => return fail(out, 403, &e.to_string(), ka),
-        Err(e @ ReportError::Busy { .. }) => return fail_retry(out, 503, &e.to_string(), 1, ka),
-        Err(e @ ReportError::Unavailable(_)) => return fail(out, 503, &e.to_string(), ka),
-    };
+    let outcome = crate::report::report(state, &user, decoded).await?;
     let results: Vec<serde_json::Value> = outcome
         .verdicts
         .iter()
@@ -182,7 +171,19 @@ pub(crate) async fn report(
                            from verified receipts"
             .into();
     }
-    write_json(out, 200, &resp.to_string(), ka);
+    Ok(Response::json(200, &resp))
+}
+
+/// A refused report: the reporter has no key (403) or the verifier cannot take it now (503,
+/// retry in a second when busy).
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::NoKey => Self::new(403, e.to_string()),
+            ReportError::Busy { .. } => Self::new(503, e.to_string()).retry_after(1),
+            ReportError::Unavailable(_) => Self::new(503, e.to_string()),
+        }
+    }
 }
 
 /// A user's claimed and verified totals and the ratio the gate uses, as `/report`, `/user/<id>`
@@ -210,16 +211,9 @@ pub(crate) fn user_totals_source(source: RatioSource) -> &'static str {
 
 /// `POST /verify-receipt`: checks one receipt's signature (a pure check: nothing is credited
 /// or marked used). The signature check runs off the serving core.
-pub(crate) async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let parsed: ReceiptJson = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let receipt = match parsed.to_receipt() {
-        Ok(r) => r,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+pub(crate) async fn verify_receipt(req: &Request<'_>) -> ApiResult {
+    let parsed: ReceiptJson = json_body(req)?;
+    let receipt = parsed.to_receipt()?;
     let verdict = glommio::executor()
         .spawn_blocking(move || pbts_verifier::batch::verify_one(&receipt))
         .await;
@@ -232,35 +226,30 @@ pub(crate) async fn verify_receipt(req: &Request<'_>, out: &mut Vec<u8>) {
             "reason": e.as_str(),
         }),
     };
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
-/// Whether `client` may use the server-side key endpoints; writes the 403 if not.
-fn server_side_keys_allowed(core: &Core, client: Client, ka: bool, out: &mut Vec<u8>) -> bool {
+/// A 403 unless `client` may use the server-side key endpoints.
+fn server_side_keys_allowed(core: &Core, client: Client) -> Result<(), ApiError> {
     let allowed = match core.state.config.receipts.server_side_keys {
         ServerSideKeys::Anyone => true,
         ServerSideKeys::Loopback => client.loopback,
         ServerSideKeys::Disabled => false,
     };
     if !allowed {
-        fail(
-            out,
+        return Err(ApiError::new(
             403,
             "server-side key endpoints handle private keys and are limited to loopback clients \
              (receipts.server_side_keys); make keys on the client (pbts keygen)",
-            ka,
-        );
+        ));
     }
-    allowed
+    Ok(())
 }
 
 /// `POST /keygen`: the original's server-side key generation (a fresh IETF KeyGen key from OS
 /// randomness), plus the proof of possession `POST /register` needs.
-pub(crate) async fn keygen(core: &Core, req: &Request<'_>, client: Client, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    if !server_side_keys_allowed(core, client, ka, out) {
-        return;
-    }
+pub(crate) async fn keygen(core: &Core, client: Client) -> ApiResult {
+    server_side_keys_allowed(core, client)?;
     let (sk, pk, pop) = glommio::executor()
         .spawn_blocking(|| {
             let sk = SecretKey::random();
@@ -279,7 +268,7 @@ pub(crate) async fn keygen(core: &Core, req: &Request<'_>, client: Client, out: 
         "public_key_size": 48,
         "warning": "Store private key securely! Never share it!",
     });
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -303,15 +292,9 @@ struct AttestBody {
 
 /// `POST /attest`: signs a receipt on the server with a private key the client sends (the
 /// original's API; clients should sign locally).
-pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    if !server_side_keys_allowed(core, client, ka, out) {
-        return;
-    }
-    let a: AttestBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client) -> ApiResult {
+    server_side_keys_allowed(core, client)?;
+    let a: AttestBody = json_body(req)?;
     let decoded = (|| {
         let sk = zeroize::Zeroizing::new(b64_array::<32>(
             "receiver_private_key",
@@ -327,10 +310,7 @@ pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client, out: 
             .ok_or_else(|| format!("piece_hash must be 20 or 32 bytes, got {}", ph.len()))?;
         Ok::<_, String>((sk, sender, InfoHash(ih), piece_hash))
     })();
-    let (sk, sender, info_hash, piece_hash) = match decoded {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
+    let (sk, sender, info_hash, piece_hash) = decoded?;
     let timestamp = a.timestamp.unwrap_or_else(unix_now);
     let piece_index = a.piece_index;
     let signed = glommio::executor()
@@ -350,7 +330,7 @@ pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client, out: 
         })
         .await;
     let Some(sig) = signed else {
-        return fail(out, 400, "Invalid secret key", ka);
+        return Err(ApiError::new(400, "Invalid secret key"));
     };
     let body = json!({
         "success": true,
@@ -358,11 +338,11 @@ pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client, out: 
         "timestamp": timestamp,
         "message": "Receipt generated successfully",
     });
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 fn b64(bytes: &[u8]) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(crate::common::b64(bytes))
+    zeroize::Zeroizing::new(crate::encoding::b64(bytes))
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use pbts_http::request::Request;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{ask, fail, json_body, write_json};
-use crate::common::Core;
+use super::decode::json_body;
+use super::response::{ApiError, ApiResult, Response};
+use crate::state::Core;
 use crate::store::StoreCmd;
 
 /// A uint256 as JSON: a number when it fits in u64, else a decimal string.
@@ -17,35 +18,31 @@ fn amount(v: U256) -> Value {
     u64::try_from(v).map_or_else(|_| Value::String(v.to_string()), Value::from)
 }
 
-/// The HTTP status for a chain failure: the contract refused (409), the node failed (502), the
-/// chain thread is gone (503).
-fn chain_fail(out: &mut Vec<u8>, e: &ChainError, ka: bool) {
-    let status = match e {
-        ChainError::Reverted { .. } => 409,
-        ChainError::Rpc(_) | ChainError::Failed { .. } => 502,
-        ChainError::Config(_) | ChainError::Stopped => 503,
-    };
-    fail(out, status, &e.to_string(), ka);
+/// A chain failure: the contract refused (409), the node failed (502), the chain thread is gone
+/// (503).
+impl From<ChainError> for ApiError {
+    fn from(e: ChainError) -> Self {
+        let status = match e {
+            ChainError::Reverted { .. } => 409,
+            ChainError::Rpc(_) | ChainError::Failed { .. } => 502,
+            ChainError::Config(_) | ChainError::Stopped => 503,
+        };
+        Self::new(status, e.to_string())
+    }
 }
 
 const NOT_CONFIGURED: &str =
     "on-chain reputation is not configured: set chain.rpc_url (RPC) and the signing key (PK0)";
 const NO_REPUTATION: &str = "No Reputation contract initialized. Call /contract/init first.";
 
-fn handle<'a>(core: &'a Core, out: &mut Vec<u8>, ka: bool) -> Option<&'a ChainHandle> {
-    let h = core.state.chain.handle.as_ref();
-    if h.is_none() {
-        fail(out, 503, NOT_CONFIGURED, ka);
-    }
-    h
+/// The chain thread, or a 503 when no chain is configured.
+fn handle(core: &Core) -> Result<&ChainHandle, ApiError> {
+    core.state.chain.handle.as_ref().ok_or(ApiError::new(503, NOT_CONFIGURED))
 }
 
-fn reputation(core: &Core, out: &mut Vec<u8>, ka: bool) -> Option<Address> {
-    let r = core.state.chain.reputation();
-    if r.is_none() {
-        fail(out, 400, NO_REPUTATION, ka);
-    }
-    r
+/// The Reputation contract in use, or a 400 before `/contract/init`.
+fn reputation(core: &Core) -> Result<Address, ApiError> {
+    core.state.chain.reputation().ok_or(ApiError::new(400, NO_REPUTATION))
 }
 
 fn opt_addr(a: Option<Address>) -> Value {
@@ -53,38 +50,27 @@ fn opt_addr(a: Option<Address>) -> Value {
 }
 
 /// Routes `/contract/...`; `admin` says whether the client may write.
-pub(crate) async fn route(core: &Core, req: &Request<'_>, admin: bool, out: &mut Vec<u8>) {
+pub(crate) async fn route(core: &Core, req: &Request<'_>, admin: bool) -> ApiResult {
     use pbts_http::request::Method::{Get, Head, Post};
-    let ka = req.keep_alive;
-    let write = |out: &mut Vec<u8>| {
-        if !admin {
-            fail(out, 403, "contract writes require admin access", ka);
-        }
-        admin
-    };
     match (req.method, req.path) {
-        (Get | Head, b"/contract/status") => status(core, ka, out).await,
-        (Post, b"/contract/init") if write(out) => init(core, req, out).await,
-        (Post, b"/contract/register") if write(out) => register(core, req, out).await,
-        (Post, b"/contract/update") if write(out) => update(core, req, out).await,
-        (Post, b"/contract/migrate") if write(out) => migrate(core, req, out).await,
-        (Get, path) if path.starts_with(b"/contract/user/") => {
-            match super::api::path_param(path, b"/contract/user/", "username") {
-                Ok(name) => user(core, &name, ka, out).await,
-                Err(e) => fail(out, 400, &e, ka),
-            }
-        }
+        (Get | Head, b"/contract/status") => status(core).await,
         (
             Post,
             b"/contract/init" | b"/contract/register" | b"/contract/update" | b"/contract/migrate",
-        ) => {
-            // `write` already answered 403.
+        ) if !admin => Err(ApiError::new(403, "contract writes require admin access")),
+        (Post, b"/contract/init") => init(core, req).await,
+        (Post, b"/contract/register") => register(core, req).await,
+        (Post, b"/contract/update") => update(core, req).await,
+        (Post, b"/contract/migrate") => migrate(core, req).await,
+        (Get, path) if path.starts_with(b"/contract/user/") => {
+            let name = super::decode::path_param(path, b"/contract/user/", "username")?;
+            user(core, &name).await
         }
-        _ => fail(out, 404, "not found", ka),
+        _ => Err(ApiError::new(404, "not found")),
     }
 }
 
-async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
+async fn status(core: &Core) -> ApiResult {
     use std::sync::atomic::Ordering::Relaxed;
     let state = &core.state;
     let chain = &state.chain;
@@ -120,7 +106,7 @@ async fn status(core: &Core, ka: bool, out: &mut Vec<u8>) {
             Err(e) => body["error"] = redact_urls_in(&e.to_string()).into(),
         }
     }
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 /// A URL fit for a public answer: scheme and `host[:port]` only. Hosted RPC endpoints carry
@@ -188,60 +174,45 @@ struct InitBody {
     referrer_address: Option<String>,
 }
 
-async fn init(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let Some(h) = handle(core, out, ka) else { return };
+async fn init(core: &Core, req: &Request<'_>) -> ApiResult {
+    let h = handle(core)?;
     let chain = &core.state.chain;
     let Some(factory) = chain.factory else {
-        return fail(
-            out,
+        return Err(ApiError::new(
             400,
             "no factory: set chain.factory_address (FACTORY) or run `pbts chain deploy-factory`",
-            ka,
-        );
+        ));
     };
-    // The original parsed this body leniently: an empty body is no referrer.
-    let body: InitBody = if req.body.trim_ascii().is_empty() {
-        InitBody::default()
-    } else {
-        match json_body(req) {
-            Ok(v) => v,
-            Err(e) => return fail(out, 400, &e, ka),
-        }
-    };
+    // An empty body is no referrer.
+    let body: InitBody =
+        if req.body.trim_ascii().is_empty() { InitBody::default() } else { json_body(req)? };
     let referrer = match body.referrer_address.as_deref().filter(|s| !s.is_empty()) {
         None => Address::ZERO,
-        Some(s) => match pbts_chain::config::parse_address(s) {
-            Ok(a) => a,
-            Err(_) => return fail(out, 400, "referrer_address must be a 20-byte hex address", ka),
-        },
+        Some(s) => pbts_chain::config::parse_address(s)
+            .map_err(|_| ApiError::new(400, "referrer_address must be a 20-byte hex address"))?,
     };
     let in_flight = chain.outbox.batch_id.load(std::sync::atomic::Ordering::Relaxed);
     if in_flight != 0 {
         let msg = format!(
-            "batch {in_flight} of credit is still in flight to the current contract; retry once it is confirmed"
+            "batch {in_flight} of credit is still in flight to the current contract; retry once \
+             it is confirmed"
         );
-        return fail(out, 409, &msg, ka);
+        return Err(ApiError::new(409, msg));
     }
     let tee = core.state.tee.clone();
-    let quoted = glommio::executor()
+    let (attestation, attestation_kind) = glommio::executor()
         .spawn_blocking(move || super::tee::factory_attestation(&tee, factory, referrer))
-        .await;
-    let (attestation, attestation_kind) = match quoted {
-        Ok(v) => v,
-        Err(e) => return fail(out, 503, &format!("factory attestation: {e}"), ka),
-    };
-    let created = match wait_async(h.create_reputation(factory, referrer, attestation)).await {
-        Ok(d) => d,
-        Err(e) => return chain_fail(out, &e, ka),
-    };
+        .await
+        .map_err(|e| ApiError::new(503, format!("factory attestation: {e}")))?;
+    let created = wait_async(h.create_reputation(factory, referrer, attestation)).await?;
     let address = created.address;
-    if let Err(e) =
-        ask(core, |reply| StoreCmd::SetReputation { contract: address, last_batch_id: 0, reply })
-            .await
+    if let Err(e) = core
+        .state
+        .ask(|reply| StoreCmd::SetReputation { contract: address, last_batch_id: 0, reply })
+        .await
     {
         let msg = format!("contract {address} was created but could not be recorded: {e}");
-        return fail(out, 503, &msg, ka);
+        return Err(ApiError::new(503, msg));
     }
     chain.set_reputation(address);
     let body = json!({
@@ -254,7 +225,7 @@ async fn init(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         "attestation": attestation_kind,
         "message": "Reputation contract created",
     });
-    write_json(out, 200, &body.to_string(), ka);
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -280,18 +251,11 @@ fn password_hash(s: &str) -> Result<pbts_chain::B256, String> {
     padded.parse().map_err(|_| "password_hash must be 1 to 64 hex digits (32 bytes)".to_owned())
 }
 
-async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let Some(h) = handle(core, out, ka) else { return };
-    let b: RegisterBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let hash = match password_hash(&b.password_hash) {
-        Ok(h) => h,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let Some(rep) = reputation(core, out, ka) else { return };
+async fn register(core: &Core, req: &Request<'_>) -> ApiResult {
+    let h = handle(core)?;
+    let b: RegisterBody = json_body(req)?;
+    let hash = password_hash(&b.password_hash)?;
+    let rep = reputation(core)?;
     let record = UserRecord {
         username: b.username.clone(),
         salt: b.salt,
@@ -299,26 +263,22 @@ async fn register(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
         download_size: U256::from(b.download_size),
         upload_size: U256::from(b.upload_size),
     };
-    match wait_async(h.add_user(rep, record)).await {
-        Ok(tx) => {
-            let body = json!({
-                "success": true,
-                "username": b.username,
-                "tx_hash": tx.tx_hash.to_string(),
-                "gas_used": tx.gas_used,
-                "message": "User registered on chain",
-            });
-            write_json(out, 200, &body.to_string(), ka);
-        }
-        Err(e) => chain_fail(out, &e, ka),
-    }
+    let tx = wait_async(h.add_user(rep, record)).await?;
+    let body = json!({
+        "success": true,
+        "username": b.username,
+        "tx_hash": tx.tx_hash.to_string(),
+        "gas_used": tx.gas_used,
+        "message": "User registered on chain",
+    });
+    Ok(Response::json(200, &body))
 }
 
-async fn user(core: &Core, name: &str, ka: bool, out: &mut Vec<u8>) {
-    let Some(h) = handle(core, out, ka) else { return };
-    let Some(rep) = reputation(core, out, ka) else { return };
-    match wait_async(h.find_user(rep, name.to_owned())).await {
-        Ok(Some(found)) => {
+async fn user(core: &Core, name: &str) -> ApiResult {
+    let h = handle(core)?;
+    let rep = reputation(core)?;
+    match wait_async(h.find_user(rep, name.to_owned())).await? {
+        Some(found) => {
             let u = &found.user;
             let body = json!({
                 "success": true,
@@ -336,10 +296,9 @@ async fn user(core: &Core, name: &str, ka: bool, out: &mut Vec<u8>) {
                 // migrated here).
                 "source_address": found.source.to_string(),
             });
-            write_json(out, 200, &body.to_string(), ka);
+            Ok(Response::json(200, &body))
         }
-        Ok(None) => fail(out, 404, &format!("user not found in {rep} or its referrers"), ka),
-        Err(e) => chain_fail(out, &e, ka),
+        None => Err(ApiError::new(404, format!("user not found in {rep} or its referrers"))),
     }
 }
 
@@ -351,30 +310,22 @@ struct UpdateBody {
     upload_size: u64,
 }
 
-async fn update(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let Some(h) = handle(core, out, ka) else { return };
-    let b: UpdateBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let Some(rep) = reputation(core, out, ka) else { return };
+async fn update(core: &Core, req: &Request<'_>) -> ApiResult {
+    let h = handle(core)?;
+    let b: UpdateBody = json_body(req)?;
+    let rep = reputation(core)?;
     let (down, up) = (U256::from(b.download_size), U256::from(b.upload_size));
-    match wait_async(h.update_user(rep, b.username.clone(), down, up)).await {
-        Ok(tx) => {
-            let body = json!({
-                "success": true,
-                "username": b.username,
-                "tx_hash": tx.tx_hash.to_string(),
-                "gas_used": tx.gas_used,
-                "download_size": b.download_size,
-                "upload_size": b.upload_size,
-                "message": "User updated on chain",
-            });
-            write_json(out, 200, &body.to_string(), ka);
-        }
-        Err(e) => chain_fail(out, &e, ka),
-    }
+    let tx = wait_async(h.update_user(rep, b.username.clone(), down, up)).await?;
+    let body = json!({
+        "success": true,
+        "username": b.username,
+        "tx_hash": tx.tx_hash.to_string(),
+        "gas_used": tx.gas_used,
+        "download_size": b.download_size,
+        "upload_size": b.upload_size,
+        "message": "User updated on chain",
+    });
+    Ok(Response::json(200, &body))
 }
 
 #[derive(Deserialize)]
@@ -383,33 +334,25 @@ struct MigrateBody {
     username: String,
 }
 
-async fn migrate(core: &Core, req: &Request<'_>, out: &mut Vec<u8>) {
-    let ka = req.keep_alive;
-    let Some(h) = handle(core, out, ka) else { return };
-    let b: MigrateBody = match json_body(req) {
-        Ok(v) => v,
-        Err(e) => return fail(out, 400, &e, ka),
-    };
-    let Some(rep) = reputation(core, out, ka) else { return };
-    match wait_async(h.migrate_user(rep, b.username.clone())).await {
-        Ok(m) => {
-            let body = json!({
-                "success": true,
-                "username": b.username,
-                "migrated": m.source.is_some(),
-                "source_address": opt_addr(m.source),
-                "tx_hash": m.tx.tx_hash.to_string(),
-                "gas_used": m.tx.gas_used,
-                "message": if m.source.is_some() {
-                    "User migrated from the referrer chain"
-                } else {
-                    "No referrer has this user; nothing changed"
-                },
-            });
-            write_json(out, 200, &body.to_string(), ka);
-        }
-        Err(e) => chain_fail(out, &e, ka),
-    }
+async fn migrate(core: &Core, req: &Request<'_>) -> ApiResult {
+    let h = handle(core)?;
+    let b: MigrateBody = json_body(req)?;
+    let rep = reputation(core)?;
+    let m = wait_async(h.migrate_user(rep, b.username.clone())).await?;
+    let body = json!({
+        "success": true,
+        "username": b.username,
+        "migrated": m.source.is_some(),
+        "source_address": opt_addr(m.source),
+        "tx_hash": m.tx.tx_hash.to_string(),
+        "gas_used": m.tx.gas_used,
+        "message": if m.source.is_some() {
+            "User migrated from the referrer chain"
+        } else {
+            "No referrer has this user; nothing changed"
+        },
+    });
+    Ok(Response::json(200, &body))
 }
 
 #[cfg(test)]

@@ -8,16 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
-use pbts_http::query::{self, QueryError};
 use pbts_http::request::{Limits, Method, Request};
-use pbts_http::response::{self, AnnounceResponse, PeerList, ScrapeEntry};
-use pbts_proto::PeerId;
+use pbts_http::response;
 
-use super::api;
-use super::receipts::{self, is_report_request};
-use crate::common::{self, Announce, Client, Core, canonical_ip, split_passkey_path};
+use super::http_input::{InputBuffer, Parsed, SHRINK_ABOVE, next_request};
+use crate::addr::canonical_ip;
+use crate::api::response::ApiError;
+use crate::api::{self, receipts};
 use crate::config::ProxyHeader;
 use crate::metrics::Counter;
+use crate::state::{Client, Core};
+use crate::tracker::{self, split_passkey_path};
 
 /// Accepts connections until the executor stops.
 pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
@@ -99,8 +100,6 @@ const SHED_IDLE: Duration = Duration::from_secs(2);
 /// before it parses more pipelined requests, so a client that sends many requests and never
 /// reads costs this much memory, not a response per request.
 const MAX_PENDING_OUTPUT: usize = 64 << 10;
-
-use super::conn::{InputBuffer, Parsed, SHRINK_ABOVE, next_request};
 
 /// What the connection loop does after a request.
 enum Next {
@@ -250,7 +249,7 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
             };
             if !input.grow(allowed) {
                 // The parser reports oversize heads itself; this is a body past the limit.
-                if allowed < cap && is_report_request(input.data()) {
+                if allowed < cap && receipts::is_report_request(input.data()) {
                     core.metrics().inc(Counter::HttpBadRequest);
                     let body = format!(
                         "request body too large (limit {} bytes): reports larger than that need \
@@ -296,7 +295,7 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
 /// The passkey of a buffered `POST` to a `/report` route: `Some(Some(pk))` for
 /// `/<pk>/report` and `/report/<pk>`, `Some(None)` for `/report`, `None` for anything else.
 fn report_passkey(buf: &[u8]) -> Option<Option<&[u8]>> {
-    if !is_report_request(buf) {
+    if !receipts::is_report_request(buf) {
         return None;
     }
     let line = buf.split(|&b| b == b'\n').next()?;
@@ -379,21 +378,22 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
     if tracker_route {
         // Announces change state, so HEAD (which must be safe) is refused like POST.
         if req.method != Method::Get {
-            api::write_json(out, 405, r#"{"error":"method not allowed"}"#, keep_alive);
+            let refused = Err(ApiError::new(405, "method not allowed"));
+            api::response::write(out, refused, keep_alive);
             return next(keep_alive);
         }
         let mut body = Vec::with_capacity(256);
         if action == b"announce" {
-            http_announce(core, req.query, client.ip, passkey, &mut body);
+            tracker::http::announce(core, req.query, client.ip, passkey, &mut body);
         } else {
-            http_scrape(core, req.query, passkey, &mut body);
+            tracker::http::scrape(core, req.query, passkey, &mut body);
         }
         response::write_response(out, 200, response::BENCODE_CONTENT_TYPE, &body, keep_alive);
         return next(keep_alive);
     }
     core.metrics().inc(Counter::HttpApi);
     let start = out.len();
-    api::route(core, req, client, out).await;
+    api::serve(core, req, client, out).await;
     if req.method == Method::Head {
         // Same head (Content-Length included) as GET, no body (RFC 9110 §9.3.2).
         if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
@@ -405,102 +405,4 @@ async fn handle(core: &Core, req: &Request<'_>, peer: SocketAddr, out: &mut Vec<
 
 fn next(keep_alive: bool) -> Next {
     if keep_alive { Next::KeepAlive } else { Next::Close }
-}
-
-fn http_announce(core: &Core, q: &[u8], ip: IpAddr, passkey: Option<&[u8]>, body: &mut Vec<u8>) {
-    let m = core.metrics();
-    let parsed = match query::parse_announce(q) {
-        Ok(p) => p,
-        Err(e) => {
-            m.inc(Counter::HttpFailure);
-            response::write_failure_body(e.as_str(), body);
-            return;
-        }
-    };
-    let a = Announce {
-        info_hash: parsed.info_hash,
-        peer_id: parsed.peer_id,
-        ip,
-        port: parsed.port,
-        event: parsed.event,
-        left: parsed.left,
-        uploaded: parsed.uploaded,
-        downloaded: parsed.downloaded,
-        numwant: parsed.numwant,
-        both_families: true,
-        peer_ids: !parsed.compact && !parsed.no_peer_id,
-        passkey,
-        now: core.state.now(),
-    };
-    match common::announce(core, &a) {
-        Ok(outcome) => {
-            m.inc(Counter::HttpAnnounce);
-            let selected = core.selected.borrow();
-            let tracker_id = core.state.instance_id.as_bytes();
-            let t = &core.state.config.tracker;
-            let mut dict = Vec::new();
-            let peers = if parsed.compact {
-                PeerList::Compact { v4: &selected.v4, v6: &selected.v6 }
-            } else {
-                let id = |ids: &[PeerId], i: usize| ids.get(i).copied();
-                dict.extend(
-                    selected
-                        .v4
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &(ip, port))| (ip.into(), port, id(&selected.v4_ids, i))),
-                );
-                dict.extend(
-                    selected
-                        .v6
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &(ip, port))| (ip.into(), port, id(&selected.v6_ids, i))),
-                );
-                PeerList::Dict { peers: &dict }
-            };
-            let resp = AnnounceResponse {
-                interval: core.interval(),
-                min_interval: t.min_interval_secs,
-                complete: outcome.complete,
-                incomplete: outcome.incomplete,
-                downloaded: outcome.downloaded,
-                tracker_id: Some(tracker_id),
-                warning: None,
-                external_ip: Some(ip),
-                peers,
-            };
-            response::write_announce_body(&resp, body);
-        }
-        Err(text) => {
-            m.inc(Counter::HttpFailure);
-            response::write_failure_body(&text, body);
-        }
-    }
-}
-
-fn http_scrape(core: &Core, q: &[u8], passkey: Option<&[u8]>, body: &mut Vec<u8>) {
-    let m = core.metrics();
-    if let Err(text) = common::authenticate(core, passkey) {
-        m.inc(Counter::HttpFailure);
-        response::write_failure_body(&text, body);
-        return;
-    }
-    let hashes = match query::parse_scrape(q, core.state.config.tracker.max_scrape_hashes) {
-        Ok(h) => h,
-        Err(e) => {
-            m.inc(Counter::HttpFailure);
-            response::write_failure_body(QueryError::as_str(e), body);
-            return;
-        }
-    };
-    m.inc(Counter::HttpScrape);
-    let entries: Vec<ScrapeEntry> = hashes
-        .iter()
-        .map(|ih| {
-            let (complete, downloaded, incomplete) = common::scrape(core, ih);
-            ScrapeEntry { info_hash: *ih, complete, downloaded, incomplete }
-        })
-        .collect();
-    response::write_scrape_body(&entries, body);
 }

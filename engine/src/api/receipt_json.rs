@@ -38,12 +38,12 @@ pub(crate) struct ReceiptJson {
 
 /// Decodes hex (either case), naming `field` on failure.
 pub(crate) fn hex_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
-    crate::common::unhex(value).ok_or_else(|| format!("{field} is not valid hex"))
+    crate::encoding::unhex(value).ok_or_else(|| format!("{field} is not valid hex"))
 }
 
 /// Decodes standard base64, naming `field` on failure.
 pub(crate) fn b64_bytes(field: &str, value: &str) -> Result<Vec<u8>, String> {
-    crate::common::unb64(value).ok_or_else(|| format!("{field} is not valid base64"))
+    crate::encoding::unb64(value).ok_or_else(|| format!("{field} is not valid base64"))
 }
 
 fn sized<const N: usize>(field: &str, raw: Vec<u8>) -> Result<[u8; N], String> {
