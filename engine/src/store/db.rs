@@ -1,6 +1,7 @@
 //! The redb database and the store thread's command loop.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,14 +9,20 @@ use std::time::Duration;
 
 use pbts_proto::InfoHash;
 use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, SetKey};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use pbts_verifier::receipt::PublicKeyBytes;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    WriteTransaction,
+};
 
 use super::{
-    Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats,
-    ReserveError, StoreCmd, StoreStats, TorrentInfo, TorrentRecord, UserRecord, saturating_add_to,
+    Accounts, ChainBatch, OutboxStats, Overrides, Passkey, ReceiptCredit, ReceiptStats, Reply,
+    ReserveError, StatDelta, StoreCmd, StoreStats, TorrentInfo, TorrentRecord, UserRecord,
+    saturating_add_to,
 };
 use crate::clock::unix_now;
 use crate::swarm::SwarmStore;
+use crate::swarm::store::UserId;
 
 /// user id → JSON [`UserRecord`].
 const USERS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("users");
@@ -138,19 +145,6 @@ db_err!(
 
 fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, message: e.to_string() }
-}
-
-/// Sends a command's reply once the batch's commit outcome is known.
-type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;
-
-/// A reply that sends `value` if the batch commits, and `StoreError::Closed` if it does not.
-fn after_commit<T: 'static>(reply: super::Reply<T>, value: T) -> ReplyFn {
-    Box::new(move |err| {
-        let _ = reply.send(match err {
-            None => Ok(value),
-            Some(_) => Err(StoreError::Closed),
-        });
-    })
 }
 
 /// The open database, and the double-spend ledger whose piece sets it persists (one owner, the
@@ -410,6 +404,10 @@ impl Db {
 
     /// Applies `batch` in one transaction; returns its announce accounting if the commit failed
     /// (to be retried).
+    ///
+    /// Each command runs against the batch's [`Tables`] ([`Db::write`]); the replies that wait
+    /// for the commit and the in-memory changes it allows are collected in an [`AfterCommit`]
+    /// and carried out here once the outcome is known.
     fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) -> Vec<StoreCmd> {
         let flushes: Vec<StoreCmd> = batch
             .iter()
@@ -420,394 +418,8 @@ impl Db {
                 _ => None,
             })
             .collect();
-        let mut replies: Vec<ReplyFn> = Vec::new();
-        let mut created = Vec::new();
-        let mut attached = Vec::new();
-        let mut credited: Vec<ReceiptCredit> = Vec::new();
-        let mut released: Vec<PieceClaim> = Vec::new();
-        let mut new_overrides: Option<Overrides> = None;
-        let mut chain_changed = false;
-        let ledger = &mut self.ledger;
-        let overrides = self.overrides;
-        let commit_faults = &mut self.commit_faults;
-        let has_flushes = !flushes.is_empty();
-        let result = (|| -> Result<(), StoreError> {
-            let tx = self.db.begin_write()?;
-            {
-                let mut users = tx.open_table(USERS)?;
-                let mut names = tx.open_table(USER_NAMES)?;
-                let mut keys = tx.open_table(USER_KEYS)?;
-                let mut user_torrent = tx.open_table(USER_TORRENT)?;
-                let mut snatches = tx.open_table(SNATCHES)?;
-                let mut torrents = tx.open_table(TORRENTS)?;
-                let mut credited_sets = tx.open_table(CREDITED)?;
-                let mut piece_hashes = tx.open_table(PIECE_HASHES)?;
-                let mut chain_pending = tx.open_table(CHAIN_PENDING)?;
-                let mut chain_batch = tx.open_table(CHAIN_BATCH)?;
-                let mut meta = tx.open_table(META)?;
-                let mut meta_text = tx.open_table(META_TEXT)?;
-                let mut invites = tx.open_table(INVITES)?;
-                let mut user_invites = tx.open_table(USER_INVITES)?;
-                let mut invited_by = tx.open_table(INVITED_BY)?;
-                let mut sums = HashMap::<u32, Sums>::new();
-                for cmd in batch {
-                    match cmd {
-                        StoreCmd::CreateUser { name, invite, public_key, reply } => {
-                            if names.get(name.as_str())?.is_some() {
-                                let _ = reply.send(Err(StoreError::UserExists(name)));
-                                continue;
-                            }
-                            if let Some(pk) = &public_key
-                                && keys.get(&pk.0[..])?.is_some()
-                            {
-                                let _ = reply.send(Err(StoreError::KeyExists));
-                                continue;
-                            }
-                            let inviter = match &invite {
-                                None => None,
-                                Some(code) => match invites.remove(code.as_str())? {
-                                    None => {
-                                        let _ = reply.send(Err(StoreError::InvalidInvite));
-                                        continue;
-                                    }
-                                    Some(v) => {
-                                        let i: Invite = serde_json::from_slice(v.value())
-                                            .map_err(|e| corrupt("invites", e))?;
-                                        Some(i.created_by.unwrap_or(0))
-                                    }
-                                },
-                            };
-                            let id = meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
-                            meta.insert("next_user_id", id + 1)?;
-                            let id = u32::try_from(id).map_err(|e| corrupt("meta", e))?;
-                            if let Some(by) = inviter {
-                                invited_by.insert(id, by)?;
-                            }
-                            let record = UserRecord {
-                                id,
-                                name: name.clone(),
-                                passkey: Passkey::random().as_str().to_owned(),
-                                created_at: unix_now(),
-                                uploaded: 0,
-                                downloaded: 0,
-                                public_key: public_key.as_ref().map(super::encode_public_key),
-                                verified_uploaded: 0,
-                                verified_downloaded: 0,
-                            };
-                            let json =
-                                serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
-                            users.insert(id, json.as_slice())?;
-                            names.insert(name.as_str(), id)?;
-                            if let Some(pk) = &public_key {
-                                keys.insert(&pk.0[..], id)?;
-                            }
-                            created.push(record.clone());
-                            replies.push(after_commit(reply, record));
-                        }
-                        StoreCmd::CreateInvite { by, reply } => {
-                            if let Some((user, budget)) = by {
-                                let used = user_invites.get(user)?.map_or(0, |v| v.value());
-                                if used >= budget {
-                                    let _ =
-                                        reply.send(Err(StoreError::NoInvitesLeft { used, budget }));
-                                    continue;
-                                }
-                                user_invites.insert(user, used + 1)?;
-                            }
-                            let code = Passkey::random().as_str().to_owned();
-                            let invite =
-                                Invite { created_by: by.map(|(u, _)| u), created_at: unix_now() };
-                            let json =
-                                serde_json::to_vec(&invite).map_err(|e| corrupt("invites", e))?;
-                            invites.insert(code.as_str(), json.as_slice())?;
-                            replies.push(after_commit(reply, code));
-                        }
-                        StoreCmd::AttachKey { name, public_key, reply } => {
-                            let Some(id) = names.get(name.as_str())?.map(|v| v.value()) else {
-                                let _ = reply.send(Err(StoreError::UserNotFound));
-                                continue;
-                            };
-                            let Some(raw) = users.get(id)?.map(|v| v.value().to_vec()) else {
-                                return Err(corrupt("users", "name without user"));
-                            };
-                            let mut record: UserRecord =
-                                serde_json::from_slice(&raw).map_err(|e| corrupt("users", e))?;
-                            if record.public_key.is_some() {
-                                let _ = reply.send(Err(StoreError::UserHasKey));
-                                continue;
-                            }
-                            if keys.get(&public_key.0[..])?.is_some() {
-                                let _ = reply.send(Err(StoreError::KeyExists));
-                                continue;
-                            }
-                            record.public_key = Some(super::encode_public_key(&public_key));
-                            let json =
-                                serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
-                            users.insert(id, json.as_slice())?;
-                            keys.insert(&public_key.0[..], id)?;
-                            attached.push((id, public_key));
-                            replies.push(after_commit(reply, record));
-                        }
-                        StoreCmd::RegisterTorrent { record, pieces, reply } => {
-                            // Stored under every hash clients announce it with (v1, truncated
-                            // v2), so a hybrid torrent is one torrent either way.
-                            let hashes = record.announce_hashes();
-                            let mut existing = None;
-                            for ih in &hashes {
-                                if let Some(v) = torrents.get(&ih.0[..])? {
-                                    let r: TorrentRecord = serde_json::from_slice(v.value())
-                                        .map_err(|e| corrupt("torrents", e))?;
-                                    existing = Some(r);
-                                    break;
-                                }
-                            }
-                            let new = existing.is_none();
-                            let stored = match existing {
-                                None => record,
-                                Some(old) => match merge_torrent(old, record) {
-                                    Ok(merged) => merged,
-                                    Err(e) => {
-                                        let _ = reply.send(Err(e));
-                                        continue;
-                                    }
-                                },
-                            };
-                            // The piece hashes, kept under the canonical hash only. A torrent first
-                            // registered without them (by JSON) gets them from its .torrent later;
-                            // different ones are a conflict.
-                            if let Some(pieces) = pieces {
-                                let key = stored.canonical_hash();
-                                let old = piece_hashes.get(&key.0[..])?.map(|v| v.value().to_vec());
-                                match old {
-                                    Some(old) if old != pieces => {
-                                        let _ = reply.send(Err(StoreError::TorrentConflict {
-                                            field: "pieces",
-                                            existing: old.len() as u64 / 20,
-                                            given: pieces.len() as u64 / 20,
-                                        }));
-                                        continue;
-                                    }
-                                    Some(_) => {}
-                                    None => {
-                                        piece_hashes.insert(&key.0[..], pieces.as_slice())?;
-                                    }
-                                }
-                            }
-                            let json =
-                                serde_json::to_vec(&stored).map_err(|e| corrupt("torrents", e))?;
-                            for ih in stored.announce_hashes() {
-                                torrents.insert(&ih.0[..], json.as_slice())?;
-                            }
-                            replies.push(after_commit(reply, (new, stored)));
-                        }
-                        StoreCmd::ReserveReceipts { items, now, reply } => {
-                            // Answered now, before the batch commits: reservations are in memory
-                            // and the reads see every credit of this batch so far.
-                            // A read error refuses this report, not the whole batch.
-                            let _ = reply.send(reserve(
-                                ledger,
-                                &items,
-                                now,
-                                &credited_sets,
-                                &piece_hashes,
-                            ));
-                        }
-                        StoreCmd::CreditReceipts { credits, release, reply } => {
-                            let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
-                            for c in &credits {
-                                let key = c.claim.set_key();
-                                let set = match sets.entry(key) {
-                                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                    std::collections::hash_map::Entry::Vacant(e) => {
-                                        e.insert(read_set(&credited_sets, &key)?)
-                                    }
-                                };
-                                if !set.insert(c.claim.piece_index) {
-                                    // The ledger reserved it, so it cannot be credited: a bug.
-                                    return Err(corrupt(
-                                        "credited_pieces",
-                                        "a reserved piece was already credited",
-                                    ));
-                                }
-                                let s = sums.entry(c.uploader).or_default();
-                                s.verified_up = s.verified_up.saturating_add(c.bytes);
-                                let s = sums.entry(c.signer).or_default();
-                                s.verified_down = s.verified_down.saturating_add(c.bytes);
-                            }
-                            for (key, set) in &sets {
-                                credited_sets.insert(&key.0[..], set.to_bytes().as_slice())?;
-                            }
-                            if !credits.is_empty() {
-                                let n = meta.get("credited_pieces")?.map_or(0, |v| v.value());
-                                meta.insert("credited_pieces", n + credits.len() as u64)?;
-                            }
-                            credited.extend_from_slice(&credits);
-                            released.extend_from_slice(&release);
-                            replies.push(after_commit(reply, ()));
-                        }
-                        StoreCmd::TakeChainBatch { contract, max_users, reply } => {
-                            let current =
-                                meta_text.get("chain_contract")?.map(|v| v.value().to_owned());
-                            let asked = contract.to_string();
-                            if current.as_deref().is_none_or(|c| !c.eq_ignore_ascii_case(&asked)) {
-                                let current = current.unwrap_or_else(|| "nothing".to_owned());
-                                let _ =
-                                    reply.send(Err(StoreError::ChainContract { current, asked }));
-                                continue;
-                            }
-                            if let Some((_, batch)) = first_batch(&chain_batch)? {
-                                let _ = reply.send(Ok(Some(batch)));
-                                continue;
-                            }
-                            let mut rows = Vec::new();
-                            for row in chain_pending.iter()?.take(max_users) {
-                                let (k, v) = row?;
-                                let (down, up) = decode_pair(v.value())
-                                    .ok_or_else(|| corrupt("chain_pending", "value"))?;
-                                rows.push((k.value(), down, up));
-                            }
-                            let mut entries = Vec::with_capacity(rows.len());
-                            for &(id, down, up) in &rows {
-                                chain_pending.remove(id)?;
-                                chain_changed = true;
-                                let Some(user) = accounts.by_id(id) else {
-                                    tracing::warn!("chain credit of unknown user {id} dropped");
-                                    continue;
-                                };
-                                let Some(pk) = user.public_key.get() else {
-                                    tracing::warn!(
-                                        "chain credit of user {id} without a key dropped"
-                                    );
-                                    continue;
-                                };
-                                entries.push(pbts_chain::CreditEntry {
-                                    username: user.name.clone(),
-                                    key_hash: pbts_chain::key_hash(&pk.0),
-                                    download_delta: down,
-                                    upload_delta: up,
-                                });
-                            }
-                            if entries.is_empty() {
-                                replies.push(after_commit(reply, None));
-                                continue;
-                            }
-                            let last = meta.get("chain_last_batch")?.map_or(0, |v| v.value());
-                            let batch = ChainBatch { id: last + 1, contract, entries };
-                            let json = serde_json::to_vec(&batch)
-                                .map_err(|e| corrupt("chain_batch", e))?;
-                            chain_batch.insert(batch.id, json.as_slice())?;
-                            replies.push(after_commit(reply, Some(batch)));
-                        }
-                        StoreCmd::ChainBatchDone { id, reply } => {
-                            chain_batch.remove(id)?;
-                            meta.insert("chain_last_batch", id)?;
-                            chain_changed = true;
-                            replies.push(after_commit(reply, ()));
-                        }
-                        StoreCmd::RenumberChainBatch { to, reply } => {
-                            let Some((old, mut batch)) = first_batch(&chain_batch)? else {
-                                replies.push(after_commit(reply, ()));
-                                continue;
-                            };
-                            chain_batch.remove(old)?;
-                            batch.id = to;
-                            let json = serde_json::to_vec(&batch)
-                                .map_err(|e| corrupt("chain_batch", e))?;
-                            chain_batch.insert(to, json.as_slice())?;
-                            meta.insert("chain_last_batch", to.saturating_sub(1))?;
-                            chain_changed = true;
-                            replies.push(after_commit(reply, ()));
-                        }
-                        StoreCmd::SetReputation { contract, last_batch_id, reply } => {
-                            if let Some((_, batch)) = first_batch(&chain_batch)?
-                                && batch.contract != contract
-                            {
-                                let busy = StoreError::ChainBusy(batch.contract.to_string());
-                                let _ = reply.send(Err(busy));
-                                continue;
-                            }
-                            meta_text.insert("chain_contract", contract.to_string().as_str())?;
-                            meta.insert("chain_last_batch", last_batch_id)?;
-                            chain_changed = true;
-                            replies.push(after_commit(reply, ()));
-                        }
-                        StoreCmd::SetOverrides { overrides: change, reply } => {
-                            let merged = new_overrides.unwrap_or(overrides).merge(change);
-                            let json = serde_json::to_string(&merged)
-                                .map_err(|e| corrupt("meta_text", e))?;
-                            meta_text.insert("config_overrides", json.as_str())?;
-                            new_overrides = Some(merged);
-                            replies.push(after_commit(reply, merged));
-                        }
-                        StoreCmd::Flush { deltas, snatches: new_snatches } => {
-                            for d in deltas {
-                                let mut key = [0u8; 24];
-                                key[..4].copy_from_slice(&d.user.to_be_bytes());
-                                key[4..].copy_from_slice(&d.info_hash.0);
-                                let (up, down) = match user_torrent.get(&key[..])? {
-                                    Some(v) => decode_pair(v.value())
-                                        .ok_or_else(|| corrupt("user_torrent", "value"))?,
-                                    None => (0, 0),
-                                };
-                                let value = encode_pair(
-                                    up.saturating_add(d.uploaded),
-                                    down.saturating_add(d.downloaded),
-                                );
-                                user_torrent.insert(&key[..], &value[..])?;
-                                let sum = sums.entry(d.user).or_default();
-                                sum.up = sum.up.saturating_add(d.uploaded);
-                                sum.down = sum.down.saturating_add(d.downloaded);
-                            }
-                            for (ih, n) in new_snatches {
-                                let old = snatches.get(&ih.0[..])?.map(|v| v.value()).unwrap_or(0);
-                                snatches.insert(&ih.0[..], old.saturating_add(n))?;
-                            }
-                        }
-                        StoreCmd::Sync { reply } => {
-                            replies.push(after_commit(reply, ()));
-                        }
-                    }
-                }
-                // Persisted claimed totals are exactly the sum of flushed deltas (the in-memory
-                // mirror runs ahead by what is still pending on the cores); verified totals
-                // are the sum of credited receipts.
-                for (id, sum) in sums {
-                    let Some(v) = users.get(id)? else { continue };
-                    let mut record: UserRecord =
-                        serde_json::from_slice(v.value()).map_err(|e| corrupt("users", e))?;
-                    drop(v);
-                    record.uploaded = record.uploaded.saturating_add(sum.up);
-                    record.downloaded = record.downloaded.saturating_add(sum.down);
-                    record.verified_uploaded =
-                        record.verified_uploaded.saturating_add(sum.verified_up);
-                    record.verified_downloaded =
-                        record.verified_downloaded.saturating_add(sum.verified_down);
-                    let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
-                    users.insert(id, json.as_slice())?;
-                    // Verified credit also waits for the chain, in the same transaction: the
-                    // outbox can never miss or repeat it.
-                    if sum.verified_up > 0 || sum.verified_down > 0 {
-                        let (down, up) = match chain_pending.get(id)? {
-                            Some(v) => decode_pair(v.value())
-                                .ok_or_else(|| corrupt("chain_pending", "value"))?,
-                            None => (0, 0),
-                        };
-                        let value = encode_pair(
-                            down.saturating_add(sum.verified_down),
-                            up.saturating_add(sum.verified_up),
-                        );
-                        chain_pending.insert(id, &value[..])?;
-                        chain_changed = true;
-                    }
-                }
-            }
-            if has_flushes && *commit_faults > 0 {
-                *commit_faults -= 1;
-                return Err(StoreError::InjectedFault(*commit_faults));
-            }
-            tx.commit()?;
-            Ok(())
-        })();
+        let mut after = AfterCommit::default();
+        let result = self.write(batch, accounts, &mut after);
         if let Err(e) = &result {
             self.health.commit_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!("store commit failed: {e:#}");
@@ -816,46 +428,148 @@ impl Db {
         // pieces leave the reserved state only once durable (until then a concurrent receipt
         // for the same piece is told "in flight"), and a failed commit releases them.
         if result.is_ok() {
-            for record in &created {
-                accounts.insert(record);
-            }
-            for (id, pk) in attached {
-                if let Some(user) = accounts.by_id(id) {
-                    accounts.attach_key(&user, pk);
-                }
-            }
-            for c in &credited {
-                if let Some(u) = accounts.by_id(c.uploader) {
-                    saturating_add_to(&u.verified_uploaded, c.bytes);
-                }
-                if let Some(u) = accounts.by_id(c.signer) {
-                    saturating_add_to(&u.verified_downloaded, c.bytes);
-                }
-            }
-            self.stats.credited_pieces.fetch_add(credited.len() as u64, Ordering::Relaxed);
-            if let Some(o) = new_overrides {
-                if let Some(w) = o.receipt_window_secs {
-                    ledger.set_freshness(Freshness { window_secs: w, ..ledger.freshness() });
-                }
-                self.overrides = o;
-            }
+            self.publish(&after, accounts);
         }
+        for claim in after.credited.iter().map(|c| &c.claim).chain(&after.released) {
+            self.ledger.finish(claim);
+        }
+        if after.chain_changed
+            && let Err(e) = self.restore_outbox_stats()
         {
-            for c in &credited {
-                ledger.finish(&c.claim);
-            }
-        }
-        for claim in &released {
-            ledger.finish(claim);
-        }
-        if chain_changed && let Err(e) = self.restore_outbox_stats() {
             tracing::error!("outbox stats: {e:#}");
         }
-        let failed = result.is_err();
-        for reply in replies {
+        for reply in after.replies {
             reply(result.as_ref().err());
         }
-        if failed { flushes } else { Vec::new() }
+        if result.is_err() { flushes } else { Vec::new() }
+    }
+
+    /// Runs every command of `batch` in one write transaction, then commits it (or refuses to,
+    /// under `PBTS_FAULT_COMMIT`, when the batch carries announce accounting).
+    ///
+    /// # Errors
+    /// The first database error of a command, which aborts the transaction: the commands before
+    /// it are answered through `after`, the failing one and those after it are dropped
+    /// unanswered (their reply channels close). Otherwise a failed or refused commit.
+    fn write(
+        &mut self,
+        batch: Vec<StoreCmd>,
+        accounts: &Accounts,
+        after: &mut AfterCommit,
+    ) -> Result<(), StoreError> {
+        let has_flushes = batch.iter().any(|cmd| matches!(cmd, StoreCmd::Flush { .. }));
+        let tx = self.db.begin_write()?;
+        let mut tables = Tables::open(&tx)?;
+        let written = batch
+            .into_iter()
+            .try_for_each(|cmd| self.dispatch(&mut tables, cmd, accounts, after))
+            .and_then(|()| tables.write_sums());
+        // Set even when a command failed half way: the stats are then re-read unchanged.
+        after.chain_changed = tables.chain_changed;
+        written?;
+        drop(tables);
+        if has_flushes && self.commit_faults > 0 {
+            self.commit_faults -= 1;
+            return Err(StoreError::InjectedFault(self.commit_faults));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs one command against the batch's tables, leaving in `after` its reply (unless it was
+    /// answered at once) and what it changes in memory once the batch commits.
+    fn dispatch(
+        &mut self,
+        t: &mut Tables<'_>,
+        cmd: StoreCmd,
+        accounts: &Accounts,
+        after: &mut AfterCommit,
+    ) -> Result<(), StoreError> {
+        match cmd {
+            StoreCmd::CreateUser { name, invite, public_key, reply } => {
+                let answer = t.create_user(&name, invite.as_deref(), public_key.as_ref())?;
+                if let Answer::OnCommit(record) = &answer {
+                    after.created.push(record.clone());
+                }
+                after.answer(reply, answer);
+            }
+            StoreCmd::CreateInvite { by, reply } => after.answer(reply, t.create_invite(by)?),
+            StoreCmd::AttachKey { name, public_key, reply } => {
+                let answer = t.attach_key(&name, &public_key)?;
+                if let Answer::OnCommit(record) = &answer {
+                    after.attached.push((record.id, public_key));
+                }
+                after.answer(reply, answer);
+            }
+            StoreCmd::RegisterTorrent { record, pieces, reply } => {
+                after.answer(reply, t.register_torrent(record, pieces)?);
+            }
+            StoreCmd::ReserveReceipts { items, now, reply } => {
+                // Answered now, before the batch commits: reservations are in memory and the
+                // reads see every credit of this batch so far. A read error refuses this
+                // report, not the whole batch.
+                let _ = reply.send(t.reserve_receipts(&mut self.ledger, &items, now));
+            }
+            StoreCmd::CreditReceipts { credits, release, reply } => {
+                t.credit_receipts(&credits)?;
+                after.credited.extend(credits);
+                after.released.extend(release);
+                after.answer(reply, Answer::OnCommit(()));
+            }
+            StoreCmd::TakeChainBatch { contract, max_users, reply } => {
+                after.answer(reply, t.take_chain_batch(contract, max_users, accounts)?);
+            }
+            StoreCmd::ChainBatchDone { id, reply } => {
+                t.chain_batch_done(id)?;
+                after.answer(reply, Answer::OnCommit(()));
+            }
+            StoreCmd::RenumberChainBatch { to, reply } => {
+                t.renumber_chain_batch(to)?;
+                after.answer(reply, Answer::OnCommit(()));
+            }
+            StoreCmd::SetReputation { contract, last_batch_id, reply } => {
+                after.answer(reply, t.set_reputation(contract, last_batch_id)?);
+            }
+            StoreCmd::SetOverrides { overrides: change, reply } => {
+                // Several changes in one batch add up.
+                let merged = after.overrides.unwrap_or(self.overrides).merge(change);
+                t.set_overrides(&merged)?;
+                after.overrides = Some(merged);
+                after.answer(reply, Answer::OnCommit(merged));
+            }
+            StoreCmd::Flush { deltas, snatches } => t.flush(&deltas, &snatches)?,
+            StoreCmd::Sync { reply } => after.answer(reply, Answer::OnCommit(())),
+        }
+        Ok(())
+    }
+
+    /// Makes a committed batch visible in memory: new users and keys to announces, credited
+    /// bytes in the users' verified totals, changed settings in force.
+    fn publish(&mut self, after: &AfterCommit, accounts: &Accounts) {
+        for record in &after.created {
+            accounts.insert(record);
+        }
+        for &(id, pk) in &after.attached {
+            if let Some(user) = accounts.by_id(id) {
+                accounts.attach_key(&user, pk);
+            }
+        }
+        for c in &after.credited {
+            if let Some(u) = accounts.by_id(c.uploader) {
+                saturating_add_to(&u.verified_uploaded, c.bytes);
+            }
+            if let Some(u) = accounts.by_id(c.signer) {
+                saturating_add_to(&u.verified_downloaded, c.bytes);
+            }
+        }
+        self.stats.credited_pieces.fetch_add(after.credited.len() as u64, Ordering::Relaxed);
+        if let Some(o) = after.overrides {
+            if let Some(w) = o.receipt_window_secs {
+                let freshness = Freshness { window_secs: w, ..self.ledger.freshness() };
+                self.ledger.set_freshness(freshness);
+            }
+            self.overrides = o;
+        }
     }
 }
 
@@ -866,6 +580,64 @@ const FLUSH_RETRY: Duration = Duration::from_secs(1);
 /// default interval) before the oldest are dropped, so a broken disk cannot exhaust memory.
 const MAX_RETRY_FLUSHES: usize = 4096;
 
+/// Sends a command's reply once the batch's commit outcome is known.
+type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;
+
+/// A command's answer, and when it may be sent.
+#[derive(Debug)]
+enum Answer<T> {
+    /// Sent at once: it does not depend on this batch's commit (a refusal that wrote nothing,
+    /// or something already durable).
+    Now(Result<T, StoreError>),
+    /// Sent once the batch commits; the caller gets [`StoreError::Closed`] if it does not.
+    OnCommit(T),
+}
+
+impl<T> Answer<T> {
+    /// A refusal, sent at once.
+    fn refused(e: StoreError) -> Self {
+        Self::Now(Err(e))
+    }
+}
+
+/// What a batch leaves for after its commit: the replies that wait for it, and the in-memory
+/// changes made only if it succeeds.
+#[derive(Default)]
+struct AfterCommit {
+    /// Replies to send with the outcome.
+    replies: Vec<ReplyFn>,
+    /// Users created, to add to [`Accounts`].
+    created: Vec<UserRecord>,
+    /// Keys given to existing users.
+    attached: Vec<(UserId, PublicKeyBytes)>,
+    /// Receipts credited: added to both users' verified totals, and their reservations ended
+    /// whatever the outcome.
+    credited: Vec<ReceiptCredit>,
+    /// Reservations to end whatever the outcome (their signatures failed).
+    released: Vec<PieceClaim>,
+    /// The overrides in force after the batch, if it changed them.
+    overrides: Option<Overrides>,
+    /// The chain tables changed: re-read the outbox stats.
+    chain_changed: bool,
+}
+
+impl AfterCommit {
+    /// Sends `answer` now, or keeps it until the outcome is known.
+    fn answer<T: 'static>(&mut self, reply: Reply<T>, answer: Answer<T>) {
+        match answer {
+            Answer::Now(result) => {
+                let _ = reply.send(result);
+            }
+            Answer::OnCommit(value) => self.replies.push(Box::new(move |err| {
+                let _ = reply.send(match err {
+                    None => Ok(value),
+                    Some(_) => Err(StoreError::Closed),
+                });
+            })),
+        }
+    }
+}
+
 /// An invite code not used yet.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Invite {
@@ -873,6 +645,460 @@ struct Invite {
     created_by: Option<u32>,
     /// Unix seconds.
     created_at: u64,
+}
+
+/// Per-user totals added by one batch.
+#[derive(Default)]
+struct Sums {
+    up: u64,
+    down: u64,
+    verified_up: u64,
+    verified_down: u64,
+}
+
+/// The tables of one write transaction, each opened once per batch, and what the batch's
+/// commands have added up so far. One method per [`StoreCmd`] (but `Sync`, which writes
+/// nothing): each reads and writes only through these tables and returns its answer; nothing
+/// in memory changes until the commit ([`Db::publish`]).
+struct Tables<'txn> {
+    users: Table<'txn, u32, &'static [u8]>,
+    names: Table<'txn, &'static str, u32>,
+    keys: Table<'txn, &'static [u8], u32>,
+    user_torrent: Table<'txn, &'static [u8], &'static [u8]>,
+    snatches: Table<'txn, &'static [u8], u32>,
+    torrents: Table<'txn, &'static [u8], &'static [u8]>,
+    credited_sets: Table<'txn, &'static [u8], &'static [u8]>,
+    piece_hashes: Table<'txn, &'static [u8], &'static [u8]>,
+    chain_pending: Table<'txn, u32, &'static [u8]>,
+    chain_batch: Table<'txn, u64, &'static [u8]>,
+    meta: Table<'txn, &'static str, u64>,
+    meta_text: Table<'txn, &'static str, &'static str>,
+    invites: Table<'txn, &'static str, &'static [u8]>,
+    user_invites: Table<'txn, u32, u32>,
+    invited_by: Table<'txn, u32, u32>,
+    /// Claimed and verified bytes per user from this batch's flushes and credits, written to
+    /// `users` (and `chain_pending`) once per user by [`Tables::write_sums`].
+    sums: HashMap<UserId, Sums>,
+    /// A command changed `chain_pending`, `chain_batch` or the chain's meta values.
+    chain_changed: bool,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(tx: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            users: tx.open_table(USERS)?,
+            names: tx.open_table(USER_NAMES)?,
+            keys: tx.open_table(USER_KEYS)?,
+            user_torrent: tx.open_table(USER_TORRENT)?,
+            snatches: tx.open_table(SNATCHES)?,
+            torrents: tx.open_table(TORRENTS)?,
+            credited_sets: tx.open_table(CREDITED)?,
+            piece_hashes: tx.open_table(PIECE_HASHES)?,
+            chain_pending: tx.open_table(CHAIN_PENDING)?,
+            chain_batch: tx.open_table(CHAIN_BATCH)?,
+            meta: tx.open_table(META)?,
+            meta_text: tx.open_table(META_TEXT)?,
+            invites: tx.open_table(INVITES)?,
+            user_invites: tx.open_table(USER_INVITES)?,
+            invited_by: tx.open_table(INVITED_BY)?,
+            sums: HashMap::new(),
+            chain_changed: false,
+        })
+    }
+
+    /// [`StoreCmd::CreateUser`]: a user with the next id and a fresh passkey, consuming
+    /// `invite` (and recording who invited them: 0 for an admin's invite).
+    ///
+    /// Refused, with nothing written, with `UserExists`, `KeyExists` or `InvalidInvite`.
+    fn create_user(
+        &mut self,
+        name: &str,
+        invite: Option<&str>,
+        public_key: Option<&PublicKeyBytes>,
+    ) -> Result<Answer<UserRecord>, StoreError> {
+        if self.names.get(name)?.is_some() {
+            return Ok(Answer::refused(StoreError::UserExists(name.to_owned())));
+        }
+        if let Some(pk) = public_key
+            && self.keys.get(&pk.0[..])?.is_some()
+        {
+            return Ok(Answer::refused(StoreError::KeyExists));
+        }
+        let inviter = match invite {
+            None => None,
+            Some(code) => {
+                let Some(v) = self.invites.remove(code)? else {
+                    return Ok(Answer::refused(StoreError::InvalidInvite));
+                };
+                let i: Invite =
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt("invites", e))?;
+                Some(i.created_by.unwrap_or(0))
+            }
+        };
+        let id = self.meta.get("next_user_id")?.map(|v| v.value()).unwrap_or(1);
+        self.meta.insert("next_user_id", id + 1)?;
+        let id = u32::try_from(id).map_err(|e| corrupt("meta", e))?;
+        if let Some(by) = inviter {
+            self.invited_by.insert(id, by)?;
+        }
+        let record = UserRecord {
+            id,
+            name: name.to_owned(),
+            passkey: Passkey::random().as_str().to_owned(),
+            created_at: unix_now(),
+            uploaded: 0,
+            downloaded: 0,
+            public_key: public_key.map(super::encode_public_key),
+            verified_uploaded: 0,
+            verified_downloaded: 0,
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
+        self.users.insert(id, json.as_slice())?;
+        self.names.insert(name, id)?;
+        if let Some(pk) = public_key {
+            self.keys.insert(&pk.0[..], id)?;
+        }
+        Ok(Answer::OnCommit(record))
+    }
+
+    /// [`StoreCmd::CreateInvite`]: a one-use code, counted against the inviting user's budget
+    /// (an admin's, `by: None`, is not counted). Refused with `NoInvitesLeft`.
+    fn create_invite(&mut self, by: Option<(UserId, u32)>) -> Result<Answer<String>, StoreError> {
+        if let Some((user, budget)) = by {
+            let used = self.user_invites.get(user)?.map_or(0, |v| v.value());
+            if used >= budget {
+                return Ok(Answer::refused(StoreError::NoInvitesLeft { used, budget }));
+            }
+            self.user_invites.insert(user, used + 1)?;
+        }
+        let code = Passkey::random().as_str().to_owned();
+        let invite = Invite { created_by: by.map(|(u, _)| u), created_at: unix_now() };
+        let json = serde_json::to_vec(&invite).map_err(|e| corrupt("invites", e))?;
+        self.invites.insert(code.as_str(), json.as_slice())?;
+        Ok(Answer::OnCommit(code))
+    }
+
+    /// [`StoreCmd::AttachKey`]: gives the user named `name` the key `public_key`. Refused with
+    /// `UserNotFound`, `UserHasKey` or `KeyExists`.
+    fn attach_key(
+        &mut self,
+        name: &str,
+        public_key: &PublicKeyBytes,
+    ) -> Result<Answer<UserRecord>, StoreError> {
+        let Some(id) = self.names.get(name)?.map(|v| v.value()) else {
+            return Ok(Answer::refused(StoreError::UserNotFound));
+        };
+        let Some(raw) = self.users.get(id)?.map(|v| v.value().to_vec()) else {
+            return Err(corrupt("users", "name without user"));
+        };
+        let mut record: UserRecord =
+            serde_json::from_slice(&raw).map_err(|e| corrupt("users", e))?;
+        if record.public_key.is_some() {
+            return Ok(Answer::refused(StoreError::UserHasKey));
+        }
+        if self.keys.get(&public_key.0[..])?.is_some() {
+            return Ok(Answer::refused(StoreError::KeyExists));
+        }
+        record.public_key = Some(super::encode_public_key(public_key));
+        let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
+        self.users.insert(id, json.as_slice())?;
+        self.keys.insert(&public_key.0[..], id)?;
+        Ok(Answer::OnCommit(record))
+    }
+
+    /// [`StoreCmd::RegisterTorrent`]: stores `record` (merged into an earlier registration)
+    /// and its piece hashes; answers whether it was new, and the record as stored. Refused with
+    /// `TorrentConflict`.
+    fn register_torrent(
+        &mut self,
+        record: TorrentRecord,
+        pieces: Option<Vec<u8>>,
+    ) -> Result<Answer<(bool, TorrentRecord)>, StoreError> {
+        // Stored under every hash clients announce it with (v1, truncated v2), so a hybrid
+        // torrent is one torrent either way.
+        let mut existing = None;
+        for ih in &record.announce_hashes() {
+            if let Some(v) = self.torrents.get(&ih.0[..])? {
+                let r: TorrentRecord =
+                    serde_json::from_slice(v.value()).map_err(|e| corrupt("torrents", e))?;
+                existing = Some(r);
+                break;
+            }
+        }
+        let new = existing.is_none();
+        let stored = match existing {
+            None => record,
+            Some(old) => match merge_torrent(old, record) {
+                Ok(merged) => merged,
+                Err(e) => return Ok(Answer::refused(e)),
+            },
+        };
+        // The piece hashes, kept under the canonical hash only. A torrent first registered
+        // without them (by JSON) gets them from its .torrent later; different ones are a
+        // conflict.
+        if let Some(pieces) = pieces {
+            let key = stored.canonical_hash();
+            let old = self.piece_hashes.get(&key.0[..])?.map(|v| v.value().to_vec());
+            match old {
+                Some(old) if old != pieces => {
+                    return Ok(Answer::refused(StoreError::TorrentConflict {
+                        field: "pieces",
+                        existing: old.len() as u64 / 20,
+                        given: pieces.len() as u64 / 20,
+                    }));
+                }
+                Some(_) => {}
+                None => {
+                    self.piece_hashes.insert(&key.0[..], pieces.as_slice())?;
+                }
+            }
+        }
+        let json = serde_json::to_vec(&stored).map_err(|e| corrupt("torrents", e))?;
+        for ih in stored.announce_hashes() {
+            self.torrents.insert(&ih.0[..], json.as_slice())?;
+        }
+        Ok(Answer::OnCommit((new, stored)))
+    }
+
+    /// [`StoreCmd::ReserveReceipts`], the store's half of a report: each receipt's piece hash
+    /// against the torrent's own, then the ledger's freshness, duplicate, in-flight and
+    /// already-credited checks, reserving what passes. Writes nothing.
+    fn reserve_receipts(
+        &self,
+        ledger: &mut Ledger,
+        items: &[super::ReserveItem],
+        now: u64,
+    ) -> Result<Vec<Result<PieceClaim, ReserveError>>, StoreError> {
+        let mut hashes: HashMap<InfoHash, Option<Vec<u8>>> = HashMap::new();
+        let mut verdicts: Vec<Option<Result<PieceClaim, ReserveError>>> = vec![None; items.len()];
+        let mut claims = Vec::with_capacity(items.len());
+        let mut positions = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let known = match hashes.entry(item.torrent) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(
+                    self.piece_hashes.get(&item.torrent.0[..])?.map(|v| v.value().to_vec()),
+                ),
+            };
+            if let Some(all) = known {
+                let at = item.receipt.piece_index as usize * 20;
+                if all.get(at..at + 20) != Some(item.receipt.piece_hash.as_bytes()) {
+                    verdicts[i] = Some(Err(ReserveError::WrongPieceHash));
+                    continue;
+                }
+            }
+            claims.push((PieceClaim::of(&item.receipt, item.torrent), item.receipt.timestamp));
+            positions.push(i);
+        }
+        let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
+        let checked = ledger.reserve(&claims, now, |claim| {
+            let key = claim.set_key();
+            let set = match sets.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(read_set(&self.credited_sets, &key)?),
+            };
+            Ok::<_, StoreError>(set.contains(claim.piece_index))
+        })?;
+        for ((i, (claim, _)), verdict) in positions.into_iter().zip(&claims).zip(checked) {
+            verdicts[i] = Some(verdict.map(|()| *claim).map_err(ReserveError::Ledger));
+        }
+        Ok(verdicts
+            .into_iter()
+            .map(|v| v.expect("every item is refused for its hash or passed to the ledger"))
+            .collect())
+    }
+
+    /// [`StoreCmd::CreditReceipts`]: adds each credited piece to its downloader's piece set
+    /// and to the `credited_pieces` count, and the bytes to both users' verified sums.
+    ///
+    /// # Errors
+    /// A piece already in its set: the ledger reserved it, so this is a bug, and the batch is
+    /// refused rather than crediting twice.
+    fn credit_receipts(&mut self, credits: &[ReceiptCredit]) -> Result<(), StoreError> {
+        let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
+        for c in credits {
+            let key = c.claim.set_key();
+            let set = match sets.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(read_set(&self.credited_sets, &key)?),
+            };
+            if !set.insert(c.claim.piece_index) {
+                return Err(corrupt("credited_pieces", "a reserved piece was already credited"));
+            }
+            let s = self.sums.entry(c.uploader).or_default();
+            s.verified_up = s.verified_up.saturating_add(c.bytes);
+            let s = self.sums.entry(c.signer).or_default();
+            s.verified_down = s.verified_down.saturating_add(c.bytes);
+        }
+        for (key, set) in &sets {
+            self.credited_sets.insert(&key.0[..], set.to_bytes().as_slice())?;
+        }
+        if !credits.is_empty() {
+            let n = self.meta.get("credited_pieces")?.map_or(0, |v| v.value());
+            self.meta.insert("credited_pieces", n + credits.len() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// [`StoreCmd::TakeChainBatch`]: the batch in flight (answered at once: it is durable), or
+    /// a new one from up to `max_users` users' pending credit. Pending credit of a user who is
+    /// unknown or has no key is dropped. Refused with `ChainContract` unless the outbox is
+    /// pointed at `contract`.
+    fn take_chain_batch(
+        &mut self,
+        contract: pbts_chain::Address,
+        max_users: usize,
+        accounts: &Accounts,
+    ) -> Result<Answer<Option<ChainBatch>>, StoreError> {
+        let current = self.meta_text.get("chain_contract")?.map(|v| v.value().to_owned());
+        let asked = contract.to_string();
+        if current.as_deref().is_none_or(|c| !c.eq_ignore_ascii_case(&asked)) {
+            let current = current.unwrap_or_else(|| "nothing".to_owned());
+            return Ok(Answer::refused(StoreError::ChainContract { current, asked }));
+        }
+        if let Some((_, batch)) = first_batch(&self.chain_batch)? {
+            return Ok(Answer::Now(Ok(Some(batch))));
+        }
+        let mut rows = Vec::new();
+        for row in self.chain_pending.iter()?.take(max_users) {
+            let (k, v) = row?;
+            let (down, up) =
+                decode_pair(v.value()).ok_or_else(|| corrupt("chain_pending", "value"))?;
+            rows.push((k.value(), down, up));
+        }
+        let mut entries = Vec::with_capacity(rows.len());
+        for &(id, down, up) in &rows {
+            self.chain_pending.remove(id)?;
+            self.chain_changed = true;
+            let Some(user) = accounts.by_id(id) else {
+                tracing::warn!("chain credit of unknown user {id} dropped");
+                continue;
+            };
+            let Some(pk) = user.public_key.get() else {
+                tracing::warn!("chain credit of user {id} without a key dropped");
+                continue;
+            };
+            entries.push(pbts_chain::CreditEntry {
+                username: user.name.clone(),
+                key_hash: pbts_chain::key_hash(&pk.0),
+                download_delta: down,
+                upload_delta: up,
+            });
+        }
+        if entries.is_empty() {
+            return Ok(Answer::OnCommit(None));
+        }
+        let last = self.meta.get("chain_last_batch")?.map_or(0, |v| v.value());
+        let batch = ChainBatch { id: last + 1, contract, entries };
+        let json = serde_json::to_vec(&batch).map_err(|e| corrupt("chain_batch", e))?;
+        self.chain_batch.insert(batch.id, json.as_slice())?;
+        Ok(Answer::OnCommit(Some(batch)))
+    }
+
+    /// [`StoreCmd::ChainBatchDone`]: forgets batch `id` and records it as the contract's last.
+    fn chain_batch_done(&mut self, id: u64) -> Result<(), StoreError> {
+        self.chain_batch.remove(id)?;
+        self.meta.insert("chain_last_batch", id)?;
+        self.chain_changed = true;
+        Ok(())
+    }
+
+    /// [`StoreCmd::RenumberChainBatch`]: the batch in flight becomes batch `to`, and `to - 1`
+    /// the contract's last. Nothing to do without a batch in flight.
+    fn renumber_chain_batch(&mut self, to: u64) -> Result<(), StoreError> {
+        let Some((old, mut batch)) = first_batch(&self.chain_batch)? else { return Ok(()) };
+        self.chain_batch.remove(old)?;
+        batch.id = to;
+        let json = serde_json::to_vec(&batch).map_err(|e| corrupt("chain_batch", e))?;
+        self.chain_batch.insert(to, json.as_slice())?;
+        self.meta.insert("chain_last_batch", to.saturating_sub(1))?;
+        self.chain_changed = true;
+        Ok(())
+    }
+
+    /// [`StoreCmd::SetReputation`]: points the outbox at `contract`, whose last applied batch
+    /// is `last_batch_id`. Refused with `ChainBusy` while a batch for another contract is in
+    /// flight.
+    fn set_reputation(
+        &mut self,
+        contract: pbts_chain::Address,
+        last_batch_id: u64,
+    ) -> Result<Answer<()>, StoreError> {
+        if let Some((_, batch)) = first_batch(&self.chain_batch)?
+            && batch.contract != contract
+        {
+            return Ok(Answer::refused(StoreError::ChainBusy(batch.contract.to_string())));
+        }
+        self.meta_text.insert("chain_contract", contract.to_string().as_str())?;
+        self.meta.insert("chain_last_batch", last_batch_id)?;
+        self.chain_changed = true;
+        Ok(Answer::OnCommit(()))
+    }
+
+    /// [`StoreCmd::SetOverrides`]: persists `overrides`, every run-time setting in force.
+    fn set_overrides(&mut self, overrides: &Overrides) -> Result<(), StoreError> {
+        let json = serde_json::to_string(overrides).map_err(|e| corrupt("meta_text", e))?;
+        self.meta_text.insert("config_overrides", json.as_str())?;
+        Ok(())
+    }
+
+    /// [`StoreCmd::Flush`]: adds announce deltas to the (user, torrent) totals and the users'
+    /// claimed sums, and new snatches to the torrents' counts.
+    fn flush(
+        &mut self,
+        deltas: &[StatDelta],
+        snatches: &[(InfoHash, u32)],
+    ) -> Result<(), StoreError> {
+        for d in deltas {
+            let mut key = [0u8; 24];
+            key[..4].copy_from_slice(&d.user.to_be_bytes());
+            key[4..].copy_from_slice(&d.info_hash.0);
+            add_to_pair(
+                &mut self.user_torrent,
+                "user_torrent",
+                &key[..],
+                (d.uploaded, d.downloaded),
+            )?;
+            let sum = self.sums.entry(d.user).or_default();
+            sum.up = sum.up.saturating_add(d.uploaded);
+            sum.down = sum.down.saturating_add(d.downloaded);
+        }
+        for &(ih, n) in snatches {
+            let old = self.snatches.get(&ih.0[..])?.map(|v| v.value()).unwrap_or(0);
+            self.snatches.insert(&ih.0[..], old.saturating_add(n))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the batch: adds its sums to each user's record once, and its verified credit to
+    /// the user's pending chain credit too.
+    ///
+    /// Persisted claimed totals are exactly the sum of flushed deltas (the in-memory mirror runs
+    /// ahead by what is still pending on the cores); verified totals are the sum of credited
+    /// receipts. Users not in the table are skipped.
+    fn write_sums(&mut self) -> Result<(), StoreError> {
+        for (id, sum) in std::mem::take(&mut self.sums) {
+            let Some(v) = self.users.get(id)? else { continue };
+            let mut record: UserRecord =
+                serde_json::from_slice(v.value()).map_err(|e| corrupt("users", e))?;
+            drop(v);
+            record.uploaded = record.uploaded.saturating_add(sum.up);
+            record.downloaded = record.downloaded.saturating_add(sum.down);
+            record.verified_uploaded = record.verified_uploaded.saturating_add(sum.verified_up);
+            record.verified_downloaded =
+                record.verified_downloaded.saturating_add(sum.verified_down);
+            let json = serde_json::to_vec(&record).map_err(|e| corrupt("users", e))?;
+            self.users.insert(id, json.as_slice())?;
+            // Verified credit also waits for the chain, in the same transaction: the outbox can
+            // never miss or repeat it.
+            if sum.verified_up > 0 || sum.verified_down > 0 {
+                let pending = (sum.verified_down, sum.verified_up);
+                add_to_pair(&mut self.chain_pending, "chain_pending", id, pending)?;
+                self.chain_changed = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The piece set stored under `key` (empty if none).
@@ -886,73 +1112,12 @@ fn read_set(
     }
 }
 
-/// The store's half of a report: each receipt's piece hash against the torrent's own, then the
-/// ledger's freshness, duplicate, in-flight and already-credited checks, reserving what passes.
-fn reserve(
-    ledger: &mut Ledger,
-    items: &[super::ReserveItem],
-    now: u64,
-    credited_sets: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    piece_hashes: &impl ReadableTable<&'static [u8], &'static [u8]>,
-) -> Result<Vec<Result<PieceClaim, ReserveError>>, StoreError> {
-    let mut hashes: HashMap<InfoHash, Option<Vec<u8>>> = HashMap::new();
-    let mut verdicts: Vec<Option<Result<PieceClaim, ReserveError>>> = vec![None; items.len()];
-    let mut claims = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let known = match hashes.entry(item.torrent) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(piece_hashes.get(&item.torrent.0[..])?.map(|v| v.value().to_vec()))
-            }
-        };
-        if let Some(all) = known {
-            let at = item.receipt.piece_index as usize * 20;
-            if all.get(at..at + 20) != Some(item.receipt.piece_hash.as_bytes()) {
-                verdicts[i] = Some(Err(ReserveError::WrongPieceHash));
-                continue;
-            }
-        }
-        claims.push((PieceClaim::of(&item.receipt, item.torrent), item.receipt.timestamp));
-        positions.push(i);
-    }
-    let mut sets: HashMap<SetKey, PieceSet> = HashMap::new();
-    let checked = ledger.reserve(&claims, now, |claim| {
-        let key = claim.set_key();
-        let set = match sets.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(read_set(credited_sets, &key)?)
-            }
-        };
-        Ok::<_, StoreError>(set.contains(claim.piece_index))
-    })?;
-    for ((i, (claim, _)), verdict) in positions.into_iter().zip(&claims).zip(checked) {
-        verdicts[i] = Some(verdict.map(|()| *claim).map_err(ReserveError::Ledger));
-    }
-    Ok(verdicts
-        .into_iter()
-        .map(|v| v.expect("every item is refused for its hash or passed to the ledger"))
-        .collect())
-}
-
 /// The batch in flight, if any.
-fn first_batch(
-    table: &redb::Table<'_, u64, &[u8]>,
-) -> Result<Option<(u64, ChainBatch)>, StoreError> {
+fn first_batch(table: &Table<'_, u64, &[u8]>) -> Result<Option<(u64, ChainBatch)>, StoreError> {
     let Some(row) = table.first()? else { return Ok(None) };
     let batch: ChainBatch =
         serde_json::from_slice(row.1.value()).map_err(|e| corrupt("chain_batch", e))?;
     Ok(Some((row.0.value(), batch)))
-}
-
-/// Per-user totals added by one batch.
-#[derive(Default)]
-struct Sums {
-    up: u64,
-    down: u64,
-    verified_up: u64,
-    verified_down: u64,
 }
 
 /// A torrent registered again: fills in what the stored record lacks (piece length, size,
@@ -975,6 +1140,26 @@ fn merge_torrent(old: TorrentRecord, new: TorrentRecord) -> Result<TorrentRecord
     })
 }
 
+/// Adds `(a, b)` to the two counters stored under `key` in `table` (both 0 if absent),
+/// saturating at `u64::MAX`, and returns the new pair.
+///
+/// # Errors
+/// Database errors, or a stored value that is not two counters (`Corrupt`, naming `name`).
+fn add_to_pair<'k, K: redb::Key + 'static>(
+    table: &mut Table<'_, K, &'static [u8]>,
+    name: &'static str,
+    key: K::SelfType<'k>,
+    (a, b): (u64, u64),
+) -> Result<(u64, u64), StoreError> {
+    let (old_a, old_b) = match table.get(&key)? {
+        Some(v) => decode_pair(v.value()).ok_or_else(|| corrupt(name, "value"))?,
+        None => (0, 0),
+    };
+    let sum = (old_a.saturating_add(a), old_b.saturating_add(b));
+    table.insert(&key, &encode_pair(sum.0, sum.1)[..])?;
+    Ok(sum)
+}
+
 fn encode_pair(a: u64, b: u64) -> [u8; 16] {
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&a.to_be_bytes());
@@ -986,4 +1171,866 @@ fn decode_pair(v: &[u8]) -> Option<(u64, u64)> {
     let v: &[u8; 16] = v.try_into().ok()?;
     let (a, b) = v.split_at(8);
     Some((u64::from_be_bytes(a.try_into().ok()?), u64::from_be_bytes(b.try_into().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use pbts_verifier::credit::Rejection;
+    use pbts_verifier::receipt::{PieceHash, Receipt, SignatureBytes};
+    use redb::ReadTransaction;
+
+    use super::*;
+    use crate::store::{ReserveItem, encode_public_key};
+
+    /// The clock of every report in these tests, Unix seconds.
+    const NOW: u64 = 1_700_000_000;
+
+    /// A database in a temporary directory, with the in-memory state the store thread keeps.
+    struct Fixture {
+        db: Db,
+        accounts: Accounts,
+        stats: Arc<ReceiptStats>,
+        outbox: Arc<OutboxStats>,
+        health: Arc<StoreStats>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let (stats, outbox, health) = (Arc::default(), Arc::default(), Arc::default());
+            let db = Db::open(
+                dir.path(),
+                Freshness::default(),
+                Arc::clone(&stats),
+                Arc::clone(&outbox),
+                Arc::clone(&health),
+            )
+            .unwrap();
+            // Tests run in parallel threads: faults are injected through the field, never
+            // through PBTS_FAULT_COMMIT.
+            assert_eq!(db.commit_faults, 0);
+            Self { db, accounts: Accounts::default(), stats, outbox, health, dir }
+        }
+
+        /// Applies `cmds` as one batch; returns the accounting kept for retry.
+        fn apply(&mut self, cmds: Vec<StoreCmd>) -> Vec<StoreCmd> {
+            self.db.apply(cmds, &self.accounts)
+        }
+
+        /// Applies one command as a batch of its own and returns its reply.
+        fn ask<T>(&mut self, cmd: impl FnOnce(Reply<T>) -> StoreCmd) -> Result<T, StoreError> {
+            let (reply, rx) = flume::bounded(1);
+            assert!(self.apply(vec![cmd(reply)]).is_empty());
+            rx.try_recv().expect("a command that does not fail its batch is answered")
+        }
+
+        fn create_user(&mut self, name: &str, key: Option<u8>) -> UserRecord {
+            let public_key = key.map(pk);
+            self.ask(|reply| StoreCmd::CreateUser {
+                name: name.to_owned(),
+                invite: None,
+                public_key,
+                reply,
+            })
+            .unwrap()
+        }
+
+        fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>) -> T {
+            f(&self.db.db.begin_read().unwrap()).unwrap()
+        }
+
+        fn write(&self, f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>) {
+            let tx = self.db.db.begin_write().unwrap();
+            f(&tx).unwrap();
+            tx.commit().unwrap();
+        }
+
+        fn len<K: redb::Key + 'static, V: redb::Value + 'static>(
+            &self,
+            table: TableDefinition<'_, K, V>,
+        ) -> u64 {
+            self.read(|tx| Ok(tx.open_table(table)?.len()?))
+        }
+
+        fn user(&self, id: u32) -> UserRecord {
+            self.read(|tx| {
+                let v = tx.open_table(USERS)?.get(id)?.expect("user stored");
+                Ok(serde_json::from_slice(v.value()).unwrap())
+            })
+        }
+
+        fn meta(&self, key: &str) -> Option<u64> {
+            self.read(|tx| Ok(tx.open_table(META)?.get(key)?.map(|v| v.value())))
+        }
+
+        fn meta_text(&self, key: &str) -> Option<String> {
+            self.read(|tx| Ok(tx.open_table(META_TEXT)?.get(key)?.map(|v| v.value().to_owned())))
+        }
+
+        fn invited_by(&self, id: u32) -> Option<u32> {
+            self.read(|tx| Ok(tx.open_table(INVITED_BY)?.get(id)?.map(|v| v.value())))
+        }
+
+        /// A user's verified credit waiting for the chain: (download, upload).
+        fn pending(&self, id: u32) -> Option<(u64, u64)> {
+            self.read(|tx| {
+                let table = tx.open_table(CHAIN_PENDING)?;
+                Ok(table.get(id)?.map(|v| decode_pair(v.value()).unwrap()))
+            })
+        }
+
+        fn set_pending(&self, rows: &[(u32, u64, u64)]) {
+            self.write(|tx| {
+                let mut table = tx.open_table(CHAIN_PENDING)?;
+                for &(id, down, up) in rows {
+                    table.insert(id, &encode_pair(down, up)[..])?;
+                }
+                Ok(())
+            });
+        }
+
+        fn credited(&self, claim: &PieceClaim) -> PieceSet {
+            self.read(|tx| read_set(&tx.open_table(CREDITED)?, &claim.set_key()))
+        }
+
+        fn reserve(&mut self, receipts: &[Receipt]) -> Vec<Result<PieceClaim, ReserveError>> {
+            let items = receipts
+                .iter()
+                .map(|&r| ReserveItem { receipt: r, torrent: r.info_hash })
+                .collect();
+            self.ask(|reply| StoreCmd::ReserveReceipts { items, now: NOW, reply }).unwrap()
+        }
+
+        fn set_reputation(&mut self, contract: u8, last_batch_id: u64) -> Result<(), StoreError> {
+            let contract = address(contract);
+            self.ask(|reply| StoreCmd::SetReputation { contract, last_batch_id, reply })
+        }
+
+        fn take_batch(
+            &mut self,
+            contract: u8,
+            max_users: usize,
+        ) -> Result<Option<ChainBatch>, StoreError> {
+            let contract = address(contract);
+            self.ask(|reply| StoreCmd::TakeChainBatch { contract, max_users, reply })
+        }
+    }
+
+    fn pk(n: u8) -> PublicKeyBytes {
+        PublicKeyBytes([n; 48])
+    }
+
+    fn address(n: u8) -> pbts_chain::Address {
+        pbts_chain::Address::repeat_byte(n)
+    }
+
+    /// The torrent most tests use.
+    const T: InfoHash = InfoHash([0xaa; 20]);
+
+    /// Piece `index` of a torrent has the hash `[index + 1; 20]` in these tests.
+    fn piece_hash(index: u32) -> [u8; 20] {
+        [index as u8 + 1; 20]
+    }
+
+    /// A receipt signed by the holder of `pk(signer)` for piece `index` of `T`, from `pk(9)`.
+    fn receipt(signer: u8, index: u32) -> Receipt {
+        Receipt {
+            info_hash: T,
+            sender_pk: pk(9),
+            receiver_pk: pk(signer),
+            piece_hash: PieceHash::from_slice(&piece_hash(index)).unwrap(),
+            piece_index: index,
+            timestamp: NOW,
+            signature: SignatureBytes([0; 96]),
+        }
+    }
+
+    fn torrent(info_hash: InfoHash) -> TorrentRecord {
+        TorrentRecord {
+            info_hash: crate::common::hex(&info_hash.0),
+            name: Some("debian".to_owned()),
+            registered_at: 5,
+            v2_info_hash: None,
+            piece_length: None,
+            total_size: None,
+        }
+    }
+
+    #[test]
+    fn create_user_stores_the_user_and_publishes_it_once_committed() {
+        let mut f = Fixture::new();
+        let alice = f.create_user("alice", Some(1));
+        assert_eq!(alice.id, 1);
+        assert_eq!(alice.name, "alice");
+        assert!(Passkey::parse(alice.passkey.as_bytes()).is_some(), "{}", alice.passkey);
+        assert_eq!(alice.public_key, Some(encode_public_key(&pk(1))));
+        assert_eq!((alice.uploaded, alice.verified_uploaded), (0, 0));
+        assert_eq!(f.user(1), alice);
+        assert_eq!(f.read(|tx| Ok(tx.open_table(USER_NAMES)?.get("alice")?.unwrap().value())), 1);
+        assert_eq!(
+            f.read(|tx| Ok(tx.open_table(USER_KEYS)?.get(&pk(1).0[..])?.unwrap().value())),
+            1
+        );
+        assert_eq!(f.invited_by(1), None);
+        assert_eq!(f.meta("next_user_id"), Some(2));
+        let user = f.accounts.by_name("alice").unwrap();
+        assert_eq!(user.id, 1);
+        assert_eq!(f.accounts.by_key(&pk(1)).unwrap().id, 1);
+        let passkey = Passkey::parse(alice.passkey.as_bytes()).unwrap();
+        assert_eq!(f.accounts.by_passkey(&passkey).unwrap().id, 1);
+
+        let bob = f.create_user("bob", None);
+        assert_eq!((bob.id, bob.public_key), (2, None));
+        assert_ne!(bob.passkey, alice.passkey);
+        assert_eq!(f.meta("next_user_id"), Some(3));
+        assert_eq!(f.len(USER_KEYS), 1);
+        assert_eq!(f.accounts.len(), 2);
+    }
+
+    #[test]
+    fn create_user_refuses_a_taken_name_or_key_and_writes_nothing() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        let again = f.ask(|reply| StoreCmd::CreateUser {
+            name: "alice".to_owned(),
+            invite: None,
+            public_key: Some(pk(2)),
+            reply,
+        });
+        assert!(matches!(&again, Err(StoreError::UserExists(n)) if n == "alice"), "{again:?}");
+        let same_key = f.ask(|reply| StoreCmd::CreateUser {
+            name: "bob".to_owned(),
+            invite: None,
+            public_key: Some(pk(1)),
+            reply,
+        });
+        assert!(matches!(same_key, Err(StoreError::KeyExists)), "{same_key:?}");
+        assert_eq!(f.meta("next_user_id"), Some(2));
+        assert_eq!((f.len(USERS), f.len(USER_NAMES), f.len(USER_KEYS)), (1, 1, 1));
+        assert_eq!(f.accounts.len(), 1);
+        assert!(f.accounts.by_key(&pk(2)).is_none());
+    }
+
+    #[test]
+    fn create_user_consumes_an_invite_once_and_records_who_invited() {
+        let mut f = Fixture::new();
+        f.create_user("alice", None);
+        let admins = f.ask(|reply| StoreCmd::CreateInvite { by: None, reply }).unwrap();
+        let alices = f.ask(|reply| StoreCmd::CreateInvite { by: Some((1, 5)), reply }).unwrap();
+        for code in [&admins, &alices] {
+            assert!(Passkey::parse(code.as_bytes()).is_some(), "{code}");
+        }
+        assert_ne!(admins, alices);
+        assert_eq!(f.len(INVITES), 2);
+        let invite = |f: &mut Fixture, name: &str, code: &str| {
+            let (name, invite) = (name.to_owned(), Some(code.to_owned()));
+            f.ask(|reply| StoreCmd::CreateUser { name, invite, public_key: None, reply })
+        };
+
+        assert_eq!(invite(&mut f, "bob", &admins).unwrap().id, 2);
+        assert_eq!(f.invited_by(2), Some(0));
+        let reused = invite(&mut f, "carol", &admins);
+        assert!(matches!(reused, Err(StoreError::InvalidInvite)), "{reused:?}");
+        let unknown = invite(&mut f, "carol", "0123456789abcdef0123456789abcdef");
+        assert!(matches!(unknown, Err(StoreError::InvalidInvite)), "{unknown:?}");
+        assert_eq!(f.meta("next_user_id"), Some(3));
+        assert_eq!(invite(&mut f, "carol", &alices).unwrap().id, 3);
+        assert_eq!(f.invited_by(3), Some(1));
+        assert_eq!(f.invited_by(1), None);
+        assert_eq!(f.len(INVITES), 0);
+    }
+
+    #[test]
+    fn create_invite_counts_a_users_invites_against_their_budget() {
+        let mut f = Fixture::new();
+        for _ in 0..2 {
+            f.ask(|reply| StoreCmd::CreateInvite { by: Some((7, 2)), reply }).unwrap();
+        }
+        let over = f.ask(|reply| StoreCmd::CreateInvite { by: Some((7, 2)), reply });
+        assert!(matches!(over, Err(StoreError::NoInvitesLeft { used: 2, budget: 2 })), "{over:?}");
+        let none = f.ask(|reply| StoreCmd::CreateInvite { by: Some((8, 0)), reply });
+        assert!(matches!(none, Err(StoreError::NoInvitesLeft { used: 0, budget: 0 })), "{none:?}");
+        // An admin's invites are not counted.
+        f.ask(|reply| StoreCmd::CreateInvite { by: None, reply }).unwrap();
+        let used = |f: &Fixture, id| {
+            f.read(|tx| Ok(tx.open_table(USER_INVITES)?.get(id)?.map(|v| v.value())))
+        };
+        assert_eq!((used(&f, 7), used(&f, 8), used(&f, 0)), (Some(2), None, None));
+        assert_eq!(f.len(INVITES), 3);
+    }
+
+    #[test]
+    fn attach_key_gives_a_keyless_user_one_key_for_good() {
+        let mut f = Fixture::new();
+        let alice = f.create_user("alice", None);
+        f.create_user("bob", Some(2));
+        let mut attach = |name: &str, key| {
+            let name = name.to_owned();
+            f.ask(|reply| StoreCmd::AttachKey { name, public_key: pk(key), reply })
+        };
+        let nobody = attach("nobody", 1);
+        assert!(matches!(nobody, Err(StoreError::UserNotFound)), "{nobody:?}");
+        let taken = attach("alice", 2);
+        assert!(matches!(taken, Err(StoreError::KeyExists)), "{taken:?}");
+        let has = attach("bob", 3);
+        assert!(matches!(has, Err(StoreError::UserHasKey)), "{has:?}");
+        let record = attach("alice", 1).unwrap();
+        assert_eq!(record, UserRecord { public_key: Some(encode_public_key(&pk(1))), ..alice });
+        let again = attach("alice", 4);
+        assert!(matches!(again, Err(StoreError::UserHasKey)), "{again:?}");
+
+        assert_eq!(f.user(1), record);
+        assert_eq!(
+            f.read(|tx| Ok(tx.open_table(USER_KEYS)?.get(&pk(1).0[..])?.unwrap().value())),
+            1
+        );
+        assert_eq!(f.len(USER_KEYS), 2);
+        assert_eq!(f.accounts.by_key(&pk(1)).unwrap().id, 1);
+        assert_eq!(f.accounts.by_name("alice").unwrap().public_key.get(), Some(&pk(1)));
+        assert!(f.accounts.by_key(&pk(3)).is_none() && f.accounts.by_key(&pk(4)).is_none());
+    }
+
+    #[test]
+    fn register_torrent_stores_under_every_hash_and_fills_in_but_never_changes() {
+        let mut f = Fixture::new();
+        let v2 = [0xbb; 32];
+        let first = TorrentRecord { v2_info_hash: Some(crate::common::hex(&v2)), ..torrent(T) };
+        let mut register = |record: &TorrentRecord, pieces: Option<Vec<u8>>| {
+            let record = record.clone();
+            f.ask(|reply| StoreCmd::RegisterTorrent { record, pieces, reply })
+        };
+        assert_eq!(register(&first, None).unwrap(), (true, first.clone()));
+
+        let pieces: Vec<u8> = (0..3).flat_map(piece_hash).collect();
+        let sized = TorrentRecord {
+            piece_length: Some(16384),
+            total_size: Some(40000),
+            name: Some("other".to_owned()),
+            registered_at: 9,
+            ..first.clone()
+        };
+        let merged =
+            TorrentRecord { piece_length: Some(16384), total_size: Some(40000), ..first.clone() };
+        assert_eq!(register(&sized, Some(pieces.clone())).unwrap(), (false, merged.clone()));
+        // Registering by the truncated v2 hash finds the same torrent.
+        assert_eq!(
+            register(&torrent(InfoHash([0xbb; 20])), None).unwrap(),
+            (false, merged.clone())
+        );
+
+        let longer = TorrentRecord { piece_length: Some(32768), ..sized.clone() };
+        let conflict = register(&longer, None);
+        assert!(
+            matches!(
+                conflict,
+                Err(StoreError::TorrentConflict {
+                    field: "piece_length",
+                    existing: 16384,
+                    given: 32768
+                })
+            ),
+            "{conflict:?}"
+        );
+        let other_pieces = register(&sized, Some(pieces[..40].to_vec()));
+        assert!(
+            matches!(
+                other_pieces,
+                Err(StoreError::TorrentConflict { field: "pieces", existing: 3, given: 2 })
+            ),
+            "{other_pieces:?}"
+        );
+
+        let stored = |f: &Fixture, key: [u8; 20]| {
+            f.read(|tx| {
+                let v = tx.open_table(TORRENTS)?.get(&key[..])?.expect("stored");
+                Ok(serde_json::from_slice::<TorrentRecord>(v.value()).unwrap())
+            })
+        };
+        assert_eq!(stored(&f, T.0), merged);
+        assert_eq!(stored(&f, [0xbb; 20]), merged);
+        assert_eq!(f.len(TORRENTS), 2);
+        let hashes = f
+            .read(|tx| Ok(tx.open_table(PIECE_HASHES)?.get(&T.0[..])?.map(|v| v.value().to_vec())));
+        assert_eq!(hashes, Some(pieces));
+        assert_eq!(f.len(PIECE_HASHES), 1);
+    }
+
+    #[test]
+    fn reserve_receipts_checks_piece_hashes_then_the_ledger() {
+        let mut f = Fixture::new();
+        let pieces: Vec<u8> = (0..3).flat_map(piece_hash).collect();
+        let record = torrent(T);
+        f.ask(|reply| StoreCmd::RegisterTorrent { record, pieces: Some(pieces), reply }).unwrap();
+        let no_hashes = InfoHash([0xcc; 20]);
+        let wrong_hash =
+            Receipt { piece_hash: PieceHash::from_slice(&[9; 20]).unwrap(), ..receipt(1, 1) };
+        let stale = Receipt { timestamp: NOW - 3601, ..receipt(1, 2) };
+        let elsewhere = Receipt { info_hash: no_hashes, ..receipt(1, 7) };
+        let verdicts = f.reserve(&[
+            receipt(1, 0),
+            wrong_hash,
+            Receipt { timestamp: NOW - 1, ..receipt(1, 0) },
+            receipt(1, 5),
+            elsewhere,
+            stale,
+        ]);
+        let claim = PieceClaim { downloader: pk(1), torrent: T, piece_index: 0 };
+        let other = PieceClaim { downloader: pk(1), torrent: no_hashes, piece_index: 7 };
+        assert_eq!(
+            verdicts,
+            vec![
+                Ok(claim),
+                Err(ReserveError::WrongPieceHash),
+                Err(ReserveError::Ledger(Rejection::DuplicateInBatch)),
+                // Past the last piece: no hash to match.
+                Err(ReserveError::WrongPieceHash),
+                Ok(other),
+                Err(ReserveError::Ledger(Rejection::Stale { age_secs: 3601 })),
+            ]
+        );
+        assert!(f.db.ledger.is_reserved(&claim) && f.db.ledger.is_reserved(&other));
+        assert_eq!(f.db.ledger.reserved_len(), 2);
+        assert_eq!(f.len(CREDITED), 0);
+        assert_eq!(
+            f.reserve(&[receipt(1, 0)]),
+            vec![Err(ReserveError::Ledger(Rejection::InFlight))]
+        );
+
+        let credit = ReceiptCredit { claim, uploader: 9, signer: 1, bytes: 100 };
+        let (credits, release) = (vec![credit], vec![other]);
+        f.ask(|reply| StoreCmd::CreditReceipts { credits, release, reply }).unwrap();
+        assert_eq!(
+            f.reserve(&[receipt(1, 0), receipt(2, 0)]),
+            vec![
+                Err(ReserveError::Ledger(Rejection::AlreadyCredited)),
+                Ok(PieceClaim { downloader: pk(2), ..claim }),
+            ]
+        );
+    }
+
+    #[test]
+    fn credit_receipts_records_pieces_and_both_users_verified_totals() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.create_user("bob", Some(2));
+        let claims: Vec<PieceClaim> = f
+            .reserve(&[receipt(2, 0), receipt(2, 1), receipt(2, 2)])
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let credit = |claim, bytes| ReceiptCredit { claim, uploader: 1, signer: 2, bytes };
+        let credits = vec![credit(claims[0], 100), credit(claims[1], 100)];
+        let release = vec![claims[2]];
+        f.ask(|reply| StoreCmd::CreditReceipts { credits, release, reply }).unwrap();
+
+        let set = f.credited(&claims[0]);
+        assert_eq!(
+            (set.len(), set.contains(0), set.contains(1), set.contains(2)),
+            (2, true, true, false)
+        );
+        assert_eq!(f.meta("credited_pieces"), Some(2));
+        assert_eq!(f.stats.credited_pieces.load(Ordering::Relaxed), 2);
+        let (alice, bob) = (f.user(1), f.user(2));
+        assert_eq!((alice.verified_uploaded, alice.verified_downloaded), (200, 0));
+        assert_eq!((bob.verified_uploaded, bob.verified_downloaded), (0, 200));
+        assert_eq!((alice.uploaded, bob.downloaded), (0, 0));
+        assert_eq!((f.pending(1), f.pending(2)), (Some((0, 200)), Some((200, 0))));
+        assert_eq!(f.outbox.pending_users.load(Ordering::Relaxed), 2);
+        let memory = |f: &Fixture, id| {
+            let u = f.accounts.by_id(id).unwrap();
+            (
+                u.verified_uploaded.load(Ordering::Relaxed),
+                u.verified_downloaded.load(Ordering::Relaxed),
+            )
+        };
+        assert_eq!((memory(&f, 1), memory(&f, 2)), ((200, 0), (0, 200)));
+        assert_eq!(f.db.ledger.reserved_len(), 0);
+
+        // The released piece can be reserved again, and credit adds up.
+        let again = f.reserve(&[receipt(2, 2)]);
+        assert_eq!(again, vec![Ok(claims[2])]);
+        let credits = vec![credit(claims[2], 50)];
+        f.ask(|reply| StoreCmd::CreditReceipts { credits, release: Vec::new(), reply }).unwrap();
+        assert_eq!((f.pending(1), f.pending(2)), (Some((0, 250)), Some((250, 0))));
+        assert_eq!(f.user(1).verified_uploaded, 250);
+        assert_eq!(f.meta("credited_pieces"), Some(3));
+        assert_eq!(f.stats.credited_pieces.load(Ordering::Relaxed), 3);
+        assert_eq!(f.credited(&claims[0]).len(), 3);
+    }
+
+    #[test]
+    fn credit_receipts_of_a_piece_already_credited_fails_the_batch() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.create_user("bob", Some(2));
+        let claim = f.reserve(&[receipt(2, 0)])[0].unwrap();
+        let credit = ReceiptCredit { claim, uploader: 1, signer: 2, bytes: 100 };
+        f.ask(|reply| StoreCmd::CreditReceipts { credits: vec![credit], release: vec![], reply })
+            .unwrap();
+        // Not reserved again: only a bug could send this.
+        let (reply, rx) = flume::bounded(1);
+        let cmd = StoreCmd::CreditReceipts { credits: vec![credit], release: vec![], reply };
+        assert!(f.apply(vec![cmd]).is_empty());
+        assert!(matches!(rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
+        assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(f.meta("credited_pieces"), Some(1));
+        assert_eq!(f.user(1).verified_uploaded, 100);
+        assert_eq!(f.pending(1), Some((0, 100)));
+        assert_eq!(f.stats.credited_pieces.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn flush_adds_announce_deltas_and_snatches_in_one_write_per_user() {
+        let mut f = Fixture::new();
+        f.create_user("alice", None);
+        let u = InfoHash([0xcc; 20]);
+        let delta = |user, info_hash, uploaded, downloaded| StatDelta {
+            user,
+            info_hash,
+            uploaded,
+            downloaded,
+        };
+        let retry = f.apply(vec![
+            StoreCmd::Flush {
+                deltas: vec![delta(1, T, 10, 20), delta(1, u, 1, 2)],
+                snatches: vec![(T, 1)],
+            },
+            StoreCmd::Flush {
+                deltas: vec![delta(1, T, 5, 7), delta(99, T, 3, 4)],
+                snatches: vec![(T, 2), (u, 1)],
+            },
+        ]);
+        assert!(retry.is_empty());
+        assert_eq!(f.db.user_torrents(1).unwrap(), vec![(T, 15, 27), (u, 1, 2)]);
+        // Accounting of a user unknown to the table is kept per torrent.
+        assert_eq!(f.db.user_torrents(99).unwrap(), vec![(T, 3, 4)]);
+        let snatches = |f: &Fixture, ih: InfoHash| {
+            f.read(|tx| Ok(tx.open_table(SNATCHES)?.get(&ih.0[..])?.map(|v| v.value())))
+        };
+        assert_eq!((snatches(&f, T), snatches(&f, u)), (Some(3), Some(1)));
+        let alice = f.user(1);
+        assert_eq!((alice.uploaded, alice.downloaded), (16, 29));
+        assert_eq!((alice.verified_uploaded, alice.verified_downloaded), (0, 0));
+        assert_eq!(f.len(USERS), 1);
+        assert_eq!(f.len(CHAIN_PENDING), 0);
+        // The in-memory totals are the serving cores' to keep.
+        assert_eq!(f.accounts.by_id(1).unwrap().uploaded.load(Ordering::Relaxed), 0);
+
+        f.apply(vec![StoreCmd::Flush { deltas: vec![delta(1, T, 1, 1)], snatches: vec![] }]);
+        assert_eq!(f.db.user_torrents(1).unwrap(), vec![(T, 16, 28), (u, 1, 2)]);
+        assert_eq!(f.user(1).uploaded, 17);
+    }
+
+    #[test]
+    fn set_overrides_merges_persists_and_sets_the_receipt_window() {
+        let mut f = Fixture::new();
+        let (tx1, rx1) = flume::bounded(1);
+        let (tx2, rx2) = flume::bounded(1);
+        let ratio = Overrides { min_ratio: Some(0.5), receipt_window_secs: None };
+        let window = Overrides { min_ratio: None, receipt_window_secs: Some(60) };
+        let both = Overrides { min_ratio: Some(0.5), receipt_window_secs: Some(60) };
+        f.apply(vec![
+            StoreCmd::SetOverrides { overrides: ratio, reply: tx1 },
+            StoreCmd::SetOverrides { overrides: window, reply: tx2 },
+        ]);
+        assert_eq!(rx1.try_recv().unwrap().unwrap(), ratio);
+        assert_eq!(rx2.try_recv().unwrap().unwrap(), both);
+        assert_eq!(f.db.overrides(), both);
+        assert_eq!(f.db.ledger.freshness(), Freshness { window_secs: 60, max_future_secs: 300 });
+        let stored: Overrides =
+            serde_json::from_str(&f.meta_text("config_overrides").unwrap()).unwrap();
+        assert_eq!(stored, both);
+        let raised = Overrides { min_ratio: Some(1.0), receipt_window_secs: None };
+        let now = f.ask(|reply| StoreCmd::SetOverrides { overrides: raised, reply }).unwrap();
+        assert_eq!(now, Overrides { min_ratio: Some(1.0), receipt_window_secs: Some(60) });
+
+        let Fixture { db, stats, outbox, health, dir, .. } = f;
+        drop(db);
+        let reopened = Db::open(dir.path(), Freshness::default(), stats, outbox, health).unwrap();
+        assert_eq!(reopened.overrides(), now);
+        assert_eq!(reopened.ledger.freshness().window_secs, 60);
+    }
+
+    #[test]
+    fn set_reputation_points_the_outbox_unless_another_contracts_batch_is_in_flight() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.set_reputation(0xa1, 7).unwrap();
+        assert_eq!(f.meta_text("chain_contract"), Some(address(0xa1).to_string()));
+        assert_eq!(f.meta("chain_last_batch"), Some(7));
+        assert_eq!(f.outbox.last_batch_id.load(Ordering::Relaxed), 7);
+
+        f.set_pending(&[(1, 10, 20)]);
+        assert_eq!(f.take_batch(0xa1, 10).unwrap().unwrap().id, 8);
+        let busy = f.set_reputation(0xb2, 0);
+        assert!(
+            matches!(&busy, Err(StoreError::ChainBusy(c)) if *c == address(0xa1).to_string()),
+            "{busy:?}"
+        );
+        assert_eq!(f.meta_text("chain_contract"), Some(address(0xa1).to_string()));
+        assert_eq!(f.meta("chain_last_batch"), Some(7));
+        // The same contract again (adopted from the configuration at start-up) is no conflict.
+        f.set_reputation(0xa1, 7).unwrap();
+    }
+
+    #[test]
+    fn take_chain_batch_makes_one_batch_and_resends_it_until_done() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.create_user("bob", None);
+        f.create_user("carol", Some(3));
+        f.set_pending(&[(1, 10, 20), (2, 5, 5), (3, 30, 40), (99, 1, 1)]);
+        let unset = f.take_batch(0xa1, 10);
+        let asked = address(0xa1).to_string();
+        assert!(
+            matches!(&unset, Err(StoreError::ChainContract { current, asked: a }) if current == "nothing" && *a == asked),
+            "{unset:?}"
+        );
+        f.set_reputation(0xa1, 4).unwrap();
+        let other = f.take_batch(0xb2, 10);
+        assert!(
+            matches!(&other, Err(StoreError::ChainContract { current, .. }) if *current == asked),
+            "{other:?}"
+        );
+
+        // Users 1 and 2: bob has no key, so his credit is dropped.
+        let entry = |name: &str, key, download_delta, upload_delta| pbts_chain::CreditEntry {
+            username: name.to_owned(),
+            key_hash: pbts_chain::key_hash(&pk(key).0),
+            download_delta,
+            upload_delta,
+        };
+        let first =
+            ChainBatch { id: 5, contract: address(0xa1), entries: vec![entry("alice", 1, 10, 20)] };
+        assert_eq!(f.take_batch(0xa1, 2).unwrap(), Some(first.clone()));
+        assert_eq!((f.pending(1), f.pending(2), f.pending(3)), (None, None, Some((30, 40))));
+        let o = &f.outbox;
+        assert_eq!(o.batch_id.load(Ordering::Relaxed), 5);
+        assert_eq!(o.batch_users.load(Ordering::Relaxed), 1);
+        assert_eq!(o.pending_users.load(Ordering::Relaxed), 2);
+        // Resent as it is until the chain confirms it.
+        assert_eq!(f.take_batch(0xa1, 10).unwrap(), Some(first));
+        assert_eq!(f.len(CHAIN_PENDING), 2);
+
+        f.ask(|reply| StoreCmd::ChainBatchDone { id: 5, reply }).unwrap();
+        assert_eq!(f.len(CHAIN_BATCH), 0);
+        assert_eq!(f.meta("chain_last_batch"), Some(5));
+        assert_eq!(f.outbox.batch_id.load(Ordering::Relaxed), 0);
+        assert_eq!(f.outbox.last_batch_id.load(Ordering::Relaxed), 5);
+
+        // User 99 is unknown: dropped too.
+        let second =
+            ChainBatch { id: 6, contract: address(0xa1), entries: vec![entry("carol", 3, 30, 40)] };
+        assert_eq!(f.take_batch(0xa1, 10).unwrap(), Some(second));
+        assert_eq!(f.len(CHAIN_PENDING), 0);
+        f.ask(|reply| StoreCmd::ChainBatchDone { id: 6, reply }).unwrap();
+        assert_eq!(f.take_batch(0xa1, 10).unwrap(), None);
+
+        // Only credit nobody can receive: no batch, and the credit is gone.
+        f.set_pending(&[(2, 1, 1)]);
+        assert_eq!(f.take_batch(0xa1, 10).unwrap(), None);
+        assert_eq!(f.len(CHAIN_PENDING), 0);
+        assert_eq!(f.outbox.pending_users.load(Ordering::Relaxed), 0);
+        assert_eq!(f.meta("chain_last_batch"), Some(6));
+    }
+
+    #[test]
+    fn renumber_chain_batch_moves_the_batch_in_flight() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.set_reputation(0xa1, 4).unwrap();
+        f.ask(|reply| StoreCmd::RenumberChainBatch { to: 3, reply }).unwrap();
+        assert_eq!(f.meta("chain_last_batch"), Some(4));
+        assert_eq!(f.len(CHAIN_BATCH), 0);
+
+        f.set_pending(&[(1, 10, 20)]);
+        let batch = f.take_batch(0xa1, 10).unwrap().unwrap();
+        assert_eq!(batch.id, 5);
+        f.ask(|reply| StoreCmd::RenumberChainBatch { to: 2, reply }).unwrap();
+        let moved = ChainBatch { id: 2, ..batch };
+        let stored = f.read(|tx| Ok(chain_batches(tx)));
+        assert_eq!(stored, vec![(2, moved.clone())]);
+        assert_eq!(f.meta("chain_last_batch"), Some(1));
+        assert_eq!(f.outbox.batch_id.load(Ordering::Relaxed), 2);
+        assert_eq!(f.outbox.last_batch_id.load(Ordering::Relaxed), 1);
+        assert_eq!(f.take_batch(0xa1, 10).unwrap(), Some(moved));
+    }
+
+    /// Every row of `chain_batch`.
+    fn chain_batches(tx: &ReadTransaction) -> Vec<(u64, ChainBatch)> {
+        let table = tx.open_table(CHAIN_BATCH).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                (k.value(), serde_json::from_slice(v.value()).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sync_is_answered_once_the_commands_before_it_are_durable() {
+        let mut f = Fixture::new();
+        let (reply, rx) = flume::bounded(1);
+        let user = StatDelta { user: 1, info_hash: T, uploaded: 3, downloaded: 4 };
+        let flush = StoreCmd::Flush { deltas: vec![user], snatches: vec![] };
+        assert!(f.apply(vec![flush, StoreCmd::Sync { reply }]).is_empty());
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+        assert_eq!(f.db.user_torrents(1).unwrap(), vec![(T, 3, 4)]);
+    }
+
+    #[test]
+    fn a_failed_commit_applies_nothing_and_releases_its_receipts_for_a_later_batch() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.create_user("bob", Some(2));
+        let claims: Vec<PieceClaim> =
+            f.reserve(&[receipt(2, 0), receipt(2, 1)]).into_iter().map(Result::unwrap).collect();
+        let credits: Vec<ReceiptCredit> = claims
+            .iter()
+            .map(|&claim| ReceiptCredit { claim, uploader: 1, signer: 2, bytes: 100 })
+            .collect();
+        let delta = StatDelta { user: 1, info_hash: T, uploaded: 10, downloaded: 20 };
+
+        let before = (f.user(1), f.user(2));
+        f.db.commit_faults = 1;
+        // Only a batch with announce accounting is refused (PBTS_FAULT_COMMIT's contract).
+        f.ask(|reply| StoreCmd::Sync { reply }).unwrap();
+        assert_eq!(f.db.commit_faults, 1);
+        let (credit_tx, credit_rx) = flume::bounded(1);
+        let (user_tx, user_rx) = flume::bounded(1);
+        let (taken_tx, taken_rx) = flume::bounded(1);
+        let (overrides_tx, overrides_rx) = flume::bounded(1);
+        let (sync_tx, sync_rx) = flume::bounded(1);
+        let window = Overrides { min_ratio: None, receipt_window_secs: Some(60) };
+        let retry = f.apply(vec![
+            StoreCmd::CreditReceipts {
+                credits: credits.clone(),
+                release: vec![],
+                reply: credit_tx,
+            },
+            StoreCmd::CreateUser {
+                name: "carol".to_owned(),
+                invite: None,
+                public_key: Some(pk(3)),
+                reply: user_tx,
+            },
+            StoreCmd::CreateUser {
+                name: "alice".to_owned(),
+                invite: None,
+                public_key: None,
+                reply: taken_tx,
+            },
+            StoreCmd::SetOverrides { overrides: window, reply: overrides_tx },
+            StoreCmd::Flush { deltas: vec![delta], snatches: vec![(T, 1)] },
+            StoreCmd::Sync { reply: sync_tx },
+        ]);
+
+        // Every reply that waited for the commit says so; a refusal was sent as it was.
+        assert!(matches!(credit_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        assert!(matches!(user_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        assert!(matches!(overrides_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        assert!(matches!(sync_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        assert!(matches!(taken_rx.try_recv(), Ok(Err(StoreError::UserExists(_)))));
+        assert_eq!(f.db.commit_faults, 0);
+        assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
+        // Nothing is on disk.
+        assert_eq!(f.credited(&claims[0]).len(), 0);
+        assert_eq!(f.meta("credited_pieces"), None);
+        assert_eq!((f.user(1), f.user(2)), before);
+        assert_eq!((f.pending(1), f.pending(2)), (None, None));
+        assert_eq!(f.meta("next_user_id"), Some(3));
+        assert_eq!(
+            (f.len(USERS), f.len(USER_KEYS), f.len(USER_TORRENT), f.len(SNATCHES)),
+            (2, 2, 0, 0)
+        );
+        assert_eq!(f.meta_text("config_overrides"), None);
+        // Nor in memory, and the reservations are gone.
+        assert!(f.accounts.by_name("carol").is_none() && f.accounts.by_key(&pk(3)).is_none());
+        assert_eq!(f.accounts.by_id(1).unwrap().verified_uploaded.load(Ordering::Relaxed), 0);
+        assert_eq!(f.stats.credited_pieces.load(Ordering::Relaxed), 0);
+        assert_eq!(f.db.overrides(), Overrides::default());
+        assert_eq!(f.db.ledger.freshness(), Freshness::default());
+        assert_eq!(f.db.ledger.reserved_len(), 0);
+        // The accounting is handed back for a retry, as it was.
+        let [StoreCmd::Flush { deltas, snatches }] = retry.as_slice() else {
+            panic!("one flush to retry, not {retry:?}")
+        };
+        assert_eq!((deltas.as_slice(), snatches.as_slice()), (&[delta][..], &[(T, 1)][..]));
+
+        // A later batch credits the same receipts, once.
+        assert_eq!(f.reserve(&[receipt(2, 0), receipt(2, 1)]), vec![Ok(claims[0]), Ok(claims[1])]);
+        f.ask(|reply| StoreCmd::CreditReceipts { credits, release: vec![], reply }).unwrap();
+        assert!(f.apply(retry).is_empty());
+        assert_eq!(f.meta("credited_pieces"), Some(2));
+        assert_eq!((f.user(1).verified_uploaded, f.user(2).verified_downloaded), (200, 200));
+        assert_eq!((f.user(1).uploaded, f.user(1).downloaded), (10, 20));
+        assert_eq!(f.db.user_torrents(1).unwrap(), vec![(T, 10, 20)]);
+        assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_command_failing_half_way_aborts_the_whole_batch() {
+        let mut f = Fixture::new();
+        f.create_user("alice", Some(1));
+        f.create_user("bob", Some(2));
+        // A name without its user: attaching a key to it is a database error, not a refusal.
+        f.write(|tx| {
+            tx.open_table(USER_NAMES)?.insert("ghost", 42)?;
+            Ok(())
+        });
+        let claim = f.reserve(&[receipt(2, 0)])[0].unwrap();
+        let credit = ReceiptCredit { claim, uploader: 1, signer: 2, bytes: 100 };
+        let (credit_tx, credit_rx) = flume::bounded(1);
+        let (user_tx, user_rx) = flume::bounded(1);
+        let (ghost_tx, ghost_rx) = flume::bounded(1);
+        let (sync_tx, sync_rx) = flume::bounded(1);
+        let retry = f.apply(vec![
+            StoreCmd::CreditReceipts { credits: vec![credit], release: vec![], reply: credit_tx },
+            StoreCmd::CreateUser {
+                name: "dave".to_owned(),
+                invite: None,
+                public_key: None,
+                reply: user_tx,
+            },
+            StoreCmd::AttachKey { name: "ghost".to_owned(), public_key: pk(4), reply: ghost_tx },
+            StoreCmd::Sync { reply: sync_tx },
+        ]);
+        assert!(retry.is_empty());
+        assert!(matches!(credit_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        assert!(matches!(user_rx.try_recv(), Ok(Err(StoreError::Closed))));
+        // The failing command and those after it are never answered: their channels close.
+        assert!(matches!(ghost_rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
+        assert!(matches!(sync_rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
+        assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
+        assert_eq!((f.len(USERS), f.meta("next_user_id")), (2, Some(3)));
+        assert!(f.accounts.by_name("dave").is_none());
+        assert_eq!((f.credited(&claim).len(), f.user(1).verified_uploaded), (0, 0));
+        assert!(!f.db.ledger.is_reserved(&claim));
+    }
+
+    #[test]
+    fn add_to_pair_adds_saturates_and_refuses_a_corrupt_value() {
+        let f = Fixture::new();
+        f.write(|tx| {
+            let mut table = tx.open_table(USER_TORRENT)?;
+            let key = [7u8; 24];
+            assert_eq!(add_to_pair(&mut table, "user_torrent", &key[..], (1, 2))?, (1, 2));
+            assert_eq!(add_to_pair(&mut table, "user_torrent", &key[..], (3, 4))?, (4, 6));
+            assert_eq!(add_to_pair(&mut table, "user_torrent", &key[..], (u64::MAX, 0))?, (u64::MAX, 6));
+            let stored = table.get(&key[..])?.map(|v| decode_pair(v.value()));
+            assert_eq!(stored, Some(Some((u64::MAX, 6))));
+            table.insert(&[8u8; 24][..], &[1u8, 2, 3][..])?;
+            let corrupt = add_to_pair(&mut table, "user_torrent", &[8u8; 24][..], (1, 1));
+            assert!(
+                matches!(&corrupt, Err(StoreError::Corrupt { table: "user_torrent", message }) if message == "value"),
+                "{corrupt:?}"
+            );
+            let mut pending = tx.open_table(CHAIN_PENDING)?;
+            assert_eq!(add_to_pair(&mut pending, "chain_pending", 5, (5, 6))?, (5, 6));
+            Ok(())
+        });
+    }
 }
