@@ -40,6 +40,8 @@ def module_files(src: Path):
             continue  # a library's binary: the library root wins
         if len(rel) > 1 and rel[0] == "bin":
             continue
+        if rel[-1] == "tests" or rel[-1].endswith("_tests"):
+            continue  # test modules kept in their own files (`#[path = "db_tests.rs"]`)
         mods[key] = f
     return mods
 

@@ -435,21 +435,7 @@ pub fn parse_request<'a>(
     };
     let mut connection = ConnectionTokens::default();
     let mut content_length = None;
-    let mut headers = 0usize;
-
-    loop {
-        let Some((line, next)) = next_line(buf, pos, window) else {
-            return incomplete(buf.len(), limits.max_header_bytes);
-        };
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > limits.max_headers {
-            return Err(ParseError::TooManyHeaders { limit: limits.max_headers });
-        }
-        let (name, value) = split_header(line)?;
+    let head_end = for_each_header(buf, pos, window, limits, |name, value| {
         // Dispatch on length first so most lines cost one comparison.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
@@ -474,7 +460,11 @@ pub fn parse_request<'a>(
             }
             _ => {}
         }
-    }
+        Ok(())
+    })?;
+    let Some(pos) = head_end else {
+        return incomplete(buf.len(), limits.max_header_bytes);
+    };
 
     req.keep_alive = connection.keep_alive(minor_version);
     // `set_content_length` bounded the length by `max_body_bytes`, a usize.
@@ -489,6 +479,38 @@ pub fn parse_request<'a>(
             Ok(Status::Complete(req, end))
         }
         None => Ok(Status::Partial),
+    }
+}
+
+/// Reads the header lines from `pos` (just after the start line) up to the blank line that ends
+/// the head, within the first `window` bytes, and hands each name and value to `on_header`.
+/// Returns the position after the blank line, or `None` while the head is incomplete.
+///
+/// # Errors
+/// More than [`Limits::max_headers`] headers, a malformed header line, or what `on_header`
+/// refuses.
+fn for_each_header<'a>(
+    buf: &'a [u8],
+    mut pos: usize,
+    window: usize,
+    limits: &Limits,
+    mut on_header: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), ParseError>,
+) -> Result<Option<usize>, ParseError> {
+    let mut headers = 0usize;
+    loop {
+        let Some((line, next)) = next_line(buf, pos, window) else {
+            return Ok(None);
+        };
+        pos = next;
+        if line.is_empty() {
+            return Ok(Some(pos));
+        }
+        headers += 1;
+        if headers > limits.max_headers {
+            return Err(ParseError::TooManyHeaders { limit: limits.max_headers });
+        }
+        let (name, value) = split_header(line)?;
+        on_header(name, value)?;
     }
 }
 
@@ -537,27 +559,14 @@ pub struct ResponseHead {
 pub fn parse_response_head(buf: &[u8]) -> Result<Status<ResponseHead>, ParseError> {
     let limits = Limits { max_body_bytes: usize::MAX, ..Limits::default() };
     let window = buf.len().min(limits.max_header_bytes);
-    let Some((line, mut pos)) = next_line(buf, 0, window) else {
+    let Some((line, pos)) = next_line(buf, 0, window) else {
         return incomplete(buf.len(), limits.max_header_bytes);
     };
     let (minor_version, status) = parse_status_line(line)?;
 
     let mut connection = ConnectionTokens::default();
     let mut content_length = None;
-    let mut headers = 0usize;
-    loop {
-        let Some((line, next)) = next_line(buf, pos, window) else {
-            return incomplete(buf.len(), limits.max_header_bytes);
-        };
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > limits.max_headers {
-            return Err(ParseError::TooManyHeaders { limit: limits.max_headers });
-        }
-        let (name, value) = split_header(line)?;
+    let head_end = for_each_header(buf, pos, window, &limits, |name, value| {
         if name.eq_ignore_ascii_case(b"connection") {
             connection.add(value);
         } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -565,7 +574,11 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Status<ResponseHead>, ParseErro
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             return Err(ParseError::TransferEncodingUnsupported);
         }
-    }
+        Ok(())
+    })?;
+    let Some(pos) = head_end else {
+        return incomplete(buf.len(), limits.max_header_bytes);
+    };
     let content_length = match content_length {
         Some(n) => Some(usize::try_from(n).map_err(|_| ParseError::InvalidContentLength)?),
         None => None,

@@ -12,22 +12,48 @@ pub struct InfoHash(pub [u8; 20]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct PeerId(pub [u8; 20]);
 
+/// Lowercase hex of a byte string, written straight into a formatter (no allocation).
+#[derive(Clone, Copy)]
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The `Debug` form of every byte-string type of the project: `Name(0123abcd)`, or the first
+/// `limit` bytes followed by `…` when there are more (keys and signatures are long, and their
+/// start identifies them).
+///
+/// # Errors
+/// The formatter's.
+pub fn debug_hex(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    bytes: &[u8],
+    limit: usize,
+) -> fmt::Result {
+    match bytes.get(..limit) {
+        Some(head) if bytes.len() > limit => write!(f, "{name}({}…)", Hex(head)),
+        _ => write!(f, "{name}({})", Hex(bytes)),
+    }
+}
+
 macro_rules! hex_debug {
     ($t:ty) => {
         impl fmt::Debug for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}(", stringify!($t))?;
-                fmt::Display::fmt(self, f)?;
-                f.write_str(")")
+                debug_hex(f, stringify!($t), &self.0, 20)
             }
         }
         impl fmt::Display for $t {
             /// Lowercase hex, 40 characters.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                for b in self.0 {
-                    write!(f, "{b:02x}")?;
-                }
-                Ok(())
+                Hex(&self.0).fmt(f)
             }
         }
         impl $t {

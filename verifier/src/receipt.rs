@@ -29,21 +29,13 @@ pub struct SignatureBytes(pub [u8; SIGNATURE_LEN]);
 
 impl core::fmt::Debug for PublicKeyBytes {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PublicKeyBytes(")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
+        pbts_proto::types::debug_hex(f, "PublicKeyBytes", &self.0, 8)
     }
 }
 
 impl core::fmt::Debug for SignatureBytes {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "SignatureBytes(")?;
-        for b in &self.0[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
+        pbts_proto::types::debug_hex(f, "SignatureBytes", &self.0, 8)
     }
 }
 
@@ -56,11 +48,7 @@ pub struct PieceHash {
 
 impl core::fmt::Debug for PieceHash {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PieceHash(")?;
-        for b in self.as_bytes() {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, ")")
+        pbts_proto::types::debug_hex(f, "PieceHash", self.as_bytes(), 32)
     }
 }
 
