@@ -107,9 +107,13 @@ impl AttestationPool {
         }
         let (reply, result) = flume::bounded(1);
         let job: Job = Box::new(move || {
-            let _admitted = admitted;
+            // Dropped while unwinding if `work` panics.
+            let result = work();
+            // The slot is free before the answer leaves: a client that retries on the answer
+            // must find it free, however loaded the machine.
+            drop(admitted);
             // The caller may have gone (connection closed): nobody to tell.
-            let _ = reply.send(work());
+            let _ = reply.send(result);
         });
         self.jobs.send(job).map_err(|_| SubmitError::Stopped)?;
         Ok(result)
