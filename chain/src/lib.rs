@@ -16,7 +16,8 @@
 //! collide on a nonce; reads run concurrently.
 //!
 //! Every write is simulated first (`eth_estimateGas`): a revert comes back as
-//! [`ChainError::Reverted`] with the contract's reason, before any gas is spent. The gas limit
+//! [`ChainError::Reverted`] with the contract's custom error decoded into a typed
+//! [`RevertReason`] (see [`revert`]), before any gas is spent. The gas limit
 //! is the estimate plus a margin, and a mined transaction whose receipt reports failure is an
 //! error too (the original reported reverted transactions as success).
 //!
@@ -45,10 +46,12 @@
 pub mod bindings;
 pub mod client;
 pub mod config;
+pub mod revert;
 pub mod worker;
 
 pub use client::ChainClient;
 pub use config::{ChainConfig, SigningKey};
+pub use revert::{ReputationError, RevertReason};
 pub use worker::ChainHandle;
 
 pub use alloy::primitives::{Address, B256, U256};
@@ -64,18 +67,21 @@ pub enum ChainError {
     #[error("rpc: {0}")]
     Rpc(String),
     /// The contract refused the call; nothing was written.
-    #[error("reverted: {reason}")]
-    Reverted {
-        /// The contract's reason (`require` message), or what is known of it.
-        reason: String,
-    },
+    #[error("reverted: {0}")]
+    Reverted(RevertReason),
     /// A mined transaction failed, or its receipt lacks what it must contain.
-    #[error("transaction {tx_hash} failed: {message}")]
+    #[error("transaction {tx_hash} failed: {reason}")]
     Failed {
         /// The transaction.
         tx_hash: B256,
         /// What was wrong.
-        message: String,
+        reason: TxFailure,
+    },
+    /// No reply within the caller's time limit; the request may still complete (retry later).
+    #[error("no answer within {waited_secs}s")]
+    Timeout {
+        /// How long the caller waited, seconds.
+        waited_secs: u64,
     },
     /// A configuration or key problem.
     #[error("configuration: {0}")]
@@ -89,8 +95,22 @@ impl ChainError {
     /// Whether retrying the same request later may succeed (the node was unreachable), as
     /// opposed to the contract refusing it.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Rpc(_) | Self::Stopped)
+        matches!(self, Self::Rpc(_) | Self::Timeout { .. } | Self::Stopped)
     }
+}
+
+/// What was wrong with a mined transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxFailure {
+    /// Its receipt reports failure although the estimate passed: the state changed in between.
+    #[error("the transaction reverted when mined (state changed after the estimate?)")]
+    RevertedWhenMined,
+    /// A deployment whose receipt names no contract.
+    #[error("no contract address in the deployment receipt")]
+    NoContractAddress,
+    /// A `createReputation` whose receipt lacks the factory's `ReputationCreated` event.
+    #[error("no ReputationCreated event from the factory")]
+    NoReputationCreated,
 }
 
 /// A mined transaction.

@@ -21,8 +21,8 @@ fn amount(v: U256) -> Value {
 /// chain thread is gone (503).
 fn chain_fail(out: &mut Vec<u8>, e: &ChainError, ka: bool) {
     let status = match e {
-        ChainError::Reverted { .. } => 409,
-        ChainError::Rpc(_) | ChainError::Failed { .. } => 502,
+        ChainError::Reverted(_) => 409,
+        ChainError::Rpc(_) | ChainError::Failed { .. } | ChainError::Timeout { .. } => 502,
         ChainError::Config(_) | ChainError::Stopped => 503,
     };
     fail(out, status, &e.to_string(), ka);
