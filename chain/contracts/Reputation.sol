@@ -56,8 +56,29 @@ contract Reputation {
     /// The off-chain data URL changed.
     event OffchainDataUrlSet(string url);
 
+    // Custom errors instead of `require` strings: callers decode them by type (pbts-chain's
+    // `sol!` bindings) rather than matching texts, each carries the values that explain it, and
+    // they cost less bytecode than the strings did.
+
+    /// A write from an account other than the owner.
+    error NotOwner(address caller, address owner);
+    /// The referrer given to the constructor is an account without code.
+    error ReferrerNotContract(address referrer);
+    /// The referrer given to the constructor has code but does not answer owner().
+    error ReferrerNotReputation(address referrer);
+    /// A user would be created with a zero passwordHash (zero marks "no such user").
+    error ZeroPasswordHash(string username);
+    /// addUser or migrateUserData for a user that already exists here.
+    error UserExists(string username);
+    /// updateUser or updateUsers for a user that does not exist here.
+    error UserDoesNotExist(string username);
+    /// The arrays of a batch differ in length: `expected` usernames, `got` entries in another.
+    error LengthMismatch(uint256 expected, uint256 got);
+    /// A creditUsers batch beyond lastBatchId + 1 (an earlier batch is missing).
+    error BatchOutOfOrder(uint64 expected, uint64 got);
+
     modifier onlyOwner() {
-        require(msg.sender == owner, "Only the owner can call this function.");
+        if (msg.sender != owner) revert NotOwner(msg.sender, owner);
         _;
     }
 
@@ -68,11 +89,13 @@ contract Reputation {
     constructor(address _creator, address _referrerReputation) {
         owner = _creator;
         if (_referrerReputation != address(0)) {
-            require(_referrerReputation.code.length > 0, "Referrer is not a contract");
+            if (_referrerReputation.code.length == 0) {
+                revert ReferrerNotContract(_referrerReputation);
+            }
             try Reputation(_referrerReputation).owner() returns (address) {
                 referrerReputation = _referrerReputation;
             } catch {
-                revert("Referrer is not a Reputation contract");
+                revert ReferrerNotReputation(_referrerReputation);
             }
         }
     }
@@ -103,9 +126,9 @@ contract Reputation {
         uint256 downloadSize,
         uint256 uploadSize
     ) external onlyOwner {
-        require(passwordHash != 0, "Password hash must be non-zero");
+        if (passwordHash == 0) revert ZeroPasswordHash(username);
         UserData storage u = allUsers[username];
-        require(u.passwordHash == 0, "User exists");
+        if (u.passwordHash != 0) revert UserExists(username);
         u.username = username;
         u.salt = salt;
         u.passwordHash = passwordHash;
@@ -128,11 +151,10 @@ contract Reputation {
         uint256[] calldata downloadSizes,
         uint256[] calldata uploadSizes
     ) external onlyOwner {
-        require(
-            usernames.length == downloadSizes.length && usernames.length == uploadSizes.length,
-            "Length mismatch"
-        );
-        for (uint256 i = 0; i < usernames.length; i++) {
+        uint256 n = usernames.length;
+        if (downloadSizes.length != n) revert LengthMismatch(n, downloadSizes.length);
+        if (uploadSizes.length != n) revert LengthMismatch(n, uploadSizes.length);
+        for (uint256 i = 0; i < n; i++) {
             _update(usernames[i], downloadSizes[i], uploadSizes[i]);
         }
     }
@@ -140,7 +162,7 @@ contract Reputation {
     /// Copies a user from the nearest contract up the referrer chain that has it.
     /// @return migrated False when no referrer has the user (nothing changes).
     function migrateUserData(string calldata username) external onlyOwner returns (bool migrated) {
-        require(allUsers[username].passwordHash == 0, "User exists");
+        if (allUsers[username].passwordHash != 0) revert UserExists(username);
         (bool found, address source, UserData memory data) = _findInReferrers(username);
         if (found) {
             _store(username, data, source);
@@ -167,17 +189,16 @@ contract Reputation {
         if (batchId <= lastBatchId) {
             return false;
         }
-        require(batchId == lastBatchId + 1, "Batch out of order");
+        if (batchId != lastBatchId + 1) revert BatchOutOfOrder(lastBatchId + 1, batchId);
         uint256 n = usernames.length;
-        require(
-            passwordHashes.length == n && downloadDeltas.length == n && uploadDeltas.length == n,
-            "Length mismatch"
-        );
+        if (passwordHashes.length != n) revert LengthMismatch(n, passwordHashes.length);
+        if (downloadDeltas.length != n) revert LengthMismatch(n, downloadDeltas.length);
+        if (uploadDeltas.length != n) revert LengthMismatch(n, uploadDeltas.length);
         for (uint256 i = 0; i < n; i++) {
             string calldata name = usernames[i];
             UserData storage u = allUsers[name];
             if (u.passwordHash == 0) {
-                require(passwordHashes[i] != 0, "Password hash must be non-zero");
+                if (passwordHashes[i] == 0) revert ZeroPasswordHash(name);
                 _ensure(name, passwordHashes[i]);
             }
             uint256 down = u.downloadSize + downloadDeltas[i];
@@ -202,7 +223,7 @@ contract Reputation {
 
     function _update(string calldata username, uint256 downloadSize, uint256 uploadSize) private {
         UserData storage u = allUsers[username];
-        require(u.passwordHash != 0, "User does not exist");
+        if (u.passwordHash == 0) revert UserDoesNotExist(username);
         u.downloadSize = downloadSize;
         u.uploadSize = uploadSize;
         emit UserUpdated(keccak256(bytes(username)), username, downloadSize, uploadSize);

@@ -13,9 +13,11 @@ use alloy::transports::http::{Http, reqwest};
 use tokio::sync::Mutex;
 
 use crate::bindings::{Reputation, ReputationFactory};
-use crate::{
-    BatchOutcome, ChainConfig, ChainError, CreditEntry, Deployed, FoundUser, Migration, SigningKey,
-    Status, TxOutcome, UserRecord,
+use crate::config::{ChainConfig, SigningKey};
+use crate::revert::RevertReason;
+use crate::types::{
+    BatchOutcome, ChainError, CreditEntry, Deployed, FoundUser, Migration, Status, TxFailure,
+    TxOutcome, UserRecord,
 };
 
 /// A connection to the node, signing as the tracker's account.
@@ -30,20 +32,22 @@ pub struct ChainClient {
     send_lock: Mutex<()>,
 }
 
-/// Turns an alloy contract error into ours, decoding a revert reason when there is one.
+/// Turns an alloy contract error into ours, decoding the revert data into a typed reason when
+/// the call reverted.
 fn contract_error(e: &alloy::contract::Error) -> ChainError {
     if let Some(data) = e.as_revert_data() {
-        let reason = alloy::sol_types::decode_revert_reason(&data)
-            .unwrap_or_else(|| format!("revert data 0x{}", alloy::hex::encode(&data)));
-        let reason = reason.strip_prefix("revert: ").unwrap_or(&reason).to_owned();
-        return ChainError::Reverted { reason };
+        return ChainError::Reverted(RevertReason::decode(&data));
     }
     let text = e.to_string();
-    // Nodes that report a revert without data still say so in the message.
+    // Nodes that report a revert without data still say so in the message, sometimes with the
+    // reason string after it.
     if let Some(pos) = text.find("execution reverted") {
         let reason = text[pos + "execution reverted".len()..].trim_start_matches([':', ' ']);
-        let reason = if reason.is_empty() { "execution reverted" } else { reason };
-        return ChainError::Reverted { reason: reason.to_owned() };
+        return ChainError::Reverted(if reason.is_empty() {
+            RevertReason::NoData
+        } else {
+            RevertReason::Message(reason.to_owned())
+        });
     }
     ChainError::Rpc(text)
 }
@@ -55,11 +59,7 @@ fn rpc_error(e: impl std::fmt::Display) -> ChainError {
 fn outcome(receipt: &TransactionReceipt) -> Result<TxOutcome, ChainError> {
     let tx_hash = receipt.transaction_hash;
     if !receipt.status() {
-        return Err(ChainError::Failed {
-            tx_hash,
-            message: "the transaction reverted when mined (state changed after the estimate?)"
-                .to_owned(),
-        });
+        return Err(ChainError::Failed { tx_hash, reason: TxFailure::RevertedWhenMined });
     }
     Ok(TxOutcome {
         tx_hash,
@@ -150,9 +150,9 @@ impl ChainClient {
     pub async fn deploy_factory(&self) -> Result<Deployed, ChainError> {
         let receipt = self.send(ReputationFactory::deploy_builder(&self.provider)).await?;
         let tx = outcome(&receipt)?;
-        let address = receipt.contract_address.ok_or_else(|| ChainError::Failed {
+        let address = receipt.contract_address.ok_or(ChainError::Failed {
             tx_hash: tx.tx_hash,
-            message: "no contract address in the deployment receipt".to_owned(),
+            reason: TxFailure::NoContractAddress,
         })?;
         Ok(Deployed { address, tx })
     }
@@ -161,7 +161,8 @@ impl ChainClient {
     /// its address read from the `ReputationCreated` event (not from `logs[0]`).
     ///
     /// # Errors
-    /// RPC failures, a revert (an invalid referrer), or a receipt without the event.
+    /// RPC failures, a revert (`ReferrerNotContract`, `ReferrerNotReputation`: see
+    /// [`ReputationError`](crate::revert::ReputationError)), or a receipt without the event.
     pub async fn create_reputation(
         &self,
         factory: Address,
@@ -174,9 +175,9 @@ impl ChainClient {
         let event = receipt
             .decoded_log::<ReputationFactory::ReputationCreated>()
             .filter(|log| log.address == factory)
-            .ok_or_else(|| ChainError::Failed {
+            .ok_or(ChainError::Failed {
                 tx_hash: tx.tx_hash,
-                message: "no ReputationCreated event from the factory".to_owned(),
+                reason: TxFailure::NoReputationCreated,
             })?;
         Ok(Deployed { address: event.data.newReputationAddress, tx })
     }
@@ -184,7 +185,7 @@ impl ChainClient {
     /// `addUser` (refuses an existing user).
     ///
     /// # Errors
-    /// RPC failures or a revert (`User exists`, `Only the owner ...`).
+    /// RPC failures or a revert (`UserExists`, `ZeroPasswordHash`, `NotOwner`).
     pub async fn add_user(
         &self,
         reputation: Address,
@@ -204,7 +205,7 @@ impl ChainClient {
     /// `updateUser` with absolute totals.
     ///
     /// # Errors
-    /// RPC failures or a revert (`User does not exist`, ...).
+    /// RPC failures or a revert (`UserDoesNotExist`, `NotOwner`).
     pub async fn update_user(
         &self,
         reputation: Address,
@@ -219,7 +220,7 @@ impl ChainClient {
     /// `updateUsers`: many absolute updates in one transaction, all or nothing.
     ///
     /// # Errors
-    /// RPC failures or a revert.
+    /// RPC failures or a revert (`UserDoesNotExist` for the first unknown user, `NotOwner`).
     pub async fn update_users(
         &self,
         reputation: Address,
@@ -235,7 +236,7 @@ impl ChainClient {
     /// `migrateUserData`: copies the user from the nearest referrer that has it.
     ///
     /// # Errors
-    /// RPC failures or a revert (`User exists`, ...).
+    /// RPC failures or a revert (`UserExists`, `NotOwner`).
     pub async fn migrate_user(
         &self,
         reputation: Address,
@@ -255,7 +256,8 @@ impl ChainClient {
     /// applied (its id at or below `lastBatchId`) is reported as such without sending anything.
     ///
     /// # Errors
-    /// RPC failures or a revert (`Batch out of order`, ...).
+    /// RPC failures or a revert (`BatchOutOfOrder` when an earlier batch is missing,
+    /// `ZeroPasswordHash`, `NotOwner`).
     pub async fn credit_users(
         &self,
         reputation: Address,
@@ -379,5 +381,59 @@ fn record(d: Reputation::UserData) -> UserRecord {
         password_hash: d.passwordHash,
         download_size: d.downloadSize,
         upload_size: d.uploadSize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::sol_types::SolInterface as _;
+
+    use super::*;
+    use crate::ReputationError;
+
+    /// An alloy contract error from a node's JSON-RPC error object.
+    fn node_error(json: &str) -> alloy::contract::Error {
+        let payload = serde_json::from_str(json).expect("the test's JSON is an error object");
+        alloy::contract::Error::TransportError(alloy::transports::TransportError::ErrorResp(
+            payload,
+        ))
+    }
+
+    #[test]
+    fn a_node_error_becomes_a_typed_revert_or_an_rpc_error() {
+        let exists = ReputationError::UserExists(Reputation::UserExists { username: "al".into() });
+        let data = alloy::hex::encode_prefixed(exists.abi_encode());
+        let cases = [
+            // anvil and geth: code 3 with the revert data.
+            (
+                format!(r#"{{"code":3,"message":"execution reverted","data":"{data}"}}"#),
+                ChainError::Reverted(RevertReason::Reputation(exists)),
+            ),
+            // Data from a contract that is not ours: kept raw.
+            (
+                r#"{"code":3,"message":"execution reverted","data":"0xdeadbeef"}"#.to_owned(),
+                ChainError::Reverted(RevertReason::Unknown(alloy::hex!("deadbeef").into())),
+            ),
+            // Nodes that give no data: the text after "execution reverted", if any.
+            (
+                r#"{"code":-32000,"message":"execution reverted: Old text"}"#.to_owned(),
+                ChainError::Reverted(RevertReason::Message("Old text".into())),
+            ),
+            (
+                r#"{"code":-32000,"message":"execution reverted"}"#.to_owned(),
+                ChainError::Reverted(RevertReason::NoData),
+            ),
+            (
+                r#"{"code":-32000,"message":"insufficient funds for gas"}"#.to_owned(),
+                ChainError::Rpc(
+                    "server returned an error response: error code -32000: insufficient funds \
+                     for gas"
+                        .into(),
+                ),
+            ),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(contract_error(&node_error(&json)), expected, "{json}");
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! The chain section of the tracker's configuration, and the signing key.
 
+use alloy::primitives::Address;
 use alloy::signers::local::PrivateKeySigner;
 use serde::{Deserialize, Serialize};
 
-use crate::ChainError;
+use crate::types::ChainError;
 
 /// How the tracker reaches the chain. The signing key is never a value here: it comes from
 /// the file `key_file` or the environment variable `key_env` (or, later, the TEE).
@@ -119,7 +120,7 @@ impl ChainConfig {
 ///
 /// # Errors
 /// [`ChainError::Config`] naming the value.
-pub fn parse_address(s: &str) -> Result<crate::Address, ChainError> {
+pub fn parse_address(s: &str) -> Result<Address, ChainError> {
     let s = s.trim();
     let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
     if hex.len() != 40 {
@@ -164,7 +165,7 @@ impl SigningKey {
     }
 
     /// The account address.
-    pub fn address(&self) -> crate::Address {
+    pub fn address(&self) -> Address {
         self.0.address()
     }
 }

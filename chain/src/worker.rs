@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use alloy::primitives::{Address, U256};
 
-use crate::{
-    BatchOutcome, ChainClient, ChainConfig, ChainError, CreditEntry, Deployed, FoundUser,
-    Migration, SigningKey, Status, TxOutcome, UserRecord,
+use crate::client::ChainClient;
+use crate::config::{ChainConfig, SigningKey};
+use crate::types::{
+    BatchOutcome, ChainError, CreditEntry, Deployed, FoundUser, Migration, Status, TxOutcome,
+    UserRecord,
 };
 
 /// A reply: the result of one request.

@@ -6,10 +6,14 @@
 use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::Provider;
 use alloy::sol_types::SolEvent;
+use pbts_chain::bindings::Reputation::{
+    BatchOutOfOrder, LengthMismatch, NotOwner, ReferrerNotContract, ReferrerNotReputation,
+    UserDoesNotExist, UserExists, ZeroPasswordHash,
+};
 use pbts_chain::bindings::{Reputation, ReputationFactory};
 use pbts_chain::{
-    BatchOutcome, ChainClient, ChainConfig, ChainError, CreditEntry, NO_TEE_ATTESTATION, TxOutcome,
-    UserRecord,
+    BatchOutcome, ChainClient, ChainConfig, ChainError, CreditEntry, NO_TEE_ATTESTATION,
+    ReputationError as E, RevertReason, TxOutcome, UserRecord,
 };
 use pbts_testkit::anvil::{Anvil, dev_key};
 
@@ -32,11 +36,34 @@ fn user(name: &str, hash: u8, down: u64, up: u64) -> UserRecord {
     }
 }
 
-fn reverted(r: Result<impl std::fmt::Debug, ChainError>, reason: &str) {
+/// Asserts that `r` is the contract refusing with `expected`, decoded from its revert data.
+fn reverted(r: Result<impl std::fmt::Debug, ChainError>, expected: E) {
     match r {
-        Err(ChainError::Reverted { reason: got }) => assert_eq!(got, reason),
-        other => panic!("expected revert {reason:?}, got {other:?}"),
+        Err(ChainError::Reverted(RevertReason::Reputation(got))) => assert_eq!(got, expected),
+        other => panic!("expected revert {expected:?}, got {other:?}"),
     }
+}
+
+/// `NotOwner` for `caller` on a contract owned by `owner`.
+fn not_owner(caller: &ChainClient, owner: &ChainClient) -> E {
+    E::NotOwner(NotOwner { caller: caller.account(), owner: owner.account() })
+}
+
+fn user_exists(name: &str) -> E {
+    E::UserExists(UserExists { username: name.into() })
+}
+
+fn no_such_user(name: &str) -> E {
+    E::UserDoesNotExist(UserDoesNotExist { username: name.into() })
+}
+
+fn zero_hash(name: &str) -> E {
+    E::ZeroPasswordHash(ZeroPasswordHash { username: name.into() })
+}
+
+/// `LengthMismatch(1, 0)`: one username, an empty array beside it.
+fn one_name_no_values() -> E {
+    E::LengthMismatch(LengthMismatch { expected: U256::from(1), got: U256::ZERO })
 }
 
 /// The logs of `E` that `tx` emitted from `from`.
@@ -82,13 +109,14 @@ fn factory_deploys_owned_reputations_and_publishes_the_attestation() {
 
         // The referrer is checked, not silently dropped.
         let eoa = dev_key(1).address();
+        // The constructor's error bubbles up through the factory unchanged.
         reverted(
             c.create_reputation(factory.address, eoa, vec![]).await,
-            "Referrer is not a contract",
+            E::ReferrerNotContract(ReferrerNotContract { referrer: eoa }),
         );
         reverted(
             c.create_reputation(factory.address, factory.address, vec![]).await,
-            "Referrer is not a Reputation contract",
+            E::ReferrerNotReputation(ReferrerNotReputation { referrer: factory.address }),
         );
         let child =
             c.create_reputation(factory.address, rep.address, b"quote".to_vec()).await.unwrap();
@@ -123,13 +151,10 @@ fn users_are_added_once_updated_by_the_owner_and_every_write_emits_an_event() {
         );
         assert_eq!(c.get_user(rep, "nobody").await.unwrap(), None);
 
-        reverted(c.add_user(rep, &user("alice", 0xff, 9, 9)).await, "User exists");
+        reverted(c.add_user(rep, &user("alice", 0xff, 9, 9)).await, user_exists("alice"));
         assert_eq!(c.get_user(rep, "alice").await.unwrap(), Some(alice), "no silent overwrite");
-        reverted(c.add_user(rep, &user("zero", 0, 0, 0)).await, "Password hash must be non-zero");
-        reverted(
-            mallory.add_user(rep, &user("eve", 0xee, 0, 0)).await,
-            "Only the owner can call this function.",
-        );
+        reverted(c.add_user(rep, &user("zero", 0, 0, 0)).await, zero_hash("zero"));
+        reverted(mallory.add_user(rep, &user("eve", 0xee, 0, 0)).await, not_owner(&mallory, &c));
 
         let tx = c.update_user(rep, "alice", U256::from(100), U256::from(200)).await.unwrap();
         let got = c.get_user(rep, "alice").await.unwrap().unwrap();
@@ -144,10 +169,10 @@ fn users_are_added_once_updated_by_the_owner_and_every_write_emits_an_event() {
                 uploadSize: U256::from(200),
             }]
         );
-        reverted(c.update_user(rep, "bob", U256::ZERO, U256::ZERO).await, "User does not exist");
+        reverted(c.update_user(rep, "bob", U256::ZERO, U256::ZERO).await, no_such_user("bob"));
         reverted(
             mallory.update_user(rep, "alice", U256::ZERO, U256::ZERO).await,
-            "Only the owner can call this function.",
+            not_owner(&mallory, &c),
         );
 
         // Batch update: all or nothing.
@@ -161,7 +186,7 @@ fn users_are_added_once_updated_by_the_owner_and_every_write_emits_an_event() {
         };
         reverted(
             c.update_users(rep, &batch(&["alice", "bob", "dave"])).await,
-            "User does not exist",
+            no_such_user("dave"),
         );
         assert_eq!(c.get_user(rep, "bob").await.unwrap().unwrap().download_size, U256::ZERO);
         let tx = c.update_users(rep, &batch(&["alice", "bob", "carol"])).await.unwrap();
@@ -171,7 +196,7 @@ fn users_are_added_once_updated_by_the_owner_and_every_write_emits_an_event() {
         let r = Reputation::new(rep, c.provider().clone());
         let mismatch = r.updateUsers(vec!["alice".into()], vec![], vec![U256::ZERO]);
         let err = mismatch.from(c.account()).estimate_gas().await.unwrap_err();
-        assert!(err.to_string().contains("Length mismatch"), "{err}");
+        assert_eq!(err.as_decoded_interface_error::<E>(), Some(one_name_no_values()), "{err}");
 
         // Off-chain URL.
         let tx = c.set_offchain_url(rep, "https://tracker.example/data").await.unwrap();
@@ -181,10 +206,7 @@ fn users_are_added_once_updated_by_the_owner_and_every_write_emits_an_event() {
             events::<Reputation::OffchainDataUrlSet>(&c, &tx, rep).await,
             vec![Reputation::OffchainDataUrlSet { url: "https://tracker.example/data".into() }]
         );
-        reverted(
-            mallory.set_offchain_url(rep, "x").await,
-            "Only the owner can call this function.",
-        );
+        reverted(mallory.set_offchain_url(rep, "x").await, not_owner(&mallory, &c));
         // The original's public getter still works.
         let row = r.allUsers("carol".into()).call().await.unwrap();
         assert_eq!((row.username, row.uploadSize), ("carol".to_owned(), U256::from(30)));
@@ -230,8 +252,8 @@ fn migration_walks_a_three_contract_referrer_chain() {
         assert_eq!(none.source, None);
         assert!(events::<Reputation::UserMigrated>(&c, &none.tx, c3).await.is_empty());
         assert_eq!(c.find_user(c3, "nobody").await.unwrap(), None);
-        reverted(c.migrate_user(c3, "alice").await, "User exists");
-        reverted(mallory.migrate_user(c3, "dave").await, "Only the owner can call this function.");
+        reverted(c.migrate_user(c3, "alice").await, user_exists("alice"));
+        reverted(mallory.migrate_user(c3, "dave").await, not_owner(&mallory, &c));
         // The old contracts are untouched; the new copy is independent.
         c.update_user(c3, "alice", U256::from(70), U256::from(90)).await.unwrap();
         assert_eq!(c.get_user(c1, "alice").await.unwrap(), Some(user("alice", 0xa1, 7, 9)));
@@ -271,12 +293,12 @@ fn credit_batches_apply_once_in_order_and_carry_reputation_over_by_key() {
         let block = c.provider().get_block_number().await.unwrap();
         assert_eq!(c.credit_users(old, 1, &b1).await.unwrap(), BatchOutcome::AlreadyApplied);
         assert_eq!(c.provider().get_block_number().await.unwrap(), block);
-        reverted(c.credit_users(old, 3, &b1).await, "Batch out of order");
-        reverted(mallory.credit_users(old, 2, &b1).await, "Only the owner can call this function.");
         reverted(
-            c.credit_users(old, 2, &[entry("zed", 0, 1, 1)]).await,
-            "Password hash must be non-zero",
+            c.credit_users(old, 3, &b1).await,
+            E::BatchOutOfOrder(BatchOutOfOrder { expected: 2, got: 3 }),
         );
+        reverted(mallory.credit_users(old, 2, &b1).await, not_owner(&mallory, &c));
+        reverted(c.credit_users(old, 2, &[entry("zed", 0, 1, 1)]).await, zero_hash("zed"));
         assert!(matches!(
             c.credit_users(old, 2, &[entry("alice", 0xa1, 5, 500)]).await,
             Ok(BatchOutcome::Applied(_))
@@ -382,6 +404,6 @@ fn migration_depth_is_bounded_and_credit_arrays_must_match() {
 
         let call = r.creditUsers(1, vec!["a".into()], vec![], vec![U256::ZERO], vec![U256::ZERO]);
         let err = call.from(c.account()).estimate_gas().await.unwrap_err();
-        assert!(err.to_string().contains("Length mismatch"), "{err}");
+        assert_eq!(err.as_decoded_interface_error::<E>(), Some(one_name_no_values()), "{err}");
     });
 }

@@ -87,10 +87,11 @@ impl ChainState {
         self.outbox.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    pub(crate) fn record_error(&self, message: String) {
+    /// Counts an outbox failure and keeps its text for `/contract/status`.
+    pub(crate) fn record_error(&self, error: &dyn std::error::Error) {
         self.outbox.failures.fetch_add(1, Ordering::Relaxed);
         *self.outbox.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(message);
+            Some(error.to_string());
     }
 
     pub(crate) fn record_success(&self) {

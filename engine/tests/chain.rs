@@ -117,7 +117,7 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
     fails(
         call(a, "POST", "/contract/init", Some(json!({"referrer_address": eoa}))),
         409,
-        "reverted: Referrer is not a contract",
+        &format!("reverted: Referrer is not a contract: {eoa}"),
     );
     let first = init(a, None);
     assert_eq!(call(a, "GET", "/contract/status", None).1["reputation_address"], first);
@@ -125,7 +125,7 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
     let (status, v) = call(a, "POST", "/contract/register", Some(alice.clone()));
     assert_eq!(status, 200, "{v}");
     assert!(v["tx_hash"].as_str().unwrap().starts_with("0x"));
-    fails(call(a, "POST", "/contract/register", Some(alice)), 409, "reverted: User exists");
+    fails(call(a, "POST", "/contract/register", Some(alice)), 409, "reverted: User exists: alice");
     let (status, v) = call(a, "GET", "/contract/user/alice", None);
     assert_eq!(status, 200, "{v}");
     assert_eq!(
@@ -153,7 +153,7 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
             Some(json!({"username": "bob", "download_size": 1, "upload_size": 1})),
         ),
         409,
-        "reverted: User does not exist",
+        "reverted: User does not exist: bob",
     );
     fails(
         call(a, "GET", "/contract/user/nobody", None),
@@ -184,7 +184,7 @@ fn contract_endpoints_write_as_admin_and_report_reverts_with_their_reason() {
     fails(
         call(a, "POST", "/contract/migrate", Some(json!({"username": "alice"}))),
         409,
-        "reverted: User exists",
+        "reverted: User exists: alice",
     );
     let (_, v) = call(a, "POST", "/contract/migrate", Some(json!({"username": "nobody"})));
     assert_eq!((v["migrated"].as_bool(), v["source_address"].clone()), (Some(false), Value::Null));
@@ -334,6 +334,67 @@ fn outbox_survives_an_anvil_restart_and_a_tracker_kill_without_loss_or_double_cr
     let got =
         eventually("the last batch", || on_chain(p.addr, "up").filter(|u| u.1 != expected_up));
     assert_eq!(got.1, expected_up + LAST);
+}
+
+/// One JSON-RPC call to anvil; its `result`.
+fn anvil_rpc(anvil: &Anvil, method: &str, params: Value) -> Value {
+    let addr = SocketAddr::from(([127, 0, 0, 1], anvil.port()));
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let (status, v) = call(addr, "POST", "/", Some(body));
+    assert_eq!(status, 200, "{v}");
+    v["result"].clone()
+}
+
+/// The chain loses an applied batch (a node restored from an older snapshot): the contract
+/// refuses the tracker's next batch with `BatchOutOfOrder { expected: 2, got: 3 }`, and the
+/// outbox renumbers it to 2 and sends it again instead of retrying batch 3 forever.
+#[test]
+fn outbox_renumbers_a_batch_the_contract_refuses_as_out_of_order() {
+    let anvil = Anvil::start().unwrap();
+    let factory = deploy_factory(&anvil);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = chain_toml(&anvil.url(), &key_file(dir.path(), 0), factory);
+    let tracker_dir = dir.path().join("tracker");
+    std::fs::create_dir_all(&tracker_dir).unwrap();
+    let p = Proc::spawn(&tracker_dir, &toml);
+    let contract = init(p.addr, None);
+    let up = register(&p, "up", 1);
+    let down = register(&p, "down", 2);
+    register_torrent(&p, &IH);
+    register_torrent(&p, &OTHER_IH);
+    let idle = || {
+        let (_, s) = call(p.addr, "GET", "/contract/status", None);
+        (s["outbox"]["batch_in_flight"].is_null() && s["outbox"]["pending_users"] == 0)
+            .then_some(())
+    };
+
+    // Batch 1, then a snapshot of the chain.
+    let t = now();
+    let rs: Vec<Value> = (0..3).map(|i| receipt_json(&receipt(&IH, &up, &down.sk, i, t))).collect();
+    assert_eq!(report(&p, &up, &rs).1["credited_bytes"], SIZE);
+    eventually("batch 1", || on_chain(p.addr, "up").filter(|u| u.1 == SIZE));
+    eventually("an idle outbox", idle);
+    let snapshot = anvil_rpc(&anvil, "evm_snapshot", json!([]));
+
+    // Batch 2 applies and the tracker forgets it; then the chain goes back to the snapshot.
+    let rs: Vec<Value> =
+        (0..2).map(|i| receipt_json(&receipt(&OTHER_IH, &up, &down.sk, i, t + 1))).collect();
+    assert_eq!(report(&p, &up, &rs).1["credited_bytes"], 2 * PIECE);
+    eventually("batch 2", || on_chain(p.addr, "up").filter(|u| u.1 == SIZE + 2 * PIECE));
+    eventually("an idle outbox", idle);
+    assert_eq!(anvil_rpc(&anvil, "evm_revert", json!([snapshot])), true);
+    assert_eq!(on_chain(p.addr, "up").unwrap().1, SIZE);
+
+    // The tracker's batch 3 is refused, renumbered to 2 and applied.
+    let r = receipt_json(&receipt(&OTHER_IH, &up, &down.sk, 2, t + 2));
+    assert_eq!(report(&p, &up, &[r]).1["credited_bytes"], LAST);
+    let got = eventually("the renumbered batch", || on_chain(p.addr, "up").filter(|u| u.1 != SIZE));
+    assert_eq!(got, (0, SIZE + LAST, contract.clone()));
+    let contract: Address = contract.parse().unwrap();
+    assert_eq!(wait(&chain(&anvil).last_batch_id(contract)).unwrap(), 2);
+    eventually("an idle outbox", idle);
+    let (_, s) = call(p.addr, "GET", "/contract/status", None);
+    assert_eq!(s["outbox"]["last_error"], Value::Null);
 }
 
 #[test]

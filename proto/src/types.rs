@@ -13,7 +13,7 @@ pub struct InfoHash(pub [u8; 20]);
 pub struct PeerId(pub [u8; 20]);
 
 /// Lowercase hex of a byte string, written straight into a formatter (no allocation).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Hex<'a>(pub &'a [u8]);
 
 impl fmt::Display for Hex<'_> {

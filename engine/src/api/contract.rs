@@ -23,8 +23,8 @@ fn amount(v: U256) -> Value {
 impl From<ChainError> for ApiError {
     fn from(e: ChainError) -> Self {
         let status = match e {
-            ChainError::Reverted { .. } => 409,
-            ChainError::Rpc(_) | ChainError::Failed { .. } => 502,
+            ChainError::Reverted(_) => 409,
+            ChainError::Rpc(_) | ChainError::Failed { .. } | ChainError::Timeout { .. } => 502,
             ChainError::Config(_) | ChainError::Stopped => 503,
         };
         Self::new(status, e.to_string())

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pbts_chain::{Address, ChainError, ChainHandle};
+use pbts_chain::{Address, ChainError, ChainHandle, ReputationError, RevertReason};
 
 use crate::state::State;
 use crate::store::{ChainBatch, StoreCmd, StoreError};
@@ -36,7 +36,7 @@ fn wait_chain<T>(
                     return Err(ChainError::Stopped);
                 }
                 if Instant::now() > deadline {
-                    return Err(ChainError::Rpc(format!("no answer within {}s", limit.as_secs())));
+                    return Err(ChainError::Timeout { waited_secs: limit.as_secs() });
                 }
             }
         }
@@ -141,7 +141,7 @@ pub fn run_outbox_worker(state: &Arc<State>) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 tracing::warn!("outbox: {e}; retrying in {}s", backoff.as_secs());
-                state.chain.record_error(e.to_string());
+                state.chain.record_error(&e);
                 let this = backoff;
                 backoff = (backoff * 2).min(max_backoff);
                 this
@@ -184,13 +184,14 @@ fn flush_once(state: &State, chain: &ChainHandle) -> Result<Flush, OutboxError> 
             state.chain.record_success();
             Ok(Flush::More)
         }
-        Err(ChainError::Reverted { reason }) if reason == "Batch out of order" => {
-            // The contract applied fewer batches than we believe (a chain reset): renumber.
-            let last = wait_chain(state, &chain.last_batch_id(contract), limit)
-                .map_err(|source| OutboxError::ReadLastBatch { contract, source })?;
-            ask_store(state, |reply| StoreCmd::RenumberChainBatch { to: last + 1, reply })
+        Err(ChainError::Reverted(RevertReason::Reputation(ReputationError::BatchOutOfOrder(
+            e,
+        )))) => {
+            // The contract applied fewer batches than we believe (a chain reset): renumber to
+            // the id it expects (its lastBatchId + 1, carried by the error).
+            ask_store(state, |reply| StoreCmd::RenumberChainBatch { to: e.expected, reply })
                 .map_err(|source| OutboxError::Renumber { batch: batch.id, source })?;
-            Err(OutboxError::OutOfOrder { batch: batch.id, renumbered_to: last + 1 })
+            Err(OutboxError::OutOfOrder { batch: batch.id, renumbered_to: e.expected })
         }
         Err(source) => Err(OutboxError::Credit { batch: batch.id, contract, source }),
     }
