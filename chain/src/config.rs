@@ -11,11 +11,11 @@ use crate::types::ChainError;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChainConfig {
-    /// JSON-RPC endpoint (HTTP). Empty disables the chain. Environment: `RPC` (the original's
-    /// name). Default empty.
+    /// JSON-RPC endpoint (HTTP). Empty disables the chain. Environment: `RPC` (PBTS's name).
+    /// Default empty.
     pub rpc_url: String,
     /// Environment variable holding the tracker account's private key (hex, `0x` optional).
-    /// Default `PK0` (the original's name).
+    /// Default `PK0` (PBTS's name).
     pub key_env: String,
     /// File holding the private key (hex); takes precedence over `key_env`. Default empty.
     pub key_file: String,

@@ -19,7 +19,7 @@
 //! [`ChainError::Reverted`] with the contract's custom error decoded into a typed
 //! [`RevertReason`] (see [`revert`]), before any gas is spent. The gas limit
 //! is the estimate plus a margin, and a mined transaction whose receipt reports failure is an
-//! error too (the original reported reverted transactions as success).
+//! error too, never a success (see docs/COMPATIBILITY.md).
 //!
 //! Non-goals: key custody beyond a local signer (the TEE crate derives the key), and event
 //! indexing (the contracts emit an event for every write; indexers read those).

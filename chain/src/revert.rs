@@ -27,7 +27,8 @@ use crate::bindings::Reputation;
 pub type ReputationError = Reputation::ReputationErrors;
 
 impl fmt::Display for ReputationError {
-    /// The original `require` text, then the values that explain it.
+    /// The `require` text the contract used before custom errors (PBTS's text where it had
+    /// one), then the values that explain it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotOwner(e) => write!(

@@ -5,8 +5,8 @@ use alloy::primitives::{Address, B256, U256};
 
 use crate::revert::RevertReason;
 
-/// The marker published as the factory attestation when no TEE quote is available (the
-/// original's fallback bytes).
+/// The marker published as the factory attestation when no TEE quote is available (PBTS's
+/// marker, kept; see docs/COMPATIBILITY.md).
 pub const NO_TEE_ATTESTATION: &[u8] = b"PBTS-Tracker-v1.0";
 
 /// What can go wrong talking to the chain.

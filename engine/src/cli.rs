@@ -77,8 +77,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `pbts keygen`: a key made here never crosses a network (the original's `/keygen` made keys
-/// on the server and sent the private key back).
+/// `pbts keygen`: makes the key pair on the client, so the private key never crosses a network
+/// (`POST /keygen` sends it from the server).
 fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
     use std::io::Write as _;
     let b64 = crate::encoding::b64;
@@ -108,8 +108,8 @@ fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `pbts chain deploy-factory`: replaces the original's `deploy_factory.sh` (forge create and a
-/// `.env` rewrite) with one command that needs neither forge nor jq.
+/// `pbts chain deploy-factory`: replaces PBTS's `deploy_factory.sh` (forge create and a `.env`
+/// rewrite) with one command that needs neither forge nor jq.
 fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(path.as_deref())?;
     let chain = &config.chain;

@@ -134,8 +134,8 @@ pub struct TrackerConfig {
     pub min_interval_secs: u32,
     /// A peer that has not announced for this long is removed, seconds. Default 3600.
     pub peer_timeout_secs: u32,
-    /// Most peers returned by one announce (`numwant` is capped to it). Default 50 (the
-    /// original's MAX_PEERS).
+    /// Most peers returned by one announce (`numwant` is capped to it). Default 50.
+    /// Environment: `MAX_PEERS`.
     pub max_peers: usize,
     /// Peers returned when a client sends no `numwant`. Default 50.
     pub default_numwant: usize,
@@ -188,7 +188,7 @@ pub struct RatioConfig {
     pub enabled: bool,
     /// `claimed` (default: announce deltas) or `verified` (receipt-proven upload).
     pub source: RatioSource,
-    /// Smallest uploaded/downloaded ratio a leecher may have (the original's MIN_RATIO).
+    /// Smallest uploaded/downloaded ratio a leecher may have. Environment: `MIN_RATIO`.
     /// Default 0.5.
     pub min_ratio: f64,
     /// Bytes a user may download before the ratio applies (the grace allowance for new users).
@@ -238,8 +238,8 @@ impl Default for AdminConfig {
     }
 }
 
-/// Who may use the original's server-side key endpoints (`POST /keygen`, `POST /attest`), which
-/// handle private keys and exist only for compatibility.
+/// Who may use the server-side key endpoints (`POST /keygen`, `POST /attest`), which handle
+/// private keys and exist only for compatibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerSideKeys {
@@ -333,8 +333,8 @@ impl Default for LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiptsConfig {
-    /// A receipt older than this many seconds is refused as stale (the original's
-    /// `receipt_window`): uploaders must report within it. It does not decide what was
+    /// A receipt older than this many seconds is refused as stale (`receipt_window` in
+    /// `/config`): uploaders must report within it. It does not decide what was
     /// already credited (each downloader's pieces are credited once, ever, whatever the
     /// window). Changeable at run time through `POST /config`. Default 3600.
     pub window_secs: u64,
@@ -457,7 +457,7 @@ impl Config {
     /// Applies environment overrides read through `get`:
     /// `PBTS_MODE`, `PBTS_CORES`, `PBTS_DATA_DIR`, `PBTS_LISTEN` (comma-separated addresses),
     /// `PORT` (replaces the port of every listen address), `MIN_RATIO`, `MAX_PEERS`, `RPC`,
-    /// `FACTORY`, `REPUTATION_ADDRESS`, `TEE_MODE` (the original's names), `PBTS_PUBLIC_URL`. The chain
+    /// `FACTORY`, `REPUTATION_ADDRESS`, `TEE_MODE` (PBTS's names), `PBTS_PUBLIC_URL`. The chain
     /// key's variable (`PK0` by default) is read at start-up, never stored here.
     ///
     /// # Errors

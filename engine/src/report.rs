@@ -1,8 +1,8 @@
 //! Receipt reports: upload credit proven by the downloaders' signatures.
 //!
 //! An uploader reports receipts its downloaders signed. Each receipt is checked on its own and
-//! gets its own verdict; a bad one never voids the good ones (the original credited nothing, or
-//! fell back to the client's claimed deltas, when one signature failed).
+//! gets its own verdict; a bad one never voids the good ones, and the client's claimed deltas
+//! are never credited in their place (see docs/COMPATIBILITY.md).
 //!
 //! ```text
 //!  decoded receipts ─▶ precheck (serving core, map lookups only)

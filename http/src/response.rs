@@ -13,8 +13,8 @@ use crate::util::{ip_text, push_u64};
 use pbts_proto::bencode::Encoder;
 use pbts_proto::{InfoHash, PeerId};
 
-/// The `Content-Type` of bencoded tracker responses: what the original tracker sends, and
-/// what clients accept (they ignore it).
+/// The `Content-Type` of bencoded tracker responses. Clients ignore it; this is the one PBTS
+/// sends (see docs/COMPATIBILITY.md).
 pub const BENCODE_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// The reason phrase for the statuses the server sends; empty for others (the phrase is

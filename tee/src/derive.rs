@@ -9,8 +9,8 @@
 //!                    scalar is in [1, n): fails with probability ~2^-128 per try)
 //! ```
 //!
-//! The original derived its TEE BLS key from a *random* path, so a restart gave a new key and
-//! nothing could be recovered; here the path is the caller's, fixed.
+//! The path is the caller's, never random: a restart gives the same keys, and a key can always
+//! be derived again (see docs/COMPATIBILITY.md).
 
 use hkdf::Hkdf;
 use pbts_verifier::keys::SecretKey;
@@ -24,7 +24,7 @@ pub const DERIVE_SALT: &[u8] = b"pbts-tee-derive-v1";
 
 /// The default path of the tracker's BLS key.
 pub const BLS_PATH: &str = "tracker";
-/// The default path of the tracker's Ethereum account (the original's `ethereum/pbts`).
+/// The default path of the tracker's Ethereum account (PBTS's path; see docs/COMPATIBILITY.md).
 pub const ETHEREUM_PATH: &str = "ethereum/pbts";
 
 /// Order of secp256k1's group (big-endian).

@@ -7,7 +7,7 @@
 //!   (same root and path, same keys; pure).
 //! - [`quote`]: TDX quote v4/v5 parsing with the report data at its correct offset (pure).
 //! - [`verify`]: verification with `dcap-qvl` against given collateral or a PCCS, plus the
-//!   report-data check the original skipped.
+//!   report-data check.
 //! - [`provider`]: the providers behind one trait: `none` (no TEE: keys from a local root
 //!   secret, no quotes), `tdx` (quotes from Linux configfs-tsm), `dstack` (the dstack guest
 //!   agent over its Unix socket: `GetKey`, `GetQuote`, `Info`).
@@ -78,11 +78,12 @@ impl TeeMode {
         }
     }
 
-    /// Parses `TEE_MODE`: `none`, `tdx`, `dstack`, and the original's `disabled` (none),
-    /// `enabled` and `benchmark` (both dstack, the original's only TEE), any case.
+    /// Parses `TEE_MODE`, in any case: `none`, `tdx`, `dstack`, and PBTS's `disabled` (none),
+    /// `enabled` and `benchmark` (both dstack, PBTS's only TEE).
     ///
     /// # Errors
-    /// The accepted values, for anything else (the original silently fell back to disabled).
+    /// The accepted values, for anything else (never a silent fallback to `none`; see
+    /// docs/COMPATIBILITY.md).
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "none" | "disabled" => Ok(Self::None),
@@ -147,7 +148,7 @@ impl Default for TeeConfig {
     }
 }
 
-/// Counters for `/tee/status` (the original's fields, plus verification).
+/// Counters for `/tee/status` (PBTS's fields, plus verification).
 #[derive(Debug, Default)]
 pub struct Stats {
     key_generations: AtomicU64,

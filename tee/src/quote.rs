@@ -13,7 +13,8 @@
 //! TD report 1.5 adds tee_tcb_svn2 16 │ mr_servicetd 48 after it.
 //! ```
 //!
-//! The original read report data at a wrong offset and never enforced it.
+//! In a v4 quote the report data is therefore bytes 568..632; [`crate::verify`] enforces it
+//! (see docs/COMPATIBILITY.md).
 
 use crate::error::TeeError;
 
@@ -244,8 +245,8 @@ pub const CLIENT_ATTESTATION_DOMAIN: &[u8] = b"pbts/client-attestation/v1";
 ///
 /// ```text
 ///  Tracker(statement)  statement ‖ zeros              when it is 64 bytes or fewer
-///                      SHA-256(statement) ‖ 32 zeros  otherwise (the original's scheme, kept
-///                                                     so published attestations still verify)
+///                      SHA-256(statement) ‖ 32 zeros  otherwise (PBTS's scheme, kept so
+///                                                     published attestations still verify)
 ///  Client(payload)     SHA-256("pbts/client-attestation/v1" ‖ payload) ‖ 32 zeros
 /// ```
 ///
@@ -285,8 +286,8 @@ pub fn client_report_data(payload: &[u8]) -> [u8; 64] {
 }
 
 /// Report data of a tracker statement ([`Binding::Tracker`]): the statement itself,
-/// zero-padded, when it fits; otherwise its SHA-256, zero-padded (as the original did, so its
-/// quotes still match). Never for payloads a client chose: see [`client_report_data`].
+/// zero-padded, when it fits; otherwise its SHA-256, zero-padded (PBTS's scheme, so quotes
+/// PBTS made still match). Never for payloads a client chose: see [`client_report_data`].
 pub fn report_data_for(payload: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
     if payload.len() <= 64 {

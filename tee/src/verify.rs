@@ -1,6 +1,6 @@
 //! Quote verification with `dcap-qvl`: the signature chain to Intel's root, the TCB status
-//! against the collateral, and, which the original skipped, the report data against the payload
-//! the caller expects. A mismatch makes the quote invalid whatever its TCB status.
+//! against the collateral, and the report data against the payload the caller expects. A
+//! mismatch makes the quote invalid whatever its TCB status.
 
 use std::time::Duration;
 

@@ -57,13 +57,12 @@
 //! are fixed and never leave the verifier, so an attacker cannot search for a lucky batch
 //! offline: each try costs a submission.
 //!
-//! Without scalars (plain aggregate verification, as the original tracker did), or with one
-//! scalar per *signer*, errors cancel: anyone holding two valid receipts of one signer can
-//! submit `(m_a, σ_a + Δ)` and `(m_b, σ_b − Δ)` for any point `Δ`. Both are invalid, and both
-//! carry signature bytes never seen before, yet `e(g1, r·(σ_a+Δ) + r·(σ_b−Δ)) =
-//! e(pk, r·(H_a+H_b))` holds. With one scalar per receipt the `Δ` terms survive as
-//! `(r_a − r_b)·Δ`. (Across signers, plain aggregation has the same hole.) The tests include
-//! both attacks.
+//! Without scalars (plain aggregate verification), or with one scalar per *signer*, errors
+//! cancel: anyone holding two valid receipts of one signer can submit `(m_a, σ_a + Δ)` and
+//! `(m_b, σ_b − Δ)` for any point `Δ`. Both are invalid, and both carry signature bytes never
+//! seen before, yet `e(g1, r·(σ_a+Δ) + r·(σ_b−Δ)) = e(pk, r·(H_a+H_b))` holds. With one scalar
+//! per receipt the `Δ` terms survive as `(r_a − r_b)·Δ`. (Across signers, plain aggregation has
+//! the same hole.) The tests include both attacks.
 //!
 //! # Hashing to G2
 //!

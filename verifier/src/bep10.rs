@@ -22,18 +22,18 @@
 //! pbts_request_receipt  {info_hash: 20B, piece_hash: 20B|32B, piece_index: int (u32)}
 //! ```
 //!
-//! # Fixes relative to the original
+//! # Compatibility
 //!
-//! - The original nested a dictionary under `m.pbts`; BEP 10 requires `m` to map names to
-//!   integers, so real clients ignored or mis-parsed it. Here each message is its own entry in
-//!   `m`, next to `ut_metadata`, `ut_pex` and whatever else the peer supports. The original's
-//!   handshake still decodes (its `pbts` entry is not an integer and is ignored), it just
-//!   advertises none of our messages.
-//! - The original's receipts carried and signed `t_epoch = timestamp / 3600`, so a receipt
-//!   received over BEP 10 could never verify at the tracker's `/report`. Here there is no
-//!   `t_epoch`: the signature covers exactly [`Receipt::message`], the tracker's message, and
-//!   a receipt travels unchanged from peer to tracker. The field is `info_hash` (the original
-//!   said `infohash`).
+//! - Each message is its own integer entry in `m`, as BEP 10 requires, next to `ut_metadata`,
+//!   `ut_pex` and whatever else the peer supports. A handshake that nests a dictionary under
+//!   `m.pbts` (the PBTS prototype's form, which real clients ignore or mis-parse) still
+//!   decodes: its `pbts` entry is not an integer and is ignored, so it advertises none of our
+//!   messages.
+//! - There is no `t_epoch`: the signature covers exactly [`Receipt::message`], the tracker's
+//!   `/report` message, so a receipt travels unchanged from peer to tracker. The field is
+//!   `info_hash`.
+//!
+//! docs/COMPATIBILITY.md describes the prototype's forms.
 //!
 //! # Decoding
 //!
@@ -129,7 +129,7 @@ impl Default for ExtensionIds {
 impl ExtensionIds {
     /// No message supported (what a peer without pbts advertises).
     pub const NONE: Self = Self { receipt: None, receipt_batch: None, request_receipt: None };
-    /// The default local assignment, as the original used: 1, 2, 3.
+    /// The default local assignment: 1, 2, 3.
     pub const LOCAL_DEFAULT: Self =
         Self { receipt: Some(1), receipt_batch: Some(2), request_receipt: Some(3) };
 
@@ -782,7 +782,7 @@ mod tests {
 
     #[test]
     fn original_handshake_decodes_without_support() {
-        // The original's 98-byte handshake (nested dict under m.pbts): no ids, not an error.
+        // The PBTS prototype's 98-byte handshake (nested dict under m.pbts): no ids, not an error.
         let mut wire = vec![0, 0, 0, 0x5e, 20, 0];
         wire.extend_from_slice(
             b"d1:md4:pbtsd7:receipti1e13:receipt_batchi2e15:request_receipti3eee\
@@ -925,7 +925,7 @@ mod tests {
 
     #[test]
     fn extra_keys_ignored() {
-        // The original's t_epoch, and an unknown key, are ignored.
+        // The PBTS prototype's t_epoch, and an unknown key, are ignored.
         let r = receipt(3);
         let out = encoded(&Message::Receipt(r));
         let payload = &out[6..];

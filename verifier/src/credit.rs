@@ -12,11 +12,11 @@
 //! download for a torrent never exceeds the torrent's size, and the uploaders it credits share
 //! exactly that much.
 //!
-//! An earlier design identified receipts by a hash of the signed message, timestamp included
-//! (as the original's Rust port did; its Python tracker left the timestamp out but kept the
-//! piece hash, so invented piece hashes were fresh receipts there). Every re-signature was then a
-//! fresh receipt: a pair of colluding accounts turned one 64 MiB torrent into 368 MiB of
-//! verified upload with twenty signatures over piece 0.
+//! An earlier design identified receipts by a hash of the signed message, timestamp included.
+//! Every re-signature was then a fresh receipt: a pair of colluding accounts turned one 64 MiB
+//! torrent into 368 MiB of verified upload with twenty signatures over piece 0. Leaving the
+//! timestamp out of the hash does not help while the piece hash is in it: every invented piece
+//! hash makes a fresh receipt (see docs/COMPATIBILITY.md).
 //!
 //! The freshness window ([`Freshness`]) still refuses stale and far-future receipts, so that
 //! uploaders report promptly and a receipt cannot sit unused for months, but it no longer
@@ -286,7 +286,7 @@ impl PieceSet {
 /// The freshness rule and the claims reserved by batches being verified.
 ///
 /// Not synchronised: the engine owns it on one thread and calls [`Ledger::reserve`] atomically
-/// per batch (the original's check-then-mark raced).
+/// per batch, so no other batch can claim a piece between the check and the mark.
 #[derive(Clone, Debug)]
 pub struct Ledger {
     freshness: Freshness,

@@ -1,6 +1,7 @@
 //! BLS12-381 min-pk keys: 32-byte secret scalars, 48-byte compressed G1 public keys, 96-byte
-//! compressed G2 signatures, ciphersuite `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_` (the
-//! original Python tracker's `py_ecc` `G2ProofOfPossession`; see the interop test).
+//! compressed G2 signatures, ciphersuite `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`
+//! (`py_ecc`'s `G2ProofOfPossession`, so keys and signatures made by PBTS clients work
+//! unchanged; see the interop test).
 //!
 //! - Secret keys come from the IETF `KeyGen` (HKDF over at least 32 bytes of input key
 //!   material) or from their 32-byte big-endian encoding. They are wiped on drop and never
@@ -10,9 +11,8 @@
 //!   then.
 //! - Signatures are verified with the subgroup check on the signature.
 //! - Proofs of possession (`PopProve`/`PopVerify`) sign the compressed public key under
-//!   [`POP_DST`]. The original generated them nowhere; require one when a key is registered, so
-//!   that nobody can register a key derived from someone else's (rogue-key attacks on any
-//!   future same-message aggregation).
+//!   [`POP_DST`]. Registering a key requires one, so that nobody can register a key derived
+//!   from someone else's (rogue-key attacks on any future same-message aggregation).
 //!
 //! ```
 //! use pbts_verifier::keys::SecretKey;
@@ -31,7 +31,7 @@ use blst::min_pk;
 use zeroize::{Zeroize, Zeroizing};
 
 /// Domain separation tag of receipt signatures (the IETF proof-of-possession suite's signing
-/// tag; the original Python tracker's `G2ProofOfPossession` uses it).
+/// tag, which `py_ecc`'s `G2ProofOfPossession` uses).
 pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// Domain separation tag of proofs of possession (IETF `PopProve`/`PopVerify`).
@@ -245,8 +245,9 @@ impl PublicKey {
     }
 }
 
-/// `Aggregate`: the sum of signatures (each decompressed and subgroup-checked), compressed. The
-/// original tracker aggregated a report's signatures this way before one `AggregateVerify`.
+/// `Aggregate`: the sum of signatures (each decompressed and subgroup-checked), compressed.
+/// Plain aggregates let errors cancel, so the verifier checks receipts with [`crate::batch`]
+/// instead; the experiments time this step as a baseline.
 ///
 /// # Errors
 /// [`VerifyError::MalformedSignature`] or [`VerifyError::SignatureNotInSubgroup`] for the first

@@ -6,9 +6,9 @@
 //! signature = Sign(receiver_sk, message)       (the downloader signs; 96 bytes)
 //! ```
 //!
-//! This is the original tracker's `/report` message, byte for byte (see the golden vectors in
-//! `keys`). The BEP 10 exchange uses the same message; the original's BEP 10 form signed
-//! `t_epoch = timestamp / 3600` instead, so its receipts could never verify at the tracker.
+//! This is the PBTS prototype's `/report` message, byte for byte (see the golden vectors in
+//! `keys` and docs/COMPATIBILITY.md). The BEP 10 exchange signs the same message, so a receipt
+//! received from a peer verifies at the tracker.
 
 use pbts_proto::InfoHash;
 

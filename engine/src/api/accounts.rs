@@ -26,7 +26,7 @@ struct Registration {
     /// Base64 of the 96-byte proof of possession (PopProve): required, so nobody can register
     /// a key they do not hold (rogue keys).
     proof_of_possession: String,
-    /// Optional: base64 of the original's registration signature over
+    /// Optional: base64 of a registration signature over
     /// `"register" ‖ instance_id ‖ user_id`, verified when present.
     #[serde(default)]
     signature: Option<String>,
@@ -94,7 +94,7 @@ fn check_registration(
 }
 
 /// `POST /register`: binds a new user to a BLS public key proven by a proof of possession and
-/// returns the passkey. Failures answer `{"success": false, "error": ...}` as the original did.
+/// returns the passkey. Failures answer `{"success": false, "error": ...}` (PBTS's shape).
 pub(crate) async fn register(core: &Core, req: &Request<'_>) -> ApiResult {
     let r = decode_registration(req.body)?;
     // Attaching a key to an account that exists (the passkey proves it) is not registration.
@@ -154,7 +154,7 @@ pub(crate) async fn register(core: &Core, req: &Request<'_>) -> ApiResult {
             });
             Ok(Response::json(200, &body))
         }
-        // The original's text.
+        // PBTS's text, kept for clients that match it.
         Err(StoreError::UserExists(_)) => Err(ApiError::new(409, "User already exists")),
         Err(e) => Err(e.into()),
     }

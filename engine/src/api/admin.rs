@@ -16,7 +16,7 @@ use crate::store::{StoreCmd, TorrentRecord};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
-    /// The original's field name is `user_id`; `name` is accepted too.
+    /// `user_id`, as `POST /register` spells it, is accepted too.
     #[serde(alias = "user_id")]
     name: String,
 }

@@ -14,14 +14,14 @@ use crate::config::TrackerMode;
 use crate::state::Core;
 use crate::store::{Overrides, StoreCmd};
 
-/// `GET /config`: the original's fields, with the values in force.
+/// `GET /config`: PBTS's fields and a few more, with the values in force.
 pub(crate) fn config_json(core: &Core) -> serde_json::Value {
     let state = &core.state;
     let c = &state.config;
     json!({
         "instance_id": state.instance_id,
         "mode": mode_str(c.tracker.mode),
-        // Not a switch any more: the original let anyone turn verification off.
+        // Not a switch: upload credit comes only from verified signatures.
         "verify_signatures": true,
         "receipt_window": state.runtime.receipt_window_secs(),
         "receipt_max_future_secs": c.receipts.max_future_secs,
@@ -74,9 +74,9 @@ pub(crate) fn decode_config_change(raw: &[u8]) -> Result<Overrides, String> {
     Ok(Overrides { min_ratio: change.min_ratio, receipt_window_secs: change.receipt_window })
 }
 
-/// `POST /config` (admin): validates every key first and applies all or nothing (the original
-/// applied keys one by one, so a bad later key left earlier ones changed), then persists the
-/// change so a restart keeps it. Types are strict: `"false"` is not a boolean.
+/// `POST /config` (admin): validates every key first and applies all or nothing, so a bad key
+/// never leaves the others half applied, then persists the change so a restart keeps it. Types
+/// are strict: `"false"` is not a boolean.
 pub(crate) async fn set_config(core: &Core, req: &Request<'_>) -> ApiResult {
     let overrides = decode_config_change(req.body)?;
     let in_force = core.state.ask(|reply| StoreCmd::SetOverrides { overrides, reply }).await?;

@@ -1,6 +1,6 @@
-//! `/contract/*`: the original's contract endpoints, with admin-only writes, checked receipts
-//! (a revert is an error with its reason, never `success: true`) and the address of the
-//! contract in use kept in the database.
+//! `/contract/*`: the contract endpoints, with admin-only writes, checked receipts (a revert is
+//! an error with its reason, never `success: true`) and the address of the contract in use
+//! kept in the database.
 
 use pbts_chain::worker::wait_async;
 use pbts_chain::{Address, ChainError, ChainHandle, U256, UserRecord};
@@ -241,7 +241,7 @@ struct RegisterBody {
     upload_size: u64,
 }
 
-/// Hex (0x optional) of at most 32 bytes, left-padded with zeros as the original did.
+/// Hex (0x optional) of at most 32 bytes, left-padded with zeros as PBTS pads it.
 fn password_hash(s: &str) -> Result<pbts_chain::B256, String> {
     let hex = s.trim().strip_prefix("0x").unwrap_or(s.trim());
     if hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) || hex.is_empty() {

@@ -25,8 +25,8 @@ pub(crate) fn valid_name(name: &str) -> bool {
 }
 
 /// Decodes a JSON body. The content type is not enforced: `curl -d` sends
-/// `application/x-www-form-urlencoded`, and refusing it (as the original's Flask did with a 415
-/// turned into a 500) only breaks the documented commands.
+/// `application/x-www-form-urlencoded`, and refusing it would only break the documented
+/// commands (see docs/COMPATIBILITY.md).
 pub(crate) fn json_body<'de, T: Deserialize<'de>>(req: &Request<'de>) -> Result<T, String> {
     parse_json(req.body)
 }

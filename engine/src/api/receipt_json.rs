@@ -1,11 +1,11 @@
-//! Receipts as the JSON API spells them (the original tracker's field names, plus the names the
-//! BEP 10 codec uses), decoded with a precise error per field.
+//! Receipts as the JSON API spells them (PBTS's field names and their aliases; see
+//! docs/COMPATIBILITY.md), decoded with a precise error per field.
 
 use pbts_proto::InfoHash;
 use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
 use serde::Deserialize;
 
-/// One receipt in a JSON body. Each field accepts the original's name and its alias.
+/// One receipt in a JSON body. Each field accepts its PBTS name and its alias.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReceiptJson {
@@ -26,11 +26,10 @@ pub(crate) struct ReceiptJson {
     /// Base64, 96 bytes. `/verify-receipt` calls it `receipt`.
     #[serde(alias = "receipt")]
     signature: Option<String>,
-    /// The original's client-chosen credit: accepted and ignored (credit is the registered
-    /// piece length).
+    /// A client-chosen credit: accepted and ignored (credit is the registered piece length).
     #[serde(default, rename = "piece_size")]
     _piece_size: Option<serde::de::IgnoredAny>,
-    /// The original BEP 10 form signed `timestamp / 3600` under this name; such receipts cannot
+    /// PBTS's BEP 10 form signs `timestamp / 3600` under this name; such receipts cannot
     /// verify, and saying so beats "missing timestamp".
     #[serde(default)]
     t_epoch: Option<serde::de::IgnoredAny>,

@@ -1,6 +1,6 @@
 //! The receipt endpoints: `POST /report` (credit), `POST /verify-receipt` (a pure check), and
-//! the original's server-side key endpoints `POST /keygen` and `POST /attest`, kept for
-//! compatibility and limited to loopback clients by default (they handle private keys).
+//! the server-side key endpoints `POST /keygen` and `POST /attest`, kept for compatibility and
+//! limited to loopback clients by default (they handle private keys).
 
 use pbts_http::request::Request;
 use pbts_proto::InfoHash;
@@ -55,13 +55,13 @@ pub(crate) struct ReportBody {
     /// The reporter's passkey (or in the path).
     #[serde(default)]
     passkey: Option<String>,
-    /// The original's field: if given, it must name the passkey's user.
+    /// Optional, for compatibility: if given, it must name the passkey's user.
     #[serde(default)]
     user_id: Option<String>,
-    /// The original's field: if given, it must be the user's registered key.
+    /// Optional, for compatibility: if given, it must be the user's registered key.
     #[serde(default)]
     public_key: Option<String>,
-    /// The original credited these client claims; accepted for compatibility, never credited.
+    /// A client's claim: accepted for compatibility, never credited (only receipts earn credit).
     #[serde(default)]
     uploaded_delta: Option<i64>,
     /// As `uploaded_delta`.
@@ -195,7 +195,7 @@ pub(crate) fn user_totals(user: &User, source: RatioSource) -> serde_json::Value
         "total_downloaded": user.downloaded.load(Relaxed),
         "verified_uploaded": user.verified_uploaded.load(Relaxed),
         "verified_downloaded": user.verified_downloaded.load(Relaxed),
-        // JSON has no Infinity (the original emitted it): an undefined ratio is null.
+        // JSON has no Infinity: an undefined ratio is null.
         "ratio": user.ratio(source),
         "ratio_source": user_totals_source(source),
     })
@@ -246,8 +246,8 @@ fn server_side_keys_allowed(core: &Core, client: Client) -> Result<(), ApiError>
     Ok(())
 }
 
-/// `POST /keygen`: the original's server-side key generation (a fresh IETF KeyGen key from OS
-/// randomness), plus the proof of possession `POST /register` needs.
+/// `POST /keygen`: server-side key generation, kept for compatibility (a fresh IETF KeyGen key
+/// from OS randomness), plus the proof of possession `POST /register` needs.
 pub(crate) async fn keygen(core: &Core, client: Client) -> ApiResult {
     server_side_keys_allowed(core, client)?;
     let (sk, pk, pop) = glommio::executor()
@@ -290,8 +290,8 @@ struct AttestBody {
     timestamp: Option<u64>,
 }
 
-/// `POST /attest`: signs a receipt on the server with a private key the client sends (the
-/// original's API; clients should sign locally).
+/// `POST /attest`: signs a receipt on the server with a private key the client sends (kept for
+/// compatibility; clients should sign locally).
 pub(crate) async fn attest(core: &Core, req: &Request<'_>, client: Client) -> ApiResult {
     server_side_keys_allowed(core, client)?;
     let a: AttestBody = json_body(req)?;

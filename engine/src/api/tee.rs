@@ -1,10 +1,10 @@
-//! The original's TEE endpoints, fixed: `POST /keygen-tee` returns the derived public key and
-//! never a private key; quote sizes are binary sizes; `POST /generate-attestation` binds client
-//! payloads in a domain of their own ([`pbts_tee::quote::Binding`]), apart from the tracker's
-//! factory statement; `POST /verify-attestation` needs no TEE, enforces the report data, fetches
+//! The TEE endpoints: `POST /keygen-tee` returns the derived public key and never a private
+//! key; quote sizes are binary sizes; `POST /generate-attestation` binds client payloads in a
+//! domain of their own ([`pbts_tee::quote::Binding`]), apart from the tracker's factory
+//! statement; `POST /verify-attestation` needs no TEE, enforces the report data, fetches
 //! collateral only from the operator's PCCS (`tee.pccs_url`), and runs on the bounded
 //! attestation threads ([`crate::attest`]). Provider calls run on the core's blocking thread,
-//! never on the serving core.
+//! never on the serving core. docs/COMPATIBILITY.md lists how each differs from PBTS.
 
 use std::time::Instant;
 
@@ -55,7 +55,7 @@ fn ms(t: Instant) -> f64 {
 struct KeygenBody {
     #[serde(default)]
     path: Option<String>,
-    /// The original's benchmark sent a salt; it was ignored there too.
+    /// Ignored: accepted because PBTS's benchmark sends it.
     #[serde(default)]
     #[allow(dead_code)]
     salt: Option<Value>,
@@ -142,8 +142,8 @@ struct VerifyBody {
     /// Collateral in dcap-qvl's JSON form (offline verification).
     #[serde(default)]
     collateral: Option<Value>,
-    /// Refused (the original's field): clients do not choose what the tracker fetches. Read
-    /// only to answer it with a clear 400.
+    /// Refused, though PBTS clients may send it: clients do not choose what the tracker
+    /// fetches. Read only to answer it with a clear 400.
     #[serde(default)]
     pccs_url: Option<serde::de::IgnoredAny>,
     /// Unix seconds to verify at (default now): old quotes verify against their old collateral.
@@ -288,10 +288,9 @@ pub(crate) async fn status(core: &Core) -> ApiResult {
 }
 
 /// The factory attestation for `POST /contract/init`: a quote binding the tracker statement
-/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>` ([`Binding::Tracker`]: the
-/// original's report-data scheme, which no client payload of `/generate-attestation` can reach)
-/// when a TEE is configured (its raw bytes, not the hex text the original sent), else the fixed
-/// marker. Blocking.
+/// `PBTS-Tracker-v1.0:factory=<factory>:referrer=<referrer>` ([`Binding::Tracker`]: PBTS's
+/// report-data scheme, which no client payload of `/generate-attestation` can reach) when a
+/// TEE is configured (the quote's raw bytes, not hex text), else the fixed marker. Blocking.
 ///
 /// # Errors
 /// A configured TEE that fails to quote (never silently replaced by the marker).

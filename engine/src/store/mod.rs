@@ -174,7 +174,7 @@ impl User {
     }
 }
 
-/// Base64 (standard, padded) of a public key, as the original API spells keys.
+/// Base64 (standard, padded) of a public key, as the JSON API spells keys.
 pub fn encode_public_key(pk: &PublicKeyBytes) -> String {
     crate::encoding::b64(&pk.0)
 }
