@@ -121,6 +121,10 @@ pub enum StoreError {
     /// The store thread is gone (shutting down).
     #[error("store is shutting down")]
     Closed,
+    /// The command's batch did not commit (a database error in it, or a failed commit), so
+    /// nothing of the command happened; it may be sent again.
+    #[error("not saved: the database failed ({0}); nothing was changed, try again")]
+    NotCommitted(String),
     /// A commit refused by fault injection (`PBTS_FAULT_COMMIT`).
     #[error("commit refused by fault injection ({0} more to refuse)")]
     InjectedFault(u32),
@@ -448,9 +452,10 @@ impl Db {
     /// under `PBTS_FAULT_COMMIT`, when the batch carries announce accounting).
     ///
     /// # Errors
-    /// The first database error of a command, which aborts the transaction: the commands before
-    /// it are answered through `after`, the failing one and those after it are dropped
-    /// unanswered (their reply channels close). Otherwise a failed or refused commit.
+    /// The first database error of a command, which aborts the transaction: every command of the
+    /// batch is answered through `after` ([`StoreError::NotCommitted`] for those that waited for
+    /// the commit) and the receipts of every credit in it are released. Otherwise a failed or
+    /// refused commit.
     fn write(
         &mut self,
         batch: Vec<StoreCmd>,
@@ -458,12 +463,33 @@ impl Db {
         after: &mut AfterCommit,
     ) -> Result<(), StoreError> {
         let has_flushes = batch.iter().any(|cmd| matches!(cmd, StoreCmd::Flush { .. }));
-        let tx = self.db.begin_write()?;
-        let mut tables = Tables::open(&tx)?;
-        let written = batch
-            .into_iter()
-            .try_for_each(|cmd| self.dispatch(&mut tables, cmd, accounts, after))
-            .and_then(|()| tables.write_sums());
+        let mut commands = batch.into_iter();
+        let tx = match self.db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                // Nothing ran: every command is answered with the failure.
+                commands.for_each(|cmd| after.abandon(cmd));
+                return Err(e.into());
+            }
+        };
+        let mut tables = match Tables::open(&tx) {
+            Ok(t) => t,
+            Err(e) => {
+                commands.for_each(|cmd| after.abandon(cmd));
+                return Err(e);
+            }
+        };
+        let mut written = Ok(());
+        for cmd in commands.by_ref() {
+            written = self.dispatch(&mut tables, cmd, accounts, after);
+            if written.is_err() {
+                break;
+            }
+        }
+        // The transaction is aborted: the commands after the failing one never run, but are
+        // answered, and the receipts they hold are released.
+        commands.for_each(|cmd| after.abandon(cmd));
+        let written = written.and_then(|()| tables.write_sums());
         // Set even when a command failed half way: the stats are then re-read unchanged.
         after.chain_changed = tables.chain_changed;
         written?;
@@ -487,22 +513,24 @@ impl Db {
     ) -> Result<(), StoreError> {
         match cmd {
             StoreCmd::CreateUser { name, invite, public_key, reply } => {
-                let answer = t.create_user(&name, invite.as_deref(), public_key.as_ref())?;
-                if let Answer::OnCommit(record) = &answer {
+                let answer = t.create_user(&name, invite.as_deref(), public_key.as_ref());
+                if let Ok(Answer::OnCommit(record)) = &answer {
                     after.created.push(record.clone());
                 }
-                after.answer(reply, answer);
+                after.answer_with(reply, answer)?;
             }
-            StoreCmd::CreateInvite { by, reply } => after.answer(reply, t.create_invite(by)?),
+            StoreCmd::CreateInvite { by, reply } => {
+                after.answer_with(reply, t.create_invite(by))?
+            }
             StoreCmd::AttachKey { name, public_key, reply } => {
-                let answer = t.attach_key(&name, &public_key)?;
-                if let Answer::OnCommit(record) = &answer {
+                let answer = t.attach_key(&name, &public_key);
+                if let Ok(Answer::OnCommit(record)) = &answer {
                     after.attached.push((record.id, public_key));
                 }
-                after.answer(reply, answer);
+                after.answer_with(reply, answer)?;
             }
             StoreCmd::RegisterTorrent { record, pieces, reply } => {
-                after.answer(reply, t.register_torrent(record, pieces)?);
+                after.answer_with(reply, t.register_torrent(record, pieces))?;
             }
             StoreCmd::ReserveReceipts { items, now, reply } => {
                 // Answered now, before the batch commits: reservations are in memory and the
@@ -511,31 +539,37 @@ impl Db {
                 let _ = reply.send(t.reserve_receipts(&mut self.ledger, &items, now));
             }
             StoreCmd::CreditReceipts { credits, release, reply } => {
-                t.credit_receipts(&credits)?;
-                after.credited.extend(credits);
                 after.released.extend(release);
+                if let Err(e) = t.credit_receipts(&credits) {
+                    // Not credited: the claims are free again (for a later report).
+                    after.released.extend(credits.into_iter().map(|c| c.claim));
+                    return after.answer_with(reply, Err(e));
+                }
+                after.credited.extend(credits);
                 after.answer(reply, Answer::OnCommit(()));
             }
             StoreCmd::TakeChainBatch { contract, max_users, reply } => {
-                after.answer(reply, t.take_chain_batch(contract, max_users, accounts)?);
+                after.answer_with(reply, t.take_chain_batch(contract, max_users, accounts))?;
             }
             StoreCmd::ChainBatchDone { id, reply } => {
-                t.chain_batch_done(id)?;
-                after.answer(reply, Answer::OnCommit(()));
+                let done = t.chain_batch_done(id).map(Answer::OnCommit);
+                after.answer_with(reply, done)?;
             }
             StoreCmd::RenumberChainBatch { to, reply } => {
-                t.renumber_chain_batch(to)?;
-                after.answer(reply, Answer::OnCommit(()));
+                let done = t.renumber_chain_batch(to).map(Answer::OnCommit);
+                after.answer_with(reply, done)?;
             }
             StoreCmd::SetReputation { contract, last_batch_id, reply } => {
-                after.answer(reply, t.set_reputation(contract, last_batch_id)?);
+                after.answer_with(reply, t.set_reputation(contract, last_batch_id))?;
             }
             StoreCmd::SetOverrides { overrides: change, reply } => {
                 // Several changes in one batch add up.
                 let merged = after.overrides.unwrap_or(self.overrides).merge(change);
-                t.set_overrides(&merged)?;
+                after.answer_with(
+                    reply,
+                    t.set_overrides(&merged).map(|()| Answer::OnCommit(merged)),
+                )?;
                 after.overrides = Some(merged);
-                after.answer(reply, Answer::OnCommit(merged));
             }
             StoreCmd::Flush { deltas, snatches } => t.flush(&deltas, &snatches)?,
             StoreCmd::Sync { reply } => after.answer(reply, Answer::OnCommit(())),
@@ -622,6 +656,60 @@ struct AfterCommit {
 }
 
 impl AfterCommit {
+    /// Like [`AfterCommit::answer`] for a command that may have failed: its failure aborts the
+    /// batch, so its caller is told the batch did not commit, and the error is returned.
+    fn answer_with<T: 'static>(
+        &mut self,
+        reply: Reply<T>,
+        answer: Result<Answer<T>, StoreError>,
+    ) -> Result<(), StoreError> {
+        match answer {
+            Ok(answer) => {
+                self.answer(reply, answer);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail_on_commit(reply);
+                Err(e)
+            }
+        }
+    }
+
+    /// Answers `reply` with the batch's failure once it is known.
+    fn fail_on_commit<T: 'static>(&mut self, reply: Reply<T>) {
+        self.replies.push(Box::new(move |err| {
+            let why = err.map_or_else(|| "aborted".to_owned(), ToString::to_string);
+            let _ = reply.send(Err(StoreError::NotCommitted(why)));
+        }));
+    }
+
+    /// A command of an aborted batch that never ran: its caller is told the batch did not
+    /// commit, and the receipts a credit held are released.
+    fn abandon(&mut self, cmd: StoreCmd) {
+        match cmd {
+            StoreCmd::CreateUser { reply, .. } | StoreCmd::AttachKey { reply, .. } => {
+                self.fail_on_commit(reply);
+            }
+            StoreCmd::CreateInvite { reply, .. } => self.fail_on_commit(reply),
+            StoreCmd::RegisterTorrent { reply, .. } => self.fail_on_commit(reply),
+            StoreCmd::ReserveReceipts { reply, .. } => {
+                let _ = reply.send(Err(StoreError::NotCommitted("aborted".to_owned())));
+            }
+            StoreCmd::CreditReceipts { credits, release, reply } => {
+                self.released.extend(credits.into_iter().map(|c| c.claim).chain(release));
+                self.fail_on_commit(reply);
+            }
+            StoreCmd::TakeChainBatch { reply, .. } => self.fail_on_commit(reply),
+            StoreCmd::ChainBatchDone { reply, .. }
+            | StoreCmd::RenumberChainBatch { reply, .. }
+            | StoreCmd::Sync { reply } => self.fail_on_commit(reply),
+            StoreCmd::SetReputation { reply, .. } => self.fail_on_commit(reply),
+            StoreCmd::SetOverrides { reply, .. } => self.fail_on_commit(reply),
+            // Kept by the caller for retry.
+            StoreCmd::Flush { .. } => {}
+        }
+    }
+
     /// Sends `answer` now, or keeps it until the outcome is known.
     fn answer<T: 'static>(&mut self, reply: Reply<T>, answer: Answer<T>) {
         match answer {
@@ -631,7 +719,7 @@ impl AfterCommit {
             Answer::OnCommit(value) => self.replies.push(Box::new(move |err| {
                 let _ = reply.send(match err {
                     None => Ok(value),
-                    Some(_) => Err(StoreError::Closed),
+                    Some(e) => Err(StoreError::NotCommitted(e.to_string())),
                 });
             })),
         }

@@ -479,7 +479,7 @@ fn credit_receipts_of_a_piece_already_credited_fails_the_batch() {
     let (reply, rx) = flume::bounded(1);
     let cmd = StoreCmd::CreditReceipts { credits: vec![credit], release: vec![], reply };
     assert!(f.apply(vec![cmd]).is_empty());
-    assert!(matches!(rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
+    assert!(matches!(rx.try_recv(), Ok(Err(StoreError::NotCommitted(_)))));
     assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
     assert_eq!(f.meta("credited_pieces"), Some(1));
     assert_eq!(f.user(1).verified_uploaded, 100);
@@ -727,11 +727,15 @@ fn a_failed_commit_applies_nothing_and_releases_its_receipts_for_a_later_batch()
         StoreCmd::Sync { reply: sync_tx },
     ]);
 
-    // Every reply that waited for the commit says so; a refusal was sent as it was.
-    assert!(matches!(credit_rx.try_recv(), Ok(Err(StoreError::Closed))));
-    assert!(matches!(user_rx.try_recv(), Ok(Err(StoreError::Closed))));
-    assert!(matches!(overrides_rx.try_recv(), Ok(Err(StoreError::Closed))));
-    assert!(matches!(sync_rx.try_recv(), Ok(Err(StoreError::Closed))));
+    // Every reply that waited for the commit says why it did not happen; a refusal was sent as
+    // it was.
+    let refused = "not saved: the database failed (commit refused by fault injection (0 more to \
+                   refuse)); nothing was changed, try again";
+    let text = |r: Result<(), StoreError>| r.map_err(|e| e.to_string());
+    assert_eq!(text(credit_rx.try_recv().unwrap()), Err(refused.to_owned()));
+    assert_eq!(text(user_rx.try_recv().unwrap().map(drop)), Err(refused.to_owned()));
+    assert_eq!(text(overrides_rx.try_recv().unwrap().map(drop)), Err(refused.to_owned()));
+    assert_eq!(text(sync_rx.try_recv().unwrap()), Err(refused.to_owned()));
     assert!(matches!(taken_rx.try_recv(), Ok(Err(StoreError::UserExists(_)))));
     assert_eq!(f.db.commit_faults, 0);
     assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
@@ -780,11 +784,14 @@ fn a_command_failing_half_way_aborts_the_whole_batch() {
         tx.open_table(USER_NAMES)?.insert("ghost", 42)?;
         Ok(())
     });
-    let claim = f.reserve(&[receipt(2, 0)])[0].unwrap();
+    let claims = f.reserve(&[receipt(2, 0), receipt(2, 1)]);
+    let (claim, later) = (claims[0].unwrap(), claims[1].unwrap());
     let credit = ReceiptCredit { claim, uploader: 1, signer: 2, bytes: 100 };
+    let later_credit = ReceiptCredit { claim: later, ..credit };
     let (credit_tx, credit_rx) = flume::bounded(1);
     let (user_tx, user_rx) = flume::bounded(1);
     let (ghost_tx, ghost_rx) = flume::bounded(1);
+    let (later_tx, later_rx) = flume::bounded(1);
     let (sync_tx, sync_rx) = flume::bounded(1);
     let retry = f.apply(vec![
         StoreCmd::CreditReceipts { credits: vec![credit], release: vec![], reply: credit_tx },
@@ -795,19 +802,26 @@ fn a_command_failing_half_way_aborts_the_whole_batch() {
             reply: user_tx,
         },
         StoreCmd::AttachKey { name: "ghost".to_owned(), public_key: pk(4), reply: ghost_tx },
+        StoreCmd::CreditReceipts { credits: vec![later_credit], release: vec![], reply: later_tx },
         StoreCmd::Sync { reply: sync_tx },
     ]);
     assert!(retry.is_empty());
-    assert!(matches!(credit_rx.try_recv(), Ok(Err(StoreError::Closed))));
-    assert!(matches!(user_rx.try_recv(), Ok(Err(StoreError::Closed))));
-    // The failing command and those after it are never answered: their channels close.
-    assert!(matches!(ghost_rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
-    assert!(matches!(sync_rx.try_recv(), Err(flume::TryRecvError::Disconnected)));
+    // Every command is answered: none of them happened, and each caller may try again.
+    let not_saved = |e: &StoreError| matches!(e, StoreError::NotCommitted(_));
+    assert!(credit_rx.try_recv().unwrap().is_err_and(|e| not_saved(&e)));
+    assert!(user_rx.try_recv().unwrap().is_err_and(|e| not_saved(&e)));
+    assert!(ghost_rx.try_recv().unwrap().is_err_and(|e| not_saved(&e)));
+    assert!(later_rx.try_recv().unwrap().is_err_and(|e| not_saved(&e)));
+    assert!(sync_rx.try_recv().unwrap().is_err_and(|e| not_saved(&e)));
     assert_eq!(f.health.commit_failures.load(Ordering::Relaxed), 1);
     assert_eq!((f.len(USERS), f.meta("next_user_id")), (2, Some(3)));
     assert!(f.accounts.by_name("dave").is_none());
     assert_eq!((f.credited(&claim).len(), f.user(1).verified_uploaded), (0, 0));
+    // The receipts of both credits, before and after the failing command, are free again:
+    // a later report credits them.
     assert!(!f.db.ledger.is_reserved(&claim));
+    assert!(!f.db.ledger.is_reserved(&later));
+    assert_eq!(f.reserve(&[receipt(2, 0), receipt(2, 1)]), vec![Ok(claim), Ok(later)]);
 }
 
 #[test]
