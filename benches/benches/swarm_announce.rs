@@ -7,7 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use pbts_engine::clock::Uptime;
-use pbts_engine::swarm::{AnnounceInput, PeerAnnounce, SelectedPeers, SwarmStore};
+use pbts_engine::swarm::{AnnounceInput, PeerAnnounce, SelectedPeers, SwarmTable};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -41,7 +41,7 @@ fn input(port: u16, ih: u8) -> AnnounceInput {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("swarm_announce");
     for peers in [8u16, 1000, 20_000] {
-        let store = SwarmStore::new();
+        let store = SwarmTable::new();
         let mut rng = SmallRng::seed_from_u64(7);
         let mut out = SelectedPeers::default();
         for p in 0..peers {

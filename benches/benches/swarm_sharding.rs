@@ -2,12 +2,12 @@
 //!
 //! Both variants handle the same announces (10 000 torrents of 20 peers, uniformly random) on
 //! two OS threads:
-//! - `shared`: each thread announces straight into one lock-sharded `SwarmStore`.
+//! - `shared`: each thread announces straight into one lock-sharded `SwarmTable`.
 //! - `owned`: each thread owns the swarms whose info-hash maps to it; announces for the other
 //!   thread's swarms travel over a channel (32 in flight, as an io_uring core keeps many
 //!   requests outstanding) and the owner sends back the counts and the chosen peers.
 //!
-//! The result decides the engine's design (see `engine/src/swarm/store.rs`).
+//! The result decides the engine's design (see `engine/src/swarm/table.rs`).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use pbts_engine::clock::Uptime;
-use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, PeerAnnounce, SelectedPeers, SwarmStore};
+use pbts_engine::swarm::{AnnounceInput, AnnounceOutcome, PeerAnnounce, SelectedPeers, SwarmTable};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -69,7 +69,7 @@ fn owner(ih: &InfoHash) -> usize {
     usize::from(ih.0[4] & 1)
 }
 
-fn fill(store: &SwarmStore) {
+fn fill(store: &SwarmTable) {
     let mut rng = SmallRng::seed_from_u64(1);
     let mut out = SelectedPeers::default();
     for t in 0..TORRENTS {
@@ -81,7 +81,7 @@ fn fill(store: &SwarmStore) {
 }
 
 /// Returns (elapsed, sum of counts) for two threads on one shared store.
-fn run_shared(store: &Arc<SwarmStore>, loads: &[Vec<AnnounceInput>; 2]) -> (Duration, u64) {
+fn run_shared(store: &Arc<SwarmTable>, loads: &[Vec<AnnounceInput>; 2]) -> (Duration, u64) {
     let barrier = Arc::new(Barrier::new(2));
     std::thread::scope(|s| {
         let handles: Vec<_> = loads
@@ -116,7 +116,7 @@ enum Envelope {
 }
 
 /// Returns (elapsed, sum of counts) for two threads each owning half the swarms.
-fn run_owned(stores: &[Arc<SwarmStore>; 2], loads: &[Vec<AnnounceInput>; 2]) -> (Duration, u64) {
+fn run_owned(stores: &[Arc<SwarmTable>; 2], loads: &[Vec<AnnounceInput>; 2]) -> (Duration, u64) {
     let barrier = Arc::new(Barrier::new(2));
     let done = Arc::new(AtomicUsize::new(0));
     let (tx0, rx0) = flume::unbounded::<Envelope>();
@@ -184,9 +184,9 @@ fn run_owned(stores: &[Arc<SwarmStore>; 2], loads: &[Vec<AnnounceInput>; 2]) -> 
 
 fn bench(c: &mut Criterion) {
     let loads = [workload(10), workload(11)];
-    let shared = Arc::new(SwarmStore::new());
+    let shared = Arc::new(SwarmTable::new());
     fill(&shared);
-    let owned = [Arc::new(SwarmStore::new()), Arc::new(SwarmStore::new())];
+    let owned = [Arc::new(SwarmTable::new()), Arc::new(SwarmTable::new())];
     for store in &owned {
         fill(store);
     }

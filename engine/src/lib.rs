@@ -83,7 +83,7 @@ use crate::metrics::Metrics;
 use crate::state::{Runtime, State};
 use crate::store::{Accounts, Db, OutboxStats, Overrides, ReceiptStats, StoreCmd, StoreStats};
 use crate::supervisor::{Event, ExitNotice, spawn_role};
-use crate::swarm::SwarmStore;
+use crate::swarm::SwarmTable;
 use crate::tracker::connection_id::ConnectionValidator;
 use crate::workers::verifier::VerifierPool;
 
@@ -356,7 +356,7 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
     };
     let chain = ChainState::start(&config.chain, db.chain_contract()?, outbox_stats, tee_key)?;
     let accounts = Arc::new(Accounts::default());
-    let swarms = SwarmStore::new();
+    let swarms = SwarmTable::new();
     let registered = dashmap::DashMap::with_hasher(ahash::RandomState::new());
     for (ih, info) in db.load(&accounts, &swarms).context("load database")? {
         registered.insert(ih, info);

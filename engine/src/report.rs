@@ -56,7 +56,7 @@ use crate::state::State;
 use crate::store::{
     PieceError, ReceiptCredit, ReceiptStats, ReserveError, ReserveItem, StoreCmd, User,
 };
-use crate::swarm::store::UserId;
+use crate::swarm::table::UserId;
 
 /// Why one receipt was not credited.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!            ┌──────────── Arc<State> (Send + Sync) ───────────────┐
-//!  socket-01 │ SwarmStore (lock-sharded) · Accounts · Metrics      │  store-01 (redb)
+//!  socket-01 │ SwarmTable (lock-sharded) · Accounts · Metrics      │  store-01 (redb)
 //!  socket-02 │ registered torrents · connection-id key · config    │  cleaner-01 (expiry)
 //!            └──────────────────────────────────────────────────────┘
 //!  each socket-NN: Rc<Core> { rng, pending accounting } ──Flush every N ms──▶ store-01
@@ -26,7 +26,7 @@ use crate::metrics::{CoreMetrics, Metrics};
 use crate::store::{
     Accounts, Overrides, ReceiptStats, StatDelta, StoreCmd, StoreError, TorrentInfo,
 };
-use crate::swarm::store::{Credit, SelectedPeers, StoreTotals, SwarmStore, UserId};
+use crate::swarm::table::{Credit, SelectedPeers, SwarmTable, SwarmTotals, UserId};
 use crate::tracker::connection_id::ConnectionValidator;
 use crate::workers::verifier::VerifierPool;
 
@@ -36,7 +36,7 @@ pub struct State {
     /// The validated configuration.
     pub config: Config,
     /// Every swarm.
-    pub swarms: SwarmStore,
+    pub swarms: SwarmTable,
     /// Users and passkeys.
     pub accounts: Arc<Accounts>,
     /// Torrents registered by the operator, under every hash clients announce them with.
@@ -85,7 +85,7 @@ pub struct State {
 /// The last swarm totals and when they were computed.
 #[derive(Debug, Default)]
 pub struct TotalsCache {
-    last: std::sync::Mutex<Option<(Instant, StoreTotals)>>,
+    last: std::sync::Mutex<Option<(Instant, SwarmTotals)>>,
     refreshing: AtomicBool,
 }
 
@@ -95,7 +95,7 @@ pub const TOTALS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1
 impl TotalsCache {
     /// The totals if computed less than [`TOTALS_MAX_AGE`] ago, else `Err(stale)` with the
     /// last ones (default before the first computation). Holds the lock only to copy.
-    pub fn get(&self, now: Instant) -> Result<StoreTotals, StoreTotals> {
+    pub fn get(&self, now: Instant) -> Result<SwarmTotals, SwarmTotals> {
         let last = *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match last {
             Some((at, t)) if now.saturating_duration_since(at) < TOTALS_MAX_AGE => Ok(t),
@@ -111,7 +111,7 @@ impl TotalsCache {
 
     /// Stores fresh totals (`None`: the recomputation was abandoned) and ends the
     /// recomputation.
-    pub fn finish_refresh(&self, totals: Option<StoreTotals>) {
+    pub fn finish_refresh(&self, totals: Option<SwarmTotals>) {
         if let Some(totals) = totals {
             *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some((Instant::now(), totals));

@@ -23,7 +23,7 @@ use self::config::mode_str;
 use self::response::{ApiError, ApiResult, Response};
 use crate::metrics::{Counter, Stat};
 use crate::state::{Client, Core};
-use crate::swarm::store::StoreTotals;
+use crate::swarm::table::SwarmTotals;
 
 /// The endpoints that do BLS or quote work for clients that have not authenticated.
 fn is_expensive(req: &Request<'_>) -> bool {
@@ -189,14 +189,14 @@ async fn route(core: &Core, req: &Request<'_>, client: Client) -> ApiResult {
 
 /// Swarm totals at most [`crate::state::TOTALS_MAX_AGE`] old, computed on a blocking thread
 /// by one request at a time (the others answer with the previous totals meanwhile).
-async fn swarm_totals(core: &Core) -> StoreTotals {
+async fn swarm_totals(core: &Core) -> SwarmTotals {
     let cache = &core.state.totals;
     match cache.get(std::time::Instant::now()) {
         Ok(t) => t,
         Err(stale) if !cache.begin_refresh() => stale,
         Err(_) => {
             // Ends the recomputation even if this request is dropped while it waits.
-            struct Refresh<'a>(&'a crate::state::TotalsCache, Option<StoreTotals>);
+            struct Refresh<'a>(&'a crate::state::TotalsCache, Option<SwarmTotals>);
             impl Drop for Refresh<'_> {
                 fn drop(&mut self) {
                     self.0.finish_refresh(self.1);

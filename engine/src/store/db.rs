@@ -5,7 +5,6 @@ use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use pbts_proto::InfoHash;
 use pbts_verifier::credit::{Freshness, Ledger, PieceClaim, PieceSet, SetKey};
@@ -21,8 +20,8 @@ use super::{
     saturating_add_to,
 };
 use crate::clock::unix_now;
-use crate::swarm::SwarmStore;
-use crate::swarm::store::UserId;
+use crate::swarm::SwarmTable;
+use crate::swarm::table::UserId;
 
 /// user id → JSON [`UserRecord`].
 const USERS: TableDefinition<'_, u32, &[u8]> = TableDefinition::new("users");
@@ -295,7 +294,7 @@ impl Db {
     pub fn load(
         &self,
         accounts: &Accounts,
-        swarms: &SwarmStore,
+        swarms: &SwarmTable,
     ) -> Result<Vec<(InfoHash, TorrentInfo)>, StoreError> {
         let tx = self.db.begin_read()?;
         for row in tx.open_table(USERS)?.iter()? {
@@ -361,49 +360,9 @@ impl Db {
         Ok(out)
     }
 
-    /// Runs the store thread's loop until every sender is gone. Commands that arrive together
-    /// are committed in one transaction; replies go out after the commit.
-    ///
-    /// Announce accounting (`Flush`) has no one to tell when a commit fails, so it is kept and
-    /// retried with the next batch, or after [`FLUSH_RETRY`] when nothing else arrives: claimed
-    /// totals already counted in memory are never silently dropped from disk. What a crash
-    /// can still lose is bounded: the deltas of the last `storage.flush_interval_ms` on each
-    /// core, plus a failed batch waiting for its retry.
-    pub fn run(mut self, rx: flume::Receiver<StoreCmd>, accounts: Arc<Accounts>) {
-        let mut retry: Vec<StoreCmd> = Vec::new();
-        loop {
-            let first = if retry.is_empty() {
-                rx.recv().ok()
-            } else {
-                match rx.recv_timeout(FLUSH_RETRY) {
-                    Ok(cmd) => Some(cmd),
-                    Err(flume::RecvTimeoutError::Timeout) => None,
-                    Err(flume::RecvTimeoutError::Disconnected) => {
-                        // Last chance before the thread ends.
-                        self.apply(std::mem::take(&mut retry), &accounts);
-                        break;
-                    }
-                }
-            };
-            if first.is_none() && retry.is_empty() {
-                break;
-            }
-            let mut batch = std::mem::take(&mut retry);
-            batch.extend(first);
-            while batch.len() < 4096 {
-                match rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            retry = self.apply(batch, &accounts);
-            if retry.len() > MAX_RETRY_FLUSHES {
-                let dropped = retry.len() - MAX_RETRY_FLUSHES;
-                retry.drain(..dropped);
-                tracing::error!("database unwritable: dropped {dropped} batches of accounting");
-            }
-            self.health.accounting_retrying.store(retry.len() as u64, Ordering::Relaxed);
-        }
+    /// The store's health counters (commit failures, accounting waiting for a retry).
+    pub fn health(&self) -> &StoreStats {
+        &self.health
     }
 
     /// Applies `batch` in one transaction; returns its announce accounting if the commit failed
@@ -412,7 +371,7 @@ impl Db {
     /// Each command runs against the batch's [`Tables`] ([`Db::write`]); the replies that wait
     /// for the commit and the in-memory changes it allows are collected in an [`AfterCommit`]
     /// and carried out here once the outcome is known.
-    fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) -> Vec<StoreCmd> {
+    pub fn apply(&mut self, batch: Vec<StoreCmd>, accounts: &Accounts) -> Vec<StoreCmd> {
         let flushes: Vec<StoreCmd> = batch
             .iter()
             .filter_map(|cmd| match cmd {
@@ -606,13 +565,6 @@ impl Db {
         }
     }
 }
-
-/// How soon announce accounting from a failed commit is retried when nothing else arrives.
-const FLUSH_RETRY: Duration = Duration::from_secs(1);
-
-/// Failed accounting batches kept for retry (about 8 minutes of flushes from 16 cores at the
-/// default interval) before the oldest are dropped, so a broken disk cannot exhaust memory.
-const MAX_RETRY_FLUSHES: usize = 4096;
 
 /// Sends a command's reply once the batch's commit outcome is known.
 type ReplyFn = Box<dyn FnOnce(Option<&StoreError>)>;

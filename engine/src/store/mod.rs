@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use pbts_verifier::receipt::PublicKeyBytes;
 
 use crate::config::RatioSource;
-use crate::swarm::store::UserId;
+use crate::swarm::table::UserId;
 use pbts_verifier::credit::{PieceClaim, Rejection};
 use pbts_verifier::receipt::Receipt;
 

@@ -1,7 +1,7 @@
 //! Swarm state: peers per torrent, sharded by info-hash.
 //!
-//! [`store`] imports neither glommio nor sockets, so it tests as pure code.
+//! [`table`] imports neither glommio nor sockets, so it tests as pure code.
 
-pub mod store;
+pub mod table;
 
-pub use store::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, SelectedPeers, SwarmStore};
+pub use table::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, SelectedPeers, SwarmTable};

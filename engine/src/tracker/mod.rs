@@ -17,7 +17,7 @@ use crate::config::TrackerMode;
 use crate::metrics::Counter;
 use crate::state::{Core, State};
 use crate::store::{Passkey, User, saturating_add_to};
-use crate::swarm::store::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, Refusal, UserId};
+use crate::swarm::table::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, Refusal, UserId};
 
 /// An announce from either protocol, after decoding.
 #[derive(Clone, Copy, Debug)]

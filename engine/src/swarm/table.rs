@@ -1,9 +1,9 @@
-//! The swarm store: every torrent's peers, sharded by info-hash behind short-lived shard locks.
+//! The swarm table: every torrent's peers, sharded by info-hash behind short-lived shard locks.
 //!
 //! # Layout
 //!
 //! ```text
-//! SwarmStore ── DashMap<InfoHash, Swarm>  (N shards, each an RwLock<HashMap>)
+//! SwarmTable ── DashMap<InfoHash, Swarm>  (N shards, each an RwLock<HashMap>)
 //!                 └─ Swarm { v4: PeerMap<Ipv4Addr>, v6: PeerMap<Ipv6Addr>, snatches, … }
 //!                       └─ PeerMap { peers: Vec<Peer>, index: HashMap<(ip, port), u32> }
 //!                          (index only past INLINE_PEERS; small swarms are a linear scan)
@@ -326,7 +326,7 @@ pub struct ScrapeCounts {
 
 /// Totals over the whole store.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreTotals {
+pub struct SwarmTotals {
     /// Torrents held in memory (with peers or snatches).
     pub torrents: usize,
     /// IPv4 peers.
@@ -341,11 +341,11 @@ pub struct StoreTotals {
 
 /// Every swarm, sharded by info-hash.
 #[derive(Debug)]
-pub struct SwarmStore {
+pub struct SwarmTable {
     swarms: DashMap<InfoHash, Swarm, RandomState>,
 }
 
-impl Default for SwarmStore {
+impl Default for SwarmTable {
     fn default() -> Self {
         Self::new()
     }
@@ -356,7 +356,7 @@ fn delta(now: u64, last: u64) -> u64 {
     if now >= last { now - last } else { now }
 }
 
-impl SwarmStore {
+impl SwarmTable {
     /// An empty store.
     pub fn new() -> Self {
         // Many more shards than cores keeps lock collisions rare.
@@ -474,8 +474,8 @@ impl SwarmStore {
     }
 
     /// Totals over every swarm (takes each shard lock briefly; for stats endpoints).
-    pub fn totals(&self) -> StoreTotals {
-        let mut t = StoreTotals::default();
+    pub fn totals(&self) -> SwarmTotals {
+        let mut t = SwarmTotals::default();
         for swarm in self.swarms.iter() {
             t.torrents += 1;
             t.peers_v4 += swarm.v4.len();
@@ -621,9 +621,9 @@ mod tests {
         }
     }
 
-    fn announce(store: &SwarmStore, i: &AnnounceInput) -> (AnnounceOutcome, SelectedPeers) {
+    fn announce(table: &SwarmTable, i: &AnnounceInput) -> (AnnounceOutcome, SelectedPeers) {
         let mut out = SelectedPeers::default();
-        let o = store.announce(i, &mut SmallRng::seed_from_u64(1), &mut out);
+        let o = table.announce(i, &mut SmallRng::seed_from_u64(1), &mut out);
         (o, out)
     }
 
@@ -638,7 +638,7 @@ mod tests {
 
     #[test]
     fn peers_exclude_requester_and_counts_cover_whole_swarm() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         for port in 1..=30 {
             let mut i = input(1, "10.0.0.1", port);
             i.peer.left = Some(if port <= 10 { 0 } else { 5 });
@@ -660,7 +660,7 @@ mod tests {
 
     #[test]
     fn families_are_kept_apart() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         announce(&s, &input(1, "10.0.0.1", 1));
         announce(&s, &input(1, "::1", 2));
         let mut udp = input(1, "10.0.0.2", 3);
@@ -675,7 +675,7 @@ mod tests {
 
     #[test]
     fn stopped_removes_and_credits_delta() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         let mut i = input(1, "10.0.0.1", 1);
         i.peer.uploaded = 7;
         assert_eq!(announce(&s, &i).0.credit, Credit { uploaded: 7, downloaded: 0 });
@@ -698,7 +698,7 @@ mod tests {
 
     #[test]
     fn first_sight_without_started_only_sets_baseline() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         let mut i = input(1, "10.0.0.1", 1);
         i.peer.event = AnnounceEvent::None;
         i.peer.uploaded = 1 << 30;
@@ -709,7 +709,7 @@ mod tests {
 
     #[test]
     fn snatches_count_once_per_peer_including_inferred() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         let mut a = input(1, "10.0.0.1", 1);
         announce(&s, &a);
         a.peer.event = AnnounceEvent::Completed;
@@ -738,7 +738,7 @@ mod tests {
 
     #[test]
     fn expiry_frees_peers_and_empty_swarms() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         for port in 1..=40 {
             let mut i = input(2, "::2", port);
             i.valid_until = Uptime(if port % 2 == 0 { 50 } else { 200 });
@@ -748,10 +748,10 @@ mod tests {
         assert_eq!(s.expire(Uptime(60), &mut Vec::new()), 20);
         assert_eq!(
             s.totals(),
-            StoreTotals { torrents: 2, peers_v4: 1, peers_v6: 20, seeders: 0, leechers: 21 }
+            SwarmTotals { torrents: 2, peers_v4: 1, peers_v6: 20, seeders: 0, leechers: 21 }
         );
         assert_eq!(s.expire(Uptime(300), &mut Vec::new()), 21);
-        assert_eq!(s.totals(), StoreTotals::default());
+        assert_eq!(s.totals(), SwarmTotals::default());
         // A swarm with durable snatches stays (scrape serves its count) but holds no peers.
         s.load_snatches(InfoHash([4; 20]), 3);
         s.expire(Uptime(400), &mut Vec::new());
@@ -767,7 +767,7 @@ mod tests {
 
     #[test]
     fn index_survives_growth_and_shrink() {
-        let s = SwarmStore::new();
+        let s = SwarmTable::new();
         for port in 1..=100u16 {
             announce(&s, &input(5, "10.0.0.1", port));
         }
@@ -823,7 +823,7 @@ mod tests {
         proptest! {
             #[test]
             fn store_matches_model(ops in proptest::collection::vec(op(), 1..200)) {
-                let store = SwarmStore::new();
+                let store = SwarmTable::new();
                 // (ih, v6, peer) -> (seeder, valid_until)
                 let mut model: BTreeMap<(u8, bool, u8), (bool, u32)> = BTreeMap::new();
                 let mut rng = SmallRng::seed_from_u64(9);
