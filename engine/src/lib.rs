@@ -50,7 +50,6 @@
 
 pub mod addr;
 mod api;
-pub mod attest;
 pub mod chain;
 pub mod cli;
 pub mod clock;
@@ -376,21 +375,13 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
     })
     .context("spawn store thread")?;
     let verifier = VerifierPool::with_spawner(config.receipts.verifier_threads(), |name, work| {
-        spawn_role(&name, &events_tx, move || {
-            work();
-            Ok(())
-        })
+        spawn_role(&name, &events_tx, work)
     })
     .context("spawn verifier threads")?;
-    let attestations = attest::AttestationPool::with_spawner(
+    let attestations = workers::attest::AttestationPool::with_spawner(
         config.tee.verify_threads,
         config.tee.max_pending_verifications,
-        |name, work| {
-            spawn_role(&name, &events_tx, move || {
-                work();
-                Ok(())
-            })
-        },
+        |name, work| spawn_role(&name, &events_tx, work),
     )
     .context("spawn attestation threads")?;
 

@@ -68,7 +68,7 @@ pub struct State {
     /// The TEE provider (`none` without one). Its calls block: run them off the serving cores.
     pub tee: Arc<pbts_tee::Tee>,
     /// Threads for quote verification (`POST /verify-attestation`), bounded.
-    pub attestations: crate::attest::AttestationPool,
+    pub attestations: crate::workers::attest::AttestationPool,
     /// `PBTS_FAULT_PANIC=request`: the fault-injection request handlers panic (tests of the
     /// per-request panic guard; see [`crate::supervisor`]).
     pub fault_requests: bool,

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 
 use super::decode::json_body;
 use super::response::{ApiError, ApiResult, Response};
-use crate::attest::SubmitError;
 use crate::clock::unix_now;
 use crate::encoding::b64;
 use crate::state::Core;
+use crate::workers::attest::SubmitError;
 
 /// A TEE failure: no TEE (503), the provider failed (502), or the request's quote, collateral
 /// or derivation path is bad (400).

@@ -6,12 +6,14 @@
 //! | [`socket`] | `socket-NN` | [`socket::run_socket_worker`] | one pinned glommio executor per core: UDP and HTTP |
 //! | [`store`] | `store-01` | [`store::run_store_worker`] | the database and the double-spend ledger |
 //! | [`verifier`] | `verifier-NN` | [`verifier::VerifierPool`] | BLS batch verification of receipts for the serving cores |
+//! | [`attest`] | `attest-NN` | [`attest::AttestationPool`] | TDX quote verification and PCCS fetches, bounded |
 //! | [`outbox`] | `outbox-01` | [`outbox::run_outbox_worker`] | verified credit to the Reputation contract, in batches |
 //! | [`cleaner`] | `cleaner-01` | [`cleaner::run_cleaner_worker`] | expiry of peers that stopped announcing |
 //!
 //! Each returns `anyhow::Result<()>` on its named thread; the supervisor hears how each ended.
 //! All of them stop on one [`Shutdown`] signal.
 
+pub mod attest;
 pub mod cleaner;
 pub mod outbox;
 pub mod socket;
@@ -21,6 +23,9 @@ pub mod verifier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
+
+/// The body of a worker thread, as a pool hands it to the spawner that supervises it.
+pub type WorkerBody = Box<dyn FnOnce() -> anyhow::Result<()> + Send>;
 
 /// The one shutdown signal every worker obeys. Serving cores poll [`Shutdown::is_triggered`] on
 /// the timer they already wake on; the blocking workers (cleaner, outbox) sleep in

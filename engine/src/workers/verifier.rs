@@ -54,8 +54,14 @@ impl VerifierPool {
     ///
     /// If the operating system cannot spawn a thread.
     pub fn new(threads: usize) -> Self {
-        Self::with_spawner(threads, |name, work| std::thread::Builder::new().name(name).spawn(work))
-            .expect("spawning a verifier thread")
+        Self::with_spawner(threads, |name, work| {
+            std::thread::Builder::new().name(name).spawn(move || {
+                if let Err(e) = work() {
+                    tracing::error!("verifier thread failed: {e:#}");
+                }
+            })
+        })
+        .expect("spawning a verifier thread")
     }
 
     /// Like [`VerifierPool::new`], with the threads started by `spawn(name, work)`, which must
@@ -66,7 +72,7 @@ impl VerifierPool {
     /// The first error `spawn` returns (threads already started finish with the pool).
     pub fn with_spawner<S>(threads: usize, mut spawn: S) -> std::io::Result<Self>
     where
-        S: FnMut(String, Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>>,
+        S: FnMut(String, super::WorkerBody) -> std::io::Result<JoinHandle<()>>,
     {
         let threads = threads.max(1);
         let (tx, rx) = flume::unbounded::<Job>();
@@ -75,9 +81,7 @@ impl VerifierPool {
             let rx = rx.clone();
             pool.handles.push(spawn(
                 format!("verifier-{i:02}"),
-                Box::new(move || {
-                    run_verifier_worker(&rx);
-                }),
+                Box::new(move || run_verifier_worker(&rx)),
             )?);
         }
         Ok(pool)
@@ -192,7 +196,11 @@ impl Gather {
     }
 }
 
-fn run_verifier_worker(jobs: &flume::Receiver<Job>) {
+/// The loop of one `verifier-NN` thread: verifies batches until the pool is dropped.
+///
+/// # Errors
+/// None: a batch that panics costs its callers' replies, not the thread.
+fn run_verifier_worker(jobs: &flume::Receiver<Job>) -> anyhow::Result<()> {
     let mut rng = rand::rng();
     while let Ok(job) = jobs.recv() {
         let result =
@@ -202,6 +210,7 @@ fn run_verifier_worker(jobs: &flume::Receiver<Job>) {
             job.gather.finish(job.positions.as_deref(), verdicts);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl AttestationPool {
     /// The first error `spawn` returns.
     pub fn with_spawner<S>(threads: usize, limit: usize, mut spawn: S) -> std::io::Result<Self>
     where
-        S: FnMut(String, Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHandle<()>>,
+        S: FnMut(String, super::WorkerBody) -> std::io::Result<std::thread::JoinHandle<()>>,
     {
         let threads = threads.max(1);
         let (tx, rx) = flume::unbounded::<Job>();
@@ -121,14 +121,17 @@ impl AttestationPool {
 }
 
 /// The loop of one `attest-NN` thread: runs jobs until the pool is dropped.
-fn run_attest_worker(jobs: &flume::Receiver<Job>) {
+///
+/// # Errors
+/// None: a job that panics costs that verification (its caller sees a disconnected reply), not
+/// the thread.
+fn run_attest_worker(jobs: &flume::Receiver<Job>) -> anyhow::Result<()> {
     for job in jobs.iter() {
-        // A panic costs that verification (its caller sees a disconnected reply), not the
-        // thread.
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             tracing::error!("panic while verifying an attestation: dropped");
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -137,7 +140,7 @@ mod tests {
 
     fn pool(threads: usize, limit: usize) -> AttestationPool {
         AttestationPool::with_spawner(threads, limit, |name, work| {
-            std::thread::Builder::new().name(name).spawn(work)
+            std::thread::Builder::new().name(name).spawn(move || work().unwrap())
         })
         .unwrap()
     }
