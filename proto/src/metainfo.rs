@@ -37,6 +37,84 @@ pub struct Metainfo {
     pub total_size: u64,
     /// The v1 piece hashes (SHA-1, 20 bytes each, one per piece): v1 and hybrid torrents.
     pub pieces: Option<Vec<u8>>,
+    /// The files, in the order their bytes follow each other in the pieces (BEP 3): one file
+    /// named `info.name` for a single-file torrent, or `info.files` under the directory
+    /// `info.name`. Empty for a v2-only torrent (its `file tree` is not laid out as v1 pieces).
+    pub files: Vec<FileEntry>,
+    /// The trackers, by tier: `announce-list` (BEP 12) when present, else `announce` alone.
+    /// URLs that are not UTF-8 are left out.
+    pub trackers: Vec<Vec<String>>,
+    /// `info.private` is 1 (BEP 27): only the torrent's trackers may be used to find peers.
+    pub private: bool,
+}
+
+/// One file of a torrent: its path under the download directory, as raw segments (arbitrary
+/// bytes from the torrent: check them with [`FileEntry::relative_path`] before they touch a
+/// file system), and its length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path segments, the torrent's name first.
+    pub path: Vec<Vec<u8>>,
+    /// Bytes.
+    pub length: u64,
+}
+
+/// Why a file path from a torrent is not safe to create.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// No segment at all.
+    #[error("empty file path")]
+    Empty,
+    /// A segment that is not UTF-8.
+    #[error("file path segment {0} is not UTF-8")]
+    NotUtf8(usize),
+    /// A segment that names no file of its own, or leaves the download directory: empty, `.`,
+    /// `..`, or containing `/`, `\`, NUL or another control character.
+    #[error("file path segment {index} ({segment:?}) is not a plain file name")]
+    Unsafe {
+        /// Its position.
+        index: usize,
+        /// The segment.
+        segment: String,
+    },
+    /// Longer than 255 bytes (most file systems' limit).
+    #[error("file path segment {0} is longer than 255 bytes")]
+    TooLong(usize),
+}
+
+impl FileEntry {
+    /// The path's segments as file names that cannot leave the download directory or name
+    /// a device: each must be UTF-8, 1 to 255 bytes, not `.` or `..`, without `/`, `\`, NUL
+    /// or control characters, and not end in `.` or a space (Windows drops those, so two
+    /// files could become one).
+    ///
+    /// # Errors
+    /// The first segment that is not such a name.
+    pub fn relative_path(&self) -> Result<Vec<&str>, PathError> {
+        if self.path.is_empty() {
+            return Err(PathError::Empty);
+        }
+        self.path
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let segment = std::str::from_utf8(raw).map_err(|_| PathError::NotUtf8(index))?;
+                if segment.len() > 255 {
+                    return Err(PathError::TooLong(index));
+                }
+                let unsafe_name = segment.is_empty()
+                    || segment == "."
+                    || segment == ".."
+                    || segment.ends_with('.')
+                    || segment.ends_with(' ')
+                    || segment.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+                if unsafe_name {
+                    return Err(PathError::Unsafe { index, segment: segment.to_owned() });
+                }
+                Ok(segment)
+            })
+            .collect()
+    }
 }
 
 impl Metainfo {
@@ -172,14 +250,32 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
     if !is_v1 && !is_v2 {
         return Err(MetainfoError::UnknownVersion);
     }
+    let name = info.get(b"name").and_then(Value::as_bytes);
+    let mut layout = Vec::new();
     let total_size = if let Some(len) = info.get(b"length") {
-        positive(Some(len), "length")?
+        let length = positive(Some(len), "length")?;
+        layout.push(FileEntry { path: name.into_iter().map(<[u8]>::to_vec).collect(), length });
+        length
     } else if let Some(files) = info.get(b"files") {
         let files = files.as_list().ok_or(MetainfoError::BadField("files"))?;
-        files.iter().try_fold(0u64, |acc, f| {
-            acc.checked_add(positive(f.get(b"length"), "files length")?)
-                .ok_or(MetainfoError::BadField("files length"))
-        })?
+        let mut total = 0u64;
+        for f in files {
+            let length = positive(f.get(b"length"), "files length")?;
+            total = total.checked_add(length).ok_or(MetainfoError::BadField("files length"))?;
+            // BEP 3's `path`; `path.utf-8` (a common extension) wins when present.
+            let segments = f
+                .get(b"path.utf-8")
+                .or_else(|| f.get(b"path"))
+                .and_then(Value::as_list)
+                .ok_or(MetainfoError::BadField("files path"))?;
+            let mut path: Vec<Vec<u8>> = name.into_iter().map(<[u8]>::to_vec).collect();
+            for segment in segments {
+                let segment = segment.as_bytes().ok_or(MetainfoError::BadField("files path"))?;
+                path.push(segment.to_vec());
+            }
+            layout.push(FileEntry { path, length });
+        }
+        total
     } else if let Some(tree) = info.get(b"file tree") {
         file_tree_size(tree, 0)?
     } else {
@@ -195,15 +291,38 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo, MetainfoError> {
     Ok(Metainfo {
         v1: is_v1.then(|| InfoHash(Sha1::digest(raw).into())),
         v2: is_v2.then(|| Sha256::digest(raw).into()),
-        name: info
-            .get(b"name")
-            .and_then(Value::as_bytes)
-            .and_then(|n| std::str::from_utf8(n).ok())
-            .map(str::to_owned),
+        name: name.and_then(|n| std::str::from_utf8(n).ok()).map(str::to_owned),
         piece_length,
         total_size,
         pieces: pieces.map(<[u8]>::to_vec),
+        files: layout,
+        trackers: trackers(&root),
+        private: info.get(b"private").and_then(Value::as_int) == Some(1),
     })
+}
+
+/// The tracker tiers of a torrent (see [`Metainfo::trackers`]).
+fn trackers(root: &Value<'_>) -> Vec<Vec<String>> {
+    let url = |v: &Value<'_>| {
+        let text = v.as_bytes().and_then(|b| std::str::from_utf8(b).ok())?;
+        (!text.is_empty()).then(|| text.to_owned())
+    };
+    let tiers: Vec<Vec<String>> = root
+        .get(b"announce-list")
+        .and_then(Value::as_list)
+        .map(|tiers| {
+            tiers
+                .iter()
+                .filter_map(Value::as_list)
+                .map(|tier| tier.iter().filter_map(url).collect::<Vec<_>>())
+                .filter(|tier| !tier.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !tiers.is_empty() {
+        return tiers;
+    }
+    root.get(b"announce").and_then(url).map(|u| vec![vec![u]]).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -276,6 +395,70 @@ mod tests {
         assert_eq!(
             LayoutError::PieceLength(0).to_string(),
             "piece_length must be in 1..=536870912, got 0"
+        );
+    }
+
+    #[test]
+    fn multi_file_layout_trackers_and_private_flag() {
+        // Two files of 5 and 7 bytes under "dir"; the second has a path.utf-8 that wins.
+        let pieces = "h".repeat(20);
+        let t = format!(
+            "d8:announce9:http://a/13:announce-listll9:http://b/8:udp://c/el0:el9:http://d/ee\
+             4:infod5:filesld6:lengthi5e4:pathl3:sub5:a.txteed6:lengthi7e4:pathl1:xe\
+             10:path.utf-8l5:b.bineee4:name3:dir12:piece lengthi16e6:pieces20:{pieces}\
+             7:privatei1eee"
+        );
+        let m = parse_torrent(t.as_bytes()).unwrap();
+        assert_eq!(m.total_size, 12);
+        assert_eq!(
+            m.files,
+            vec![
+                FileEntry {
+                    path: vec![b"dir".to_vec(), b"sub".to_vec(), b"a.txt".to_vec()],
+                    length: 5
+                },
+                FileEntry { path: vec![b"dir".to_vec(), b"b.bin".to_vec()], length: 7 },
+            ]
+        );
+        assert_eq!(m.files[0].relative_path(), Ok(vec!["dir", "sub", "a.txt"]));
+        // A tier of only an empty URL is dropped; announce-list wins over announce.
+        assert_eq!(
+            m.trackers,
+            vec![vec!["http://b/".to_owned(), "udp://c/".to_owned()], vec!["http://d/".to_owned()]]
+        );
+        assert!(m.private);
+        // A single-file torrent: one file named after the torrent; announce alone is one tier.
+        let one = parse_torrent(&single("")).unwrap();
+        assert_eq!(one.files, vec![FileEntry { path: vec![b"x".to_vec()], length: 100_000 }]);
+        assert_eq!(one.trackers, vec![vec!["url".to_owned()]]);
+        assert!(!one.private);
+        assert!(!parse_torrent(&single("7:privatei0e")).unwrap().private);
+    }
+
+    #[test]
+    fn file_paths_that_could_escape_or_collide_are_refused() {
+        let entry = |segments: &[&[u8]]| FileEntry {
+            path: segments.iter().map(|s| s.to_vec()).collect(),
+            length: 1,
+        };
+        let unsafe_at = |index: usize, segment: &str| {
+            Err(PathError::Unsafe { index, segment: segment.to_owned() })
+        };
+        assert_eq!(entry(&[]).relative_path(), Err(PathError::Empty));
+        assert_eq!(entry(&[b"d", b".."]).relative_path(), unsafe_at(1, ".."));
+        assert_eq!(entry(&[b"d", b"."]).relative_path(), unsafe_at(1, "."));
+        assert_eq!(entry(&[b"d", b""]).relative_path(), unsafe_at(1, ""));
+        assert_eq!(entry(&[b"/etc"]).relative_path(), unsafe_at(0, "/etc"));
+        assert_eq!(entry(&[b"a\\b"]).relative_path(), unsafe_at(0, "a\\b"));
+        assert_eq!(entry(&[b"a\0b"]).relative_path(), unsafe_at(0, "a\0b"));
+        assert_eq!(entry(&[b"a\nb"]).relative_path(), unsafe_at(0, "a\nb"));
+        assert_eq!(entry(&[b"con."]).relative_path(), unsafe_at(0, "con."));
+        assert_eq!(entry(&[b"trailing "]).relative_path(), unsafe_at(0, "trailing "));
+        assert_eq!(entry(&[b"d", b"\xff"]).relative_path(), Err(PathError::NotUtf8(1)));
+        assert_eq!(entry(&[&[b'a'; 256]]).relative_path(), Err(PathError::TooLong(0)));
+        assert_eq!(
+            entry(&[b"ok", "caf\u{e9}.txt".as_bytes()]).relative_path(),
+            Ok(vec!["ok", "caf\u{e9}.txt"])
         );
     }
 }
