@@ -1,0 +1,13 @@
+//! # pbts-peer
+//!
+//! A BitTorrent peer that downloads and seeds with any client (BEP 3), speaks the extension
+//! protocol (BEP 10) and the fast extension (BEP 6), respects private torrents (BEP 27: only the
+//! torrent's trackers) and announces over HTTP and UDP trackers (BEP 15, with BEP 41 URL data so
+//! passkeys work over UDP). It is the client side of pbts: the tracker credits upload only for
+//! receipts that downloaders sign, and this peer is what moves the pieces they sign for.
+//!
+//! Runtime: tokio (the tracker keeps glommio for its io_uring hot path; a client runs on laptops
+//! and non-Linux systems too). The wire formats are `pbts_proto`'s.
+//!
+//! | module | what |
+//! |---|---|
