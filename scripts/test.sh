@@ -62,7 +62,7 @@ for crate in pbts-proto pbts-http pbts-verifier; do
 done
 
 # No module imports a module that imports it back, in any crate.
-python3 scripts/module_cycles.py proto http verifier tee chain engine testkit benches experiments
+python3 scripts/module_cycles.py proto http verifier tee chain engine testkit benches experiments peer
 
 # One target dir, one build of the tests; formatting and lints first (cheap, fail fast).
 step "fmt"

@@ -11,3 +11,6 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`wire`] | one peer connection: handshake, bounded message frames |
+
+pub mod wire;
