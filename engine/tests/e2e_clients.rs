@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/lt_client.py");
+const HELPER: &str = pbts_testkit::LT_CLIENT;
 const PYTHON: &str = "/usr/bin/python3";
 const PAYLOAD_LEN: usize = 300_000;
 

@@ -11,6 +11,14 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`session`] | one torrent: listening, connecting, announcing, the protocol's decisions |
+//! | [`choker`] | whom we upload to: tit-for-tat and an optimistic unchoke |
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
+//! | [`rate`] | rate meters and the shared rate limiters |
+//! | [`units`] | sizes, rates and durations as people type and read them |
 
+pub mod choker;
+pub mod rate;
+pub mod session;
+pub mod units;
 pub mod wire;

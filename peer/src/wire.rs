@@ -294,6 +294,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         message.encode(&mut self.buf);
     }
 
+    /// Queues bytes that are already whole frames (e.g. an extended handshake written by
+    /// `pbts_verifier::bep10`).
+    pub fn queue_raw(&mut self, frames: &[u8]) {
+        self.buf.extend_from_slice(frames);
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.buf.len()

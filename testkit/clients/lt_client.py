@@ -1,10 +1,16 @@
 #!/usr/bin/python3
 """Real-client helper for the end-to-end tests (Debian's python3-libtorrent, libtorrent 2.0).
 
-  lt_client.py make FILE TORRENT ANNOUNCE_URL      private .torrent (16 KiB pieces)
+  lt_client.py make PATH TORRENT ANNOUNCE_URL [PIECE_LEN]
+                                                   private v1 .torrent of a file or a directory
+                                                   (multi-file); 16 KiB pieces by default
   lt_client.py make-hybrid FILE TORRENT            v1+v2 .torrent; prints "v1 v2 piece_length size"
   lt_client.py seed TORRENT DIR                    seed until killed; prints "seeding"
   lt_client.py leech TORRENT DIR TIMEOUT_SECS      download; prints "done" and exits 0
+  lt_client.py bench-seed TORRENT DIR              seed; prints "seeding PORT"
+  lt_client.py bench-leech TORRENT DIR PEER TIMEOUT_SECS
+                                                   download from PEER (host:port) without a
+                                                   tracker; prints "done SECONDS"
 
 DHT, local discovery, UPnP and NAT-PMP are off, so the tracker is the only peer source.
 """
@@ -32,12 +38,13 @@ def session(port):
     })
 
 
-def make(path, out, url):
+def make(path, out, url, piece_len="16384"):
     fs = lt.file_storage()
     lt.add_files(fs, path)
     # v1 only: libtorrent 2.0 makes hybrid v1+v2 torrents by default, and aria2 speaks v1.
-    t = lt.create_torrent(fs, 16384, flags=lt.create_torrent.v1_only)
-    t.add_tracker(url)
+    t = lt.create_torrent(fs, int(piece_len), flags=lt.create_torrent.v1_only)
+    if url:
+        t.add_tracker(url)
     t.set_priv(True)
     import os
     lt.set_piece_hashes(t, os.path.dirname(os.path.abspath(path)))
@@ -103,10 +110,41 @@ def leech(torrent, save, timeout):
     return 1
 
 
+def bench_seed(torrent, save):
+    ses = session(0)
+    h = add(ses, torrent, save)
+    h.force_recheck()
+    while not h.status().is_seeding:
+        time.sleep(0.05)
+    print("seeding", ses.listen_port(), flush=True)
+    while True:
+        time.sleep(1)
+
+
+def bench_leech(torrent, save, peer, timeout):
+    ses = session(0)
+    h = add(ses, torrent, save)
+    host, port = peer.rsplit(":", 1)
+    start = time.time()
+    h.connect_peer((host, int(port)))
+    deadline = start + float(timeout)
+    while time.time() < deadline:
+        if h.status().is_seeding:
+            print("done %.3f" % (time.time() - start), flush=True)
+            return 0
+        time.sleep(0.01)
+    print("timeout: progress %.2f" % h.status().progress, flush=True)
+    return 1
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "make":
-        make(*sys.argv[2:5])
+        make(*sys.argv[2:6])
+    elif cmd == "bench-seed":
+        bench_seed(*sys.argv[2:4])
+    elif cmd == "bench-leech":
+        sys.exit(bench_leech(*sys.argv[2:6]))
     elif cmd == "make-hybrid":
         make_hybrid(*sys.argv[2:4])
     elif cmd == "seed":

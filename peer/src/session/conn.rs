@@ -1,0 +1,297 @@
+//! One peer connection after its handshake: a reader task that turns the peer's messages into
+//! state changes and block requests, and a writer task that sends what the torrent queued for
+//! this peer and serves the peer's requests from disk.
+//!
+//! Reading and writing are separate tasks so that two peers that both upload never deadlock
+//! with full socket buffers, each waiting for the other to read.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pbts_proto::peer_wire::{Bitfield, BlockRef, Handshake, Message};
+use pbts_verifier::bep10;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::torrent::{PeerKey, Torrent};
+use crate::storage::StorageError;
+use crate::wire::{ConnError, FrameReader, FrameWriter, Limits, Received};
+
+/// A peer that sends nothing (not even a keep-alive) for this long is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// We send a keep-alive after this long without sending anything.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
+
+/// Requests of one peer queued for serving; more are refused (BEP 6) or ignored.
+pub const MAX_SERVE_QUEUE: usize = 500;
+
+/// Disk reads in flight per peer while serving.
+const READS_IN_FLIGHT: usize = 8;
+
+/// Largest block a peer may request: libtorrent, Transmission and aria2 all ask 16 KiB; some
+/// old clients ask up to 128 KiB.
+pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
+
+/// What the torrent asks a connection's writer to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Out {
+    /// 0.
+    Choke,
+    /// 1.
+    Unchoke,
+    /// 2.
+    Interested,
+    /// 3.
+    NotInterested,
+    /// 4.
+    Have(u32),
+    /// 6.
+    Request(BlockRef),
+    /// 8.
+    Cancel(BlockRef),
+    /// 0x10 (BEP 6): a request of the peer we will not serve.
+    Reject(BlockRef),
+    /// A request of the peer to serve from disk.
+    Serve(BlockRef),
+    /// The peer withdrew a request (8): drop it if not yet sent.
+    Unserve(BlockRef),
+    /// Close the connection.
+    Close,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The connection's protocol or socket failed.
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    /// The peer broke the protocol in a way the codec cannot see.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+    /// The peer was silent for [`IDLE_TIMEOUT`].
+    #[error("silent for {0:?}")]
+    Idle(Duration),
+    /// The torrent dropped the peer (banned, both seeds, shutting down).
+    #[error("closed by us")]
+    Closed,
+    /// Our disk failed while serving.
+    #[error("disk: {0}")]
+    Disk(#[from] StorageError),
+}
+
+/// Runs an established connection until it ends; unregisters the peer when it does.
+pub async fn run<S>(torrent: Arc<Torrent>, stream: S, addr: SocketAddr, theirs: Handshake)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let Some((key, have)) = torrent.register(addr, &theirs, tx) else {
+        return;
+    };
+    // Our handshake always offers both extensions; each is on when the peer's offers it too.
+    let fast = theirs.reserved.fast();
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut writer = FrameWriter::new(write_half);
+    if theirs.reserved.extension_protocol() {
+        writer.queue_raw(&torrent.extended_handshake());
+    }
+    // What we have, first (BEP 3); later pieces follow as `have` through the channel.
+    match have.count() {
+        0 if fast => writer.queue(&Message::HaveNone),
+        0 => {}
+        n if fast && n == have.pieces() => writer.queue(&Message::HaveAll),
+        _ => writer.queue(&Message::Bitfield(have.as_bytes())),
+    }
+    let limits = Limits::default();
+    let writer = tokio::spawn(write_loop(torrent.clone(), key, writer, rx, fast));
+    let mut reader = FrameReader::new(read_half, &limits);
+    let ended = read_loop(&torrent, key, &mut reader, fast).await;
+    writer.abort();
+    let _ = writer.await;
+    torrent.unregister(key, &ended);
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    torrent: &Torrent,
+    key: PeerKey,
+    reader: &mut FrameReader<R>,
+    fast: bool,
+) -> Result<(), PeerError> {
+    let mut first = true;
+    loop {
+        let next = tokio::time::timeout(IDLE_TIMEOUT, reader.next()).await;
+        let msg = match next {
+            Err(_) => return Err(PeerError::Idle(IDLE_TIMEOUT)),
+            Ok(r) => match r? {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+        };
+        let was_first = std::mem::replace(&mut first, false);
+        match msg {
+            Received::KeepAlive | Received::Port(_) | Received::Suggest(_) => {}
+            Received::AllowedFast(_) | Received::Unknown { .. } => {}
+            Received::Choke => torrent.peer_choked_us(key, fast),
+            Received::Unchoke => torrent.peer_unchoked_us(key),
+            Received::Interested => torrent.peer_interest(key, true),
+            Received::NotInterested => torrent.peer_interest(key, false),
+            Received::Have(i) => torrent.peer_have(key, i)?,
+            Received::Bitfield(bits) => {
+                if !was_first {
+                    return Err(PeerError::Protocol("bitfield after the first message"));
+                }
+                let bits = Bitfield::from_wire(&bits, torrent.pieces())
+                    .map_err(|_| PeerError::Protocol("bitfield of the wrong length"))?;
+                torrent.peer_bitfield(key, bits);
+            }
+            Received::HaveAll | Received::HaveNone if !fast => {
+                return Err(PeerError::Protocol("have-all/none without the fast extension"));
+            }
+            Received::HaveAll => torrent.peer_bitfield(key, Bitfield::full(torrent.pieces())),
+            Received::HaveNone => torrent.peer_bitfield(key, Bitfield::new(torrent.pieces())),
+            Received::Request(block) => torrent.peer_request(key, block, fast)?,
+            Received::Cancel(block) => torrent.send(key, Out::Unserve(block)),
+            Received::Reject(block) if fast => torrent.request_rejected(key, block),
+            Received::Reject(_) => return Err(PeerError::Protocol("reject without the fast extension")),
+            Received::Piece { index, begin, data } => {
+                torrent.download_limit().acquire(data.len() as u64).await;
+                torrent.block_received(key, index, begin, data).await?;
+            }
+            Received::Extended { id: 0, payload } => {
+                // A bad extended handshake only means we learn nothing from it.
+                if let Ok(h) = bep10::parse_handshake(&payload) {
+                    torrent.peer_extended(key, &h);
+                }
+            }
+            Received::Extended { .. } => {}
+        }
+    }
+}
+
+/// Sends what the torrent queues for this peer and serves its requests, reading blocks ahead.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    torrent: Arc<Torrent>,
+    key: PeerKey,
+    mut writer: FrameWriter<W>,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    fast: bool,
+) -> Result<(), PeerError> {
+    writer.flush().await?;
+    let mut waiting: VecDeque<BlockRef> = VecDeque::new();
+    let mut reading: VecDeque<(BlockRef, JoinHandle<Result<Bytes, StorageError>>)> =
+        VecDeque::new();
+    let mut last_sent = Instant::now();
+    loop {
+        while reading.len() < READS_IN_FLIGHT
+            && let Some(block) = waiting.pop_front()
+        {
+            let disk = torrent.disk().clone();
+            let read = tokio::spawn(async move {
+                disk.read_block(block.index, block.begin, block.length).await
+            });
+            reading.push_back((block, read));
+        }
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { return Err(PeerError::Closed) };
+                let mut cmd = Some(cmd);
+                // Everything queued now goes out in one write.
+                while let Some(c) = cmd {
+                    match c {
+                        Out::Close => {
+                            let _ = writer.flush().await;
+                            return Err(PeerError::Closed);
+                        }
+                        Out::Serve(block) if waiting.len() + reading.len() < MAX_SERVE_QUEUE => {
+                            waiting.push_back(block);
+                        }
+                        Out::Serve(block) => {
+                            // Over the queue it was told (`reqq`): refused, or dropped.
+                            if fast {
+                                writer.queue(&Message::Reject(block));
+                            }
+                        }
+                        Out::Unserve(block) => {
+                            let before = waiting.len() + reading.len();
+                            waiting.retain(|b| *b != block);
+                            reading.retain(|(b, read)| {
+                                let keep = *b != block;
+                                if !keep {
+                                    read.abort();
+                                }
+                                keep
+                            });
+                            // BEP 6: a cancelled request is answered by its piece or a reject.
+                            if fast && waiting.len() + reading.len() < before {
+                                writer.queue(&Message::Reject(block));
+                            }
+                        }
+                        Out::Choke => {
+                            // BEP 3: a choke drops the peer's pending requests; with BEP 6 the
+                            // peer is told which (the torrent sends the rejects).
+                            writer.queue(&Message::Choke);
+                            for (block, read) in reading.drain(..) {
+                                read.abort();
+                                waiting.push_back(block);
+                            }
+                            for block in waiting.drain(..) {
+                                if fast {
+                                    writer.queue(&Message::Reject(block));
+                                }
+                            }
+                        }
+                        other => writer.queue(&message_of(&other)),
+                    }
+                    cmd = rx.try_recv().ok();
+                }
+            }
+            read = front(&mut reading) => {
+                let (block, _) = reading.pop_front().expect("front() completed, so it is there");
+                let data = match read {
+                    Ok(r) => r?,
+                    // Aborted by a choke or cancel: already gone from the queue.
+                    Err(_) => continue,
+                };
+                torrent.upload_limit().acquire(data.len() as u64).await;
+                writer.queue(&Message::Piece { index: block.index, begin: block.begin, data: &data });
+                torrent.block_sent(key, data.len() as u64);
+            }
+            () = tokio::time::sleep_until((last_sent + KEEP_ALIVE).into()) => {
+                writer.queue(&Message::KeepAlive);
+            }
+        }
+        if writer.queued() > 0 {
+            writer.flush().await?;
+            last_sent = Instant::now();
+        }
+    }
+}
+
+/// The first read in flight, or never (when none is).
+async fn front(
+    reading: &mut VecDeque<(BlockRef, JoinHandle<Result<Bytes, StorageError>>)>,
+) -> Result<Result<Bytes, StorageError>, tokio::task::JoinError> {
+    match reading.front_mut() {
+        Some((_, handle)) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn message_of(out: &Out) -> Message<'static> {
+    match *out {
+        Out::Unchoke => Message::Unchoke,
+        Out::Interested => Message::Interested,
+        Out::NotInterested => Message::NotInterested,
+        Out::Have(i) => Message::Have(i),
+        Out::Request(b) => Message::Request(b),
+        Out::Cancel(b) => Message::Cancel(b),
+        Out::Reject(b) => Message::Reject(b),
+        // Handled by the writer itself.
+        Out::Choke | Out::Serve(_) | Out::Unserve(_) | Out::Close => Message::KeepAlive,
+    }
+}

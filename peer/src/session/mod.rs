@@ -1,0 +1,466 @@
+//! One torrent being downloaded or seeded: its files checked and opened, a listening socket,
+//! the trackers announced to, connections made to the peers they name, and the timers of the
+//! protocol (choking rounds, snubbed peers).
+//!
+//! ```text
+//!  trackers ──peers──▶ connector ──TCP──▶ conn::run ──▶ Torrent (picker, peers, counters)
+//!  listener ─────────────TCP───────────▶ conn::run ──▶        │
+//!  ticker (1 s): choking rounds, snubs                       disk thread (storage)
+//! ```
+
+pub mod conn;
+pub mod torrent;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pbts_proto::metainfo::Metainfo;
+use pbts_proto::peer_wire::Handshake;
+use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::storage::{Allocation, Disk, Storage, StorageError};
+use crate::tracker::{AnnounceParams, TrackerConfig, TrackerList};
+use crate::wire::{self, Limits};
+pub use torrent::{Geometry, Stats, TorrentConfig};
+use torrent::Torrent;
+
+/// Everything a session can be told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address to listen on for peers (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The torrent's settings.
+    pub torrent: TorrentConfig,
+    /// How files are created.
+    pub allocation: Allocation,
+    /// Tracker timeouts.
+    pub tracker: TrackerConfig,
+    /// Peers asked of the tracker per announce.
+    pub numwant: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            torrent: TorrentConfig {
+                max_peers: 50,
+                upload_slots: 4,
+                queue_depth: 250,
+                max_up: None,
+                max_down: None,
+            },
+            allocation: Allocation::Full,
+            tracker: TrackerConfig::default(),
+            numwant: 50,
+        }
+    }
+}
+
+/// Why a session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The torrent has no v1 pieces (a v2-only torrent) or no trackers.
+    #[error("{0}")]
+    Torrent(&'static str),
+    /// Its files could not be created, opened or checked.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The listening socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running torrent.
+#[derive(Debug)]
+pub struct Session {
+    torrent: Arc<Torrent>,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    announcer: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    had_at_start: u64,
+}
+
+/// A new peer id: `-PB0100-` and twelve random characters (the Azureus convention, so
+/// trackers and clients can tell what we are).
+pub fn new_peer_id() -> PeerId {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut id = [0u8; 20];
+    id[..8].copy_from_slice(b"-PB0100-");
+    let mut rng = rand::rng();
+    for b in &mut id[8..] {
+        *b = ALPHABET[rng.random_range(0..ALPHABET.len())];
+    }
+    PeerId(id)
+}
+
+impl Session {
+    /// Checks the data already in `dir` (calling `checked(done, total)` as pieces are hashed),
+    /// starts listening and announcing. Downloads what is missing, then seeds.
+    ///
+    /// # Errors
+    /// A torrent we cannot serve, a storage failure, a port we cannot listen on.
+    pub async fn start(
+        meta: &Metainfo,
+        dir: &Path,
+        options: Options,
+        checked: impl FnMut(u32, u32) + Send + 'static,
+    ) -> Result<Self, SessionError> {
+        let info_hash = meta.v1.ok_or(SessionError::Torrent(
+            "the torrent has no v1 info-hash (v2-only torrents are not supported)",
+        ))?;
+        if meta.trackers.iter().all(Vec::is_empty) {
+            return Err(SessionError::Torrent("the torrent names no tracker"));
+        }
+        let storage = Storage::open(meta, dir, options.allocation)?;
+        let geometry = Geometry {
+            pieces: storage.pieces(),
+            piece_length: meta.piece_length,
+            total: meta.total_size,
+        };
+        let (storage, have) = tokio::task::spawn_blocking(move || {
+            let mut checked = checked;
+            let have = storage.check_existing(&mut checked)?;
+            Ok::<_, StorageError>((storage, have))
+        })
+        .await
+        .expect("the check does not panic")?;
+        let had_at_start = (0..geometry.pieces)
+            .filter(|&i| have.has(i))
+            .map(|i| geometry.piece_len(i))
+            .sum::<u64>();
+        let disk = Disk::spawn(storage);
+
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| SessionError::Listen { addr: options.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| SessionError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+        let peer_id = new_peer_id();
+        let torrent = Arc::new(Torrent::new(
+            info_hash,
+            peer_id,
+            geometry,
+            have,
+            disk,
+            options.torrent.clone(),
+            local_addr.port(),
+        ));
+        let (stop, _) = watch::channel(false);
+        let (found_tx, found_rx) = mpsc::unbounded_channel();
+        let tasks = vec![
+            tokio::spawn(listen(torrent.clone(), listener, stop.subscribe())),
+            tokio::spawn(connect(torrent.clone(), found_rx, stop.subscribe(), local_addr)),
+            tokio::spawn(tick(torrent.clone(), stop.subscribe())),
+        ];
+        let trackers = TrackerList::new(&meta.trackers, options.tracker.clone());
+        let announcer = tokio::spawn(announce(
+            torrent.clone(),
+            trackers,
+            options.numwant,
+            local_addr.port(),
+            found_tx,
+            stop.subscribe(),
+        ));
+        Ok(Self { torrent, local_addr, stop, announcer, tasks, had_at_start })
+    }
+
+    /// Where we listen for peers.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The torrent's info-hash.
+    pub fn info_hash(&self) -> InfoHash {
+        self.torrent.info_hash()
+    }
+
+    /// Counters and rates now.
+    pub fn stats(&self) -> Stats {
+        self.torrent.stats()
+    }
+
+    /// Bytes that were already verified on disk at start.
+    pub fn had_at_start(&self) -> u64 {
+        self.had_at_start
+    }
+
+    /// Becomes `true` when every piece is verified.
+    pub fn completion(&self) -> watch::Receiver<bool> {
+        self.torrent.completion()
+    }
+
+    /// Stops: tells the trackers (`stopped`, within the tracker timeouts), closes every
+    /// connection and waits for the disk. Returns the final counters.
+    pub async fn stop(self) -> Stats {
+        self.stop.send_replace(true);
+        // The announcer sends `stopped` with the final counters, then ends.
+        let _ = self.announcer.await;
+        self.torrent.close_all();
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        // Connections end as their writers see `Close`; give them a moment to flush.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.torrent.peer_count() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.torrent.disk().flush().await;
+        self.torrent.stats()
+    }
+}
+
+/// Accepts peers' connections.
+async fn listen(torrent: Arc<Torrent>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, usually: wait rather than spin.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if torrent.peer_count() >= torrent.max_peers() || !torrent.may_connect(addr) {
+            continue;
+        }
+        let torrent = torrent.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            let ours = wire::our_handshake(torrent.info_hash(), torrent.peer_id());
+            let limits = Limits::default();
+            let ih = torrent.info_hash();
+            let shook =
+                wire::handshake_incoming(&mut stream, |h| (h == ih).then_some(ours), &limits).await;
+            match shook {
+                Ok((_, theirs)) => conn::run(torrent, stream, addr, theirs).await,
+                Err(e) => tracing::debug!(peer = %addr, "incoming handshake: {e}"),
+            }
+        });
+    }
+}
+
+/// What we know of a peer address the trackers gave us.
+#[derive(Debug, Default)]
+struct Known {
+    /// Failed attempts in a row.
+    fails: u32,
+    /// Not before.
+    next_try: Option<Instant>,
+    /// A connection attempt or connection is running.
+    busy: bool,
+}
+
+/// Time to wait before reconnecting to a peer after `fails` failures in a row (0: the peer
+/// closed a working connection).
+fn backoff(fails: u32) -> Duration {
+    Duration::from_secs(30u64.saturating_mul(1 << fails.min(6)))
+}
+
+/// Connects to the peers the trackers name, up to the connection limit.
+async fn connect(
+    torrent: Arc<Torrent>,
+    mut found: mpsc::UnboundedReceiver<Vec<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+    ourselves: SocketAddr,
+) {
+    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, bool)>();
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            peers = found.recv() => {
+                let Some(peers) = peers else { return };
+                for addr in peers {
+                    if addr != ourselves {
+                        known.entry(addr).or_default();
+                    }
+                }
+            }
+            Some((addr, worked)) = done_rx.recv() => {
+                if let Some(k) = known.get_mut(&addr) {
+                    k.busy = false;
+                    k.fails = if worked { 0 } else { k.fails + 1 };
+                    k.next_try = Some(Instant::now() + backoff(k.fails));
+                }
+            }
+            _ = retry.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if torrent.is_complete() {
+            // A seed waits for leechers to come to it: they know us from the tracker.
+            continue;
+        }
+        let now = Instant::now();
+        let mut room = torrent.max_peers().saturating_sub(torrent.peer_count());
+        let busy = known.values().filter(|k| k.busy).count();
+        room = room.saturating_sub(busy);
+        for (&addr, k) in &mut known {
+            if room == 0 {
+                break;
+            }
+            if k.busy || k.next_try.is_some_and(|t| t > now) || !torrent.may_connect(addr) {
+                continue;
+            }
+            k.busy = true;
+            room -= 1;
+            let torrent = torrent.clone();
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let worked = connect_one(torrent, addr).await;
+                let _ = done.send((addr, worked));
+            });
+        }
+    }
+}
+
+/// One outgoing connection, from dial to close; whether the handshake worked.
+async fn connect_one(torrent: Arc<Torrent>, addr: SocketAddr) -> bool {
+    let limits = Limits::default();
+    let dialed = tokio::time::timeout(limits.handshake_timeout, TcpStream::connect(addr)).await;
+    let mut stream = match dialed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, "connect: {e}");
+            return false;
+        }
+        Err(_) => return false,
+    };
+    let _ = stream.set_nodelay(true);
+    let ours: Handshake = wire::our_handshake(torrent.info_hash(), torrent.peer_id());
+    match wire::handshake_outgoing(&mut stream, &ours, &limits).await {
+        Ok(theirs) => {
+            conn::run(torrent, stream, addr, theirs).await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(peer = %addr, "outgoing handshake: {e}");
+            false
+        }
+    }
+}
+
+/// The protocol's timers.
+async fn tick(torrent: Arc<Torrent>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => torrent.tick(Instant::now()),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Longest wait for the trackers to take our `stopped`.
+const STOPPED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shortest wait between announces, whatever a tracker says.
+const MIN_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Announces `started`, then at the trackers' interval, `completed` when the download
+/// completes, and `stopped` when the session stops.
+async fn announce(
+    torrent: Arc<Torrent>,
+    mut trackers: TrackerList,
+    numwant: u32,
+    port: u16,
+    found: mpsc::UnboundedSender<Vec<SocketAddr>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let key: u32 = rand::rng().random();
+    let mut completion = torrent.completion();
+    let mut event = Some(AnnounceEvent::Started);
+    // A torrent complete at start never announces `completed` (it did not complete here).
+    let mut completed_sent = *completion.borrow();
+    let mut failures = 0u32;
+    loop {
+        let stats = torrent.stats();
+        let params = AnnounceParams {
+            info_hash: torrent.info_hash(),
+            peer_id: torrent.peer_id(),
+            port,
+            uploaded: stats.uploaded,
+            downloaded: stats.downloaded,
+            left: stats.left,
+            event,
+            numwant,
+            key,
+        };
+        let wait = match trackers.announce_all(&params).await {
+            Ok(r) => {
+                failures = 0;
+                if event == Some(AnnounceEvent::Completed) {
+                    completed_sent = true;
+                }
+                event = None;
+                if let Some(w) = &r.warning {
+                    tracing::warn!("tracker warning: {w}");
+                }
+                tracing::debug!(peers = r.peers.len(), interval = ?r.interval, "announced");
+                let _ = found.send(r.peers);
+                r.interval.max(MIN_ANNOUNCE_INTERVAL)
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!("announce: {e}");
+                Duration::from_secs(15u64 << failures.min(5))
+            }
+        };
+        let next = tokio::time::sleep(wait);
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                () = &mut next => break,
+                changed = completion.changed(), if !completed_sent => match changed {
+                    Ok(()) if *completion.borrow() => {
+                        event = Some(AnnounceEvent::Completed);
+                        break;
+                    }
+                    Ok(()) => {}
+                    // The torrent is gone: nothing will complete any more.
+                    Err(_) => completed_sent = true,
+                },
+                _ = stop.changed() => {
+                    let stats = torrent.stats();
+                    let params = AnnounceParams {
+                        uploaded: stats.uploaded,
+                        downloaded: stats.downloaded,
+                        left: stats.left,
+                        event: Some(AnnounceEvent::Stopped),
+                        ..params
+                    };
+                    // Bounded: a dead tracker must not hold up the exit.
+                    let sent = tokio::time::timeout(STOPPED_TIMEOUT, trackers.announce_all(&params));
+                    match sent.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!("announcing stopped: {e}"),
+                        Err(_) => tracing::warn!("announcing stopped: no answer in {STOPPED_TIMEOUT:?}"),
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
