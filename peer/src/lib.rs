@@ -12,5 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
+//! | [`storage`] | the torrent's files: layout, symlink-safe creation, block I/O, SHA-1 checks, the disk thread |
 
+pub mod storage;
 pub mod wire;
