@@ -15,10 +15,12 @@
 //! | [`choker`] | whom we upload to: tit-for-tat and an optimistic unchoke |
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
 //! | [`rate`] | rate meters and the shared rate limiters |
+//! | [`storage`] | the torrent's files: layout, symlink-safe creation, block I/O, SHA-1 checks, the disk thread |
 //! | [`units`] | sizes, rates and durations as people type and read them |
 
 pub mod choker;
 pub mod rate;
 pub mod session;
+pub mod storage;
 pub mod units;
 pub mod wire;
