@@ -78,6 +78,9 @@ struct Common {
     /// No progress output, only the final summary and errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Print the final summary as one JSON object (exact byte counts), for scripts.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -179,20 +182,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stats = session.stop().await;
     ui.finish();
     let complete = stats.left == 0;
-    println!(
-        "{}: {} of {} ({} already on disk), downloaded {}, uploaded {}, ratio {:.2}, wasted {}, {} piece(s) failed, {:.1} s{}",
-        name,
-        if complete { "complete" } else { "incomplete" },
-        show_bytes(total),
-        show_bytes(had),
-        show_bytes(stats.downloaded),
-        show_bytes(stats.uploaded),
-        stats.uploaded as f64 / total.max(1) as f64,
-        show_bytes(stats.wasted),
-        stats.failed_pieces,
-        started.elapsed().as_secs_f64(),
-        if interrupted { ", interrupted" } else { "" },
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    if common.json {
+        let summary = serde_json::json!({
+            "name": name,
+            "complete": complete,
+            "total": total,
+            "had": had,
+            "downloaded": stats.downloaded,
+            "uploaded": stats.uploaded,
+            "wasted": stats.wasted,
+            "failed_pieces": stats.failed_pieces,
+            "seconds": seconds,
+            "interrupted": interrupted,
+        });
+        println!("{summary}");
+    } else {
+        println!(
+            "{name}: {} of {} ({} already on disk), downloaded {}, uploaded {}, ratio {:.2}, \
+             wasted {}, {} piece(s) failed, {seconds:.1} s{}",
+            if complete { "complete" } else { "incomplete" },
+            show_bytes(total),
+            show_bytes(had),
+            show_bytes(stats.downloaded),
+            show_bytes(stats.uploaded),
+            stats.uploaded as f64 / total.max(1) as f64,
+            show_bytes(stats.wasted),
+            stats.failed_pieces,
+            if interrupted { ", interrupted" } else { "" },
+        );
+    }
     Ok(if complete { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::storage::{Allocation, Disk, Storage, StorageError};
+use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
 use crate::tracker::{AnnounceParams, TrackerConfig, TrackerList};
 use crate::wire::{self, Limits};
 pub use torrent::{Geometry, Stats, TorrentConfig};
@@ -70,9 +70,16 @@ pub enum SessionError {
     /// The torrent has no v1 pieces (a v2-only torrent) or no trackers.
     #[error("{0}")]
     Torrent(&'static str),
+    /// Its files cannot be laid out safely (paths that escape or collide, sizes that do not
+    /// add up).
+    #[error("the torrent's files: {0}")]
+    Layout(#[from] LayoutError),
     /// Its files could not be created, opened or checked.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// The disk thread could not be started.
+    #[error("cannot start the disk thread: {0}")]
+    Thread(std::io::Error),
     /// The listening socket.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -82,6 +89,10 @@ pub enum SessionError {
         source: std::io::Error,
     },
 }
+
+/// Disk commands queued at most (blocks of 16 KiB: 8 MiB of received data waiting for the
+/// disk before the connections stop reading).
+const DISK_QUEUE: usize = 512;
 
 /// A running torrent.
 #[derive(Debug)]
@@ -125,24 +136,27 @@ impl Session {
         if meta.trackers.iter().all(Vec::is_empty) {
             return Err(SessionError::Torrent("the torrent names no tracker"));
         }
-        let storage = Storage::open(meta, dir, options.allocation)?;
+        let layout = Layout::from_metainfo(meta)?;
         let geometry = Geometry {
-            pieces: storage.pieces(),
-            piece_length: meta.piece_length,
-            total: meta.total_size,
+            pieces: layout.piece_count(),
+            piece_length: u64::from(layout.piece_length()),
+            total: layout.total_size(),
         };
+        let dir = dir.to_owned();
+        let allocation = options.allocation;
         let (storage, have) = tokio::task::spawn_blocking(move || {
             let mut checked = checked;
+            let mut storage = Storage::open(layout, &dir, allocation)?;
             let have = storage.check_existing(&mut checked)?;
             Ok::<_, StorageError>((storage, have))
         })
         .await
-        .expect("the check does not panic")?;
+        .expect("opening and checking the files does not panic")?;
         let had_at_start = (0..geometry.pieces)
             .filter(|&i| have.has(i))
             .map(|i| geometry.piece_len(i))
             .sum::<u64>();
-        let disk = Disk::spawn(storage);
+        let disk = Disk::spawn(storage, DISK_QUEUE).map_err(SessionError::Thread)?;
 
         let listener = TcpListener::bind(options.listen)
             .await
@@ -221,7 +235,9 @@ impl Session {
         while self.torrent.peer_count() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.torrent.disk().flush().await;
+        if let Err(e) = self.torrent.disk().sync().await {
+            tracing::error!("syncing the files: {e}");
+        }
         self.torrent.stats()
     }
 }

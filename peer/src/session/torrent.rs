@@ -14,7 +14,7 @@ use pbts_proto::{InfoHash, PeerId};
 use pbts_verifier::bep10;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::conn::{MAX_REQUEST_LEN, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
@@ -29,10 +29,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Failed pieces a peer may have contributed to before it is banned.
 const MAX_STRIKES: u32 = 3;
-
-/// Bytes of received blocks waiting for the disk, across all peers of a torrent: past this, the
-/// connections stop reading (the senders slow down) until the disk catches up.
-const WRITE_BACKLOG_BYTES: usize = 64 << 20;
 
 /// What the torrent needs to know of its settings.
 #[derive(Clone, Debug)]
@@ -106,8 +102,6 @@ pub struct Torrent {
     disk: Disk,
     up: RateLimiter,
     down: RateLimiter,
-    /// Bounds the bytes of received blocks queued for the disk.
-    write_backlog: Arc<Semaphore>,
     complete: watch::Sender<bool>,
     state: Mutex<State>,
 }
@@ -187,7 +181,6 @@ impl Torrent {
             geometry,
             up: RateLimiter::new(config.max_up),
             down: RateLimiter::new(config.max_down),
-            write_backlog: Arc::new(Semaphore::new(WRITE_BACKLOG_BYTES)),
             complete: watch::Sender::new(done),
             state: Mutex::new(State {
                 picker,
@@ -531,19 +524,18 @@ impl Torrent {
         if !complete {
             return Ok(());
         }
-        // Off the network path: the reader goes on while the disk writes, up to the backlog.
-        let permit = self
-            .write_backlog
-            .clone()
-            .acquire_many_owned(len.min(WRITE_BACKLOG_BYTES as u64) as u32)
-            .await
-            .expect("the backlog semaphore is never closed");
-        let torrent = Arc::clone(self);
-        tokio::spawn(async move {
-            let written = torrent.disk.write_block(index, begin, data).await;
-            drop(permit);
-            torrent.block_written(index, written);
-        });
+        // Off the network path: the reader waits only for room in the disk's queue (so a slow
+        // disk slows the senders), and the write's outcome is handled when it lands.
+        match self.disk.write_block(index, begin, data).await {
+            Ok(written) => {
+                let torrent = Arc::clone(self);
+                tokio::spawn(async move {
+                    let outcome = written.await;
+                    torrent.block_written(index, outcome);
+                });
+            }
+            Err(e) => self.block_written(index, Err(e)),
+        }
         Ok(())
     }
 

@@ -63,6 +63,7 @@ enum Command {
     Write { piece: u32, begin: u32, data: Bytes, done: oneshot::Sender<Result<(), StorageError>> },
     Read { piece: u32, begin: u32, len: u32, reply: oneshot::Sender<Result<Bytes, StorageError>> },
     Complete { piece: u32, reply: oneshot::Sender<Result<bool, StorageError>> },
+    Sync { reply: oneshot::Sender<Result<(), StorageError>> },
 }
 
 impl Disk {
@@ -133,6 +134,17 @@ impl Disk {
         }
         let (reply, answer) = oneshot::channel();
         self.send(Command::Complete { piece, reply }).await?;
+        answer.await.unwrap_or(Err(StorageError::Stopped))
+    }
+
+    /// Waits until everything queued before it is written, then makes it durable (on a
+    /// clean stop: a restart then finds every verified piece without trusting the page cache).
+    ///
+    /// # Errors
+    /// The first file that failed to sync; [`StorageError::Stopped`] if the thread is gone.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Sync { reply }).await?;
         answer.await.unwrap_or(Err(StorageError::Stopped))
     }
 
@@ -211,6 +223,9 @@ impl Worker {
                 }
                 Command::Complete { piece, reply } => {
                     let _ = reply.send(self.complete(piece));
+                }
+                Command::Sync { reply } => {
+                    let _ = reply.send(self.storage.sync());
                 }
             }
         }

@@ -291,6 +291,19 @@ impl Storage {
         Ok(have)
     }
 
+    /// Makes every write so far durable (`fdatasync` of each open file).
+    ///
+    /// # Errors
+    /// The first file that failed, named.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        for (i, handle) in self.handles.iter().enumerate() {
+            if let Some(file) = handle {
+                file.sync_data().map_err(|e| self.file_error(i, e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn piece_len(&self, piece: u32) -> Result<u32, BlockError> {
         self.layout
             .piece_len(piece)
