@@ -12,5 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
+//! | [`picker`] | which blocks to request from which peer: whole pieces per peer, rarest first, endgame |
 
+pub mod picker;
 pub mod wire;
