@@ -12,6 +12,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`session`] | one torrent: listening, connecting, announcing, the protocol's decisions |
+//! | [`picker`] | which blocks to request from which peer: whole pieces per peer, rarest first, endgame |
 //! | [`choker`] | whom we upload to: tit-for-tat and an optimistic unchoke |
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
 //! | [`rate`] | rate meters and the shared rate limiters |
@@ -19,6 +20,7 @@
 //! | [`units`] | sizes, rates and durations as people type and read them |
 
 pub mod choker;
+pub mod picker;
 pub mod rate;
 pub mod session;
 pub mod storage;
