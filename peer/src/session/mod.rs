@@ -28,7 +28,8 @@ use tokio::task::JoinHandle;
 use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
 use crate::tracker::{AnnounceParams, TrackerConfig, TrackerList};
 use crate::wire::{self, Limits};
-pub use torrent::{Geometry, Stats, TorrentConfig};
+pub use torrent::{Stats, TorrentConfig};
+use crate::picker::Geometry;
 use torrent::Torrent;
 
 /// Everything a session can be told.
@@ -137,11 +138,8 @@ impl Session {
             return Err(SessionError::Torrent("the torrent names no tracker"));
         }
         let layout = Layout::from_metainfo(meta)?;
-        let geometry = Geometry {
-            pieces: layout.piece_count(),
-            piece_length: u64::from(layout.piece_length()),
-            total: layout.total_size(),
-        };
+        let geometry = Geometry::new(layout.piece_length(), layout.total_size())
+            .map_err(|_| SessionError::Torrent("the torrent is empty"))?;
         let dir = dir.to_owned();
         let allocation = options.allocation;
         let (storage, have) = tokio::task::spawn_blocking(move || {
@@ -152,9 +150,9 @@ impl Session {
         })
         .await
         .expect("opening and checking the files does not panic")?;
-        let had_at_start = (0..geometry.pieces)
+        let had_at_start = (0..geometry.pieces())
             .filter(|&i| have.has(i))
-            .map(|i| geometry.piece_len(i))
+            .map(|i| u64::from(geometry.len_of(i)))
             .sum::<u64>();
         let disk = Disk::spawn(storage, DISK_QUEUE).map_err(SessionError::Thread)?;
 

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::conn::{MAX_REQUEST_LEN, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
-use crate::picker::{BlockOutcome, Picker};
+use crate::picker::{BlockOutcome, Geometry, Picker, Policy};
 pub use crate::picker::PeerKey;
 use crate::rate::{RateLimiter, RateMeter};
 use crate::storage::{Disk, StorageError};
@@ -43,25 +43,6 @@ pub struct TorrentConfig {
     pub max_up: Option<u64>,
     /// Download limit, bytes per second.
     pub max_down: Option<u64>,
-}
-
-/// The size of a torrent as the picker and the disk see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    /// Pieces.
-    pub pieces: u32,
-    /// Bytes per piece (the last piece may be shorter).
-    pub piece_length: u64,
-    /// Bytes of the torrent.
-    pub total: u64,
-}
-
-impl Geometry {
-    /// Bytes of piece `i`.
-    pub fn piece_len(&self, i: u32) -> u64 {
-        let start = u64::from(i) * self.piece_length;
-        self.piece_length.min(self.total.saturating_sub(start))
-    }
 }
 
 /// A snapshot of the torrent for progress lines and summaries.
@@ -173,7 +154,8 @@ impl Torrent {
         listen_port: u16,
     ) -> Self {
         let now = Instant::now();
-        let picker = Picker::new(geometry.pieces, geometry.piece_length, geometry.total, have);
+        let picker = Picker::new(geometry, have, Policy::default())
+            .expect("the bitfield of the pieces on disk has the torrent's piece count");
         let done = picker.is_complete();
         Self {
             info_hash,
@@ -223,7 +205,7 @@ impl Torrent {
 
     /// Pieces in the torrent.
     pub fn pieces(&self) -> u32 {
-        self.geometry.pieces
+        self.geometry.pieces()
     }
 
     /// The disk of this torrent.
@@ -308,7 +290,7 @@ impl Torrent {
                 addr,
                 id: theirs.peer_id,
                 tx,
-                bitfield: Bitfield::new(self.geometry.pieces),
+                bitfield: Bitfield::new(self.geometry.pieces()),
                 have_count: 0,
                 am_choking: true,
                 am_interested: false,
@@ -379,7 +361,7 @@ impl Torrent {
     /// # Errors
     /// A piece index outside the torrent.
     pub fn peer_have(&self, key: PeerKey, i: u32) -> Result<(), PeerError> {
-        if i >= self.geometry.pieces {
+        if i >= self.geometry.pieces() {
             return Err(PeerError::Protocol("have of a piece outside the torrent"));
         }
         let mut s = self.lock();
@@ -390,8 +372,10 @@ impl Torrent {
         }
         p.bitfield.set(i);
         p.have_count += 1;
-        s.picker.peer_have(key, i);
-        if p.have_count == self.geometry.pieces && s.picker.is_complete() {
+        if s.picker.peer_have(key, i).is_err() {
+            return Err(PeerError::Protocol("have of a piece outside the torrent"));
+        }
+        if p.have_count == self.geometry.pieces() && s.picker.is_complete() {
             // Two seeds have nothing to trade.
             p.send(Out::Close);
             return Ok(());
@@ -409,15 +393,18 @@ impl Torrent {
         let mut s = self.lock();
         let s = &mut *s;
         let Some(p) = s.peers.get_mut(&key) else { return };
-        s.picker.peer_gone(key);
-        s.picker.peer_bitfield(key, &bits);
+        if s.picker.peer_bitfield(key, &bits).is_err() {
+            // Checked against the piece count when it was decoded.
+            p.send(Out::Close);
+            return;
+        }
         if bits.is_full() && s.picker.is_complete() {
             p.send(Out::Close);
             return;
         }
         p.have_count = bits.count();
         p.bitfield = bits;
-        let wanted = s.picker.interested_in(&p.bitfield);
+        let wanted = s.picker.peer_interesting(key);
         if wanted != p.am_interested {
             p.am_interested = wanted;
             p.send(if wanted { Out::Interested } else { Out::NotInterested });
@@ -441,11 +428,11 @@ impl Torrent {
     /// # Errors
     /// A block outside its piece, or of a length no client asks.
     pub fn peer_request(&self, key: PeerKey, block: BlockRef, fast: bool) -> Result<(), PeerError> {
-        if block.index >= self.geometry.pieces
+        if block.index >= self.geometry.pieces()
             || block.length == 0
             || block.length > MAX_REQUEST_LEN
             || u64::from(block.begin) + u64::from(block.length)
-                > self.geometry.piece_len(block.index)
+                > u64::from(self.geometry.len_of(block.index))
         {
             return Err(PeerError::Protocol("request outside the piece"));
         }
@@ -482,15 +469,15 @@ impl Torrent {
         data: Bytes,
     ) -> Result<(), PeerError> {
         let len = data.len() as u64;
-        if index >= self.geometry.pieces
+        if index >= self.geometry.pieces()
             || data.is_empty()
-            || u64::from(begin) + len > self.geometry.piece_len(index)
+            || u64::from(begin) + len > u64::from(self.geometry.len_of(index))
         {
             return Err(PeerError::Protocol("block outside the piece"));
         }
         let block = BlockRef { index, begin, length: len as u32 };
         let now = Instant::now();
-        let complete = {
+        {
             let mut s = self.lock();
             let s = &mut *s;
             s.downloaded += len;
@@ -500,29 +487,27 @@ impl Torrent {
                 p.last_block = now;
                 p.snubbed = false;
             }
-            match s.picker.block_received(key, block) {
-                BlockOutcome::Accepted { piece_complete, cancels } => {
-                    for (other, b) in cancels {
-                        if let Some(p) = s.peers.get(&other) {
-                            p.send(Out::Cancel(b));
-                        }
-                    }
-                    *s.writes_pending.entry(index).or_insert(0) += 1;
-                    if piece_complete {
-                        s.awaiting_verify.insert(index);
-                    }
-                    self.request_more(s, key);
-                    true
-                }
+            let (cancels, piece_complete) = match s.picker.block_received(key, block) {
+                BlockOutcome::Accepted { cancels } => (cancels, false),
+                BlockOutcome::PieceComplete { cancels, .. } => (cancels, true),
+                // Endgame's cancel crossed the block, or a choke released its request.
                 BlockOutcome::Duplicate | BlockOutcome::Unrequested => {
                     s.wasted += len;
                     self.request_more(s, key);
-                    false
+                    return Ok(());
+                }
+                BlockOutcome::Invalid => return Err(PeerError::Protocol("block outside the piece")),
+            };
+            for other in cancels {
+                if let Some(p) = s.peers.get(&other) {
+                    p.send(Out::Cancel(block));
                 }
             }
-        };
-        if !complete {
-            return Ok(());
+            *s.writes_pending.entry(index).or_insert(0) += 1;
+            if piece_complete {
+                s.awaiting_verify.insert(index);
+            }
+            self.request_more(s, key);
         }
         // Off the network path: the reader waits only for room in the disk's queue (so a slow
         // disk slows the senders), and the write's outcome is handled when it lands.
@@ -574,14 +559,17 @@ impl Torrent {
         let mut s = self.lock();
         let s = &mut *s;
         if ok {
-            s.picker.piece_verified(index);
+            if let Err(e) = s.picker.piece_verified(index) {
+                tracing::error!("piece {index}: {e}");
+                return;
+            }
             let done = s.picker.is_complete();
             for p in s.peers.values_mut() {
                 if !p.bitfield.has(index) {
                     p.send(Out::Have(index));
                 }
                 if done {
-                    if p.have_count == self.geometry.pieces {
+                    if p.have_count == self.geometry.pieces() {
                         p.send(Out::Close);
                     } else if p.am_interested {
                         p.am_interested = false;
@@ -595,8 +583,11 @@ impl Torrent {
             return;
         }
         s.failed_pieces += 1;
-        s.wasted += self.geometry.piece_len(index);
-        let contributors = s.picker.piece_failed(index);
+        s.wasted += u64::from(self.geometry.len_of(index));
+        let contributors = s.picker.piece_failed(index).unwrap_or_else(|e| {
+            tracing::error!("piece {index}: {e}");
+            Vec::new()
+        });
         tracing::warn!(piece = index, ?contributors, "piece failed its hash check");
         let sole = contributors.len() == 1;
         for key in contributors {
@@ -706,8 +697,9 @@ impl Torrent {
         if outstanding >= depth {
             return;
         }
-        let blocks = s.picker.pick(key, &p.bitfield, depth - outstanding);
-        if blocks.is_empty() && outstanding == 0 && !s.picker.interested_in(&p.bitfield) {
+        let mut blocks = Vec::new();
+        s.picker.pick(key, depth - outstanding, &mut blocks);
+        if blocks.is_empty() && outstanding == 0 && !s.picker.peer_interesting(key) {
             p.am_interested = false;
             p.send(Out::NotInterested);
         }
@@ -724,7 +716,7 @@ impl Torrent {
         let up_rate = s.up_meter.rate(now);
         Stats {
             have: s.picker.have().count(),
-            pieces: self.geometry.pieces,
+            pieces: self.geometry.pieces(),
             left: s.picker.left_bytes(),
             downloaded: s.downloaded,
             uploaded: s.uploaded,
@@ -733,7 +725,7 @@ impl Torrent {
             down_rate,
             up_rate,
             peers: s.peers.len(),
-            seeds: s.peers.values().filter(|p| p.have_count == self.geometry.pieces).count(),
+            seeds: s.peers.values().filter(|p| p.have_count == self.geometry.pieces()).count(),
         }
     }
 
