@@ -11,6 +11,8 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`tracker`] | announces over HTTP and UDP (BEP 3, 15, 23, 41), tiers of trackers (BEP 12) |
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
 
+pub mod tracker;
 pub mod wire;
