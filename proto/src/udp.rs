@@ -932,6 +932,20 @@ mod tests {
             let _ = parse_response(&b, AddressFamily::V6);
         }
 
+        /// The fuzz target's checks, on datagrams with a plausible action (random bytes
+        /// almost never have one), so stable CI exercises them beyond the seeds.
+        #[test]
+        fn fuzz_body_holds(
+            pick in any::<u8>(), action in 0u32..5, tx in any::<u32>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut d = vec![pick];
+            d.extend_from_slice(&action.to_be_bytes());
+            d.extend_from_slice(&tx.to_be_bytes());
+            d.extend_from_slice(&tail);
+            crate::fuzzing::udp_response(&d);
+        }
+
         #[test]
         fn announce_response_round_trip(
             tx in any::<u32>(), interval in any::<u32>(), l in any::<u32>(), s in any::<u32>(),
