@@ -14,6 +14,7 @@
 //! | [`session`] | one torrent: listening, connecting, announcing, the protocol's decisions |
 //! | [`picker`] | which blocks to request from which peer: whole pieces per peer, rarest first, endgame |
 //! | [`choker`] | whom we upload to: tit-for-tat and an optimistic unchoke |
+//! | [`tracker`] | announces over HTTP and UDP (BEP 3, 15, 23, 41), tiers of trackers (BEP 12) |
 //! | [`wire`] | one peer connection: handshake, bounded message frames |
 //! | [`rate`] | rate meters and the shared rate limiters |
 //! | [`storage`] | the torrent's files: layout, symlink-safe creation, block I/O, SHA-1 checks, the disk thread |
@@ -24,5 +25,6 @@ pub mod picker;
 pub mod rate;
 pub mod session;
 pub mod storage;
+pub mod tracker;
 pub mod units;
 pub mod wire;

@@ -12,7 +12,7 @@
 use crate::InfoHash;
 use crate::bencode::{self, DecodeError, DecodeLimits, decode, decode_prefix, dict_value_span};
 use crate::peer_wire::{self, Bitfield, Handshake, Message};
-use crate::udp::{self, Request, RequestError};
+use crate::udp::{self, AddressFamily, Request, RequestError, Response};
 
 /// A fuzz target: the name of its `[[bin]]` in `fuzz/Cargo.toml`, and its body.
 pub type Target = (&'static str, fn(&[u8]));
@@ -21,6 +21,7 @@ pub type Target = (&'static str, fn(&[u8]));
 pub const TARGETS: &[Target] = &[
     ("bencode", bencode),
     ("udp_request", udp_request),
+    ("udp_response", udp_response),
     ("metainfo", metainfo),
     ("peer_wire", peer_wire),
 ];
@@ -74,6 +75,59 @@ pub fn udp_request(data: &[u8]) {
         Ok(Request::Connect { .. }) => assert!(data.len() >= 16),
         Err(RequestError::Drop) => {}
         Err(RequestError::Sendable { message, .. }) => assert!(!message.is_empty()),
+    }
+}
+
+/// BEP 15 response decoding (client side). The first byte picks the address family (odd: IPv6),
+/// the rest is the datagram. Announces and scrapes re-encode with the server-side writers to
+/// exactly the datagram, connects to its first 16 bytes, errors to their (bounded) message when
+/// it was valid UTF-8; refusals have a message.
+pub fn udp_response(data: &[u8]) {
+    let Some((&pick, data)) = data.split_first() else { return };
+    let family = if pick & 1 == 1 { AddressFamily::V6 } else { AddressFamily::V4 };
+    let mut again = Vec::new();
+    match udp::parse_response(data, family) {
+        Ok(Response::Connect { transaction_id, connection_id }) => {
+            udp::write_connect(&mut again, transaction_id, connection_id);
+            assert_eq!(&again[..], &data[..16]);
+        }
+        Ok(Response::Announce(a)) => {
+            udp::write_announce_head(
+                &mut again,
+                a.transaction_id,
+                a.interval,
+                a.leechers,
+                a.seeders,
+            );
+            for peer in a.peers {
+                match (peer, family) {
+                    (std::net::SocketAddr::V4(p), AddressFamily::V4) => {
+                        udp::write_peer_v4(&mut again, *p.ip(), p.port());
+                    }
+                    (std::net::SocketAddr::V6(p), AddressFamily::V6) => {
+                        udp::write_peer_v6(&mut again, *p.ip(), p.port());
+                    }
+                    _ => panic!("peer {peer} is not of family {family:?}"),
+                }
+            }
+            assert_eq!(again, data);
+            assert_eq!(a.peers.len() * family.peer_len(), data.len() - 20);
+        }
+        Ok(Response::Scrape { transaction_id, entries }) => {
+            udp::write_scrape_head(&mut again, transaction_id);
+            for e in entries.iter() {
+                udp::write_scrape_entry(&mut again, e.seeders, e.completed, e.leechers);
+            }
+            assert_eq!(again, data);
+        }
+        Ok(Response::Error { transaction_id, message }) => {
+            assert!(message.len() <= udp::MAX_ERROR_MESSAGE_BYTES * 3);
+            if let std::borrow::Cow::Borrowed(text) = message {
+                udp::write_error(&mut again, transaction_id, text);
+                assert_eq!(&again[..], &data[..again.len()]);
+            }
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
 
