@@ -63,7 +63,7 @@ impl<K: Copy + Eq + Hash> Choker<K> {
     pub fn round(&mut self, peers: &[Candidate<K>], rng: &mut impl Rng) -> Vec<K> {
         let mut interested: Vec<&Candidate<K>> = peers.iter().filter(|c| c.interested).collect();
         // Fastest first; equal rates keep a stable, arbitrary order.
-        interested.sort_by(|a, b| b.rate.cmp(&a.rate));
+        interested.sort_by_key(|c| std::cmp::Reverse(c.rate));
         let regular = self.slots - 1;
         let mut unchoke: Vec<K> = interested.iter().take(regular).map(|c| c.key).collect();
 

@@ -256,11 +256,9 @@ impl Ui {
         let bar = (!quiet && terminal).then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{bar:30}] {percent:>3}% {msg} ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}% {msg} ETA {eta}")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
             );
             b.enable_steady_tick(Duration::from_millis(200));
             b
@@ -310,7 +308,11 @@ impl Ui {
             show_rate(s.up_rate),
             s.peers,
             s.seeds,
-            if seeding { format!(", seeding, uploaded {}", show_bytes(s.uploaded)) } else { String::new() }
+            if seeding {
+                format!(", seeding, uploaded {}", show_bytes(s.uploaded))
+            } else {
+                String::new()
+            }
         );
         if let Some(b) = &self.bar {
             b.set_position(self.total - s.left.min(self.total));
@@ -319,7 +321,11 @@ impl Ui {
             let due = self.last_line.get().is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
             if due {
                 self.last_line.set(Some(Instant::now()));
-                let pct = if s.pieces == 0 { 100.0 } else { 100.0 * f64::from(s.have) / f64::from(s.pieces) };
+                let pct = if s.pieces == 0 {
+                    100.0
+                } else {
+                    100.0 * f64::from(s.have) / f64::from(s.pieces)
+                };
                 eprintln!("{pct:5.1}% {text}");
             }
         }

@@ -371,22 +371,25 @@ mod tests {
     async fn a_handshake_for_another_torrent_or_from_ourselves_is_refused() {
         let limits = Limits::default();
         let one = hs(1);
-        let (mut a, mut b) = duplex(256);
-        let (out, inc) = tokio::join!(
-            handshake_outgoing(&mut a, &one, &limits),
-            handshake_incoming(&mut b, |_| None, &limits),
-        );
-        assert!(matches!(inc, Err(ConnError::WrongTorrent(ih)) if ih == IH));
-        // The refusing side closed without answering.
-        drop(b);
+        let (mut a, b) = duplex(256);
+        let (out, inc) = tokio::join!(handshake_outgoing(&mut a, &one, &limits), async move {
+            let mut b = b;
+            // The refusing side closes without answering (dropping `b` on return).
+            handshake_incoming(&mut b, |_| None, &limits).await
+        });
+        assert!(matches!(inc, Err(ConnError::WrongTorrent(ih)) if ih == IH), "{inc:?}");
         assert!(matches!(out, Err(ConnError::Truncated) | Err(ConnError::Io(_))), "{out:?}");
 
+        // Our own id answered back (the tracker gave us our own address).
         let (mut a, mut b) = duplex(256);
-        let (out, _) = tokio::join!(
-            handshake_outgoing(&mut a, &one, &limits),
-            handshake_incoming(&mut b, |_| Some(hs(1)), &limits),
-        );
+        b.write_all(&hs(1).encode()).await.unwrap();
+        let out = handshake_outgoing(&mut a, &one, &limits).await;
         assert!(matches!(out, Err(ConnError::OwnPeerId)), "{out:?}");
+        // And an incoming connection from ourselves is refused before we answer.
+        let (mut a, mut b) = duplex(256);
+        a.write_all(&hs(1).encode()).await.unwrap();
+        let inc = handshake_incoming(&mut b, |_| Some(hs(1)), &limits).await;
+        assert!(matches!(inc, Err(ConnError::OwnPeerId)), "{inc:?}");
     }
 
     #[tokio::test]

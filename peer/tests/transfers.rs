@@ -188,8 +188,8 @@ fn tree_digests(dir: &Path, name: &str) -> Vec<[u8; 32]> {
     FILES
         .iter()
         .map(|(path, _)| {
-            let bytes = std::fs::read(dir.join(name).join(path))
-                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            let bytes =
+                std::fs::read(dir.join(name).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
             Sha256::digest(&bytes).into()
         })
         .collect()
@@ -340,7 +340,8 @@ fn transfer(proto: &str, seeder: &str, leecher: &str) {
     let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
     let seed_torrent = work.path().join("seed.torrent");
     let leech_torrent = work.path().join("leech.torrent");
-    let ih = make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url(proto, &seed_key), 16384);
+    let ih =
+        make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url(proto, &seed_key), 16384);
     torrent_for(&seed_dir.join("tree"), &leech_torrent, &tracker.url(proto, &leech_key), &ih);
 
     let pbts_seeder = seeder == "pbts-peer";

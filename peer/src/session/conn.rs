@@ -117,7 +117,7 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    torrent: &Torrent,
+    torrent: &Arc<Torrent>,
     key: PeerKey,
     reader: &mut FrameReader<R>,
     fast: bool,
@@ -157,7 +157,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Received::Request(block) => torrent.peer_request(key, block, fast)?,
             Received::Cancel(block) => torrent.send(key, Out::Unserve(block)),
             Received::Reject(block) if fast => torrent.request_rejected(key, block),
-            Received::Reject(_) => return Err(PeerError::Protocol("reject without the fast extension")),
+            Received::Reject(_) => {
+                return Err(PeerError::Protocol("reject without the fast extension"));
+            }
             Received::Piece { index, begin, data } => {
                 torrent.download_limit().acquire(data.len() as u64).await;
                 torrent.block_received(key, index, begin, data).await?;

@@ -25,12 +25,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
-use crate::tracker::{AnnounceParams, TrackerConfig, TrackerList};
-use crate::wire::{self, Limits};
-pub use torrent::{Stats, TorrentConfig};
 use crate::picker::Geometry;
+use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
+use crate::tracker::{self, AnnounceParams, TrackerList};
+use crate::wire::{self, Limits};
 use torrent::Torrent;
+pub use torrent::{Stats, TorrentConfig};
 
 /// Everything a session can be told.
 #[derive(Clone, Debug)]
@@ -41,8 +41,8 @@ pub struct Options {
     pub torrent: TorrentConfig,
     /// How files are created.
     pub allocation: Allocation,
-    /// Tracker timeouts.
-    pub tracker: TrackerConfig,
+    /// Tracker timeouts and bounds.
+    pub tracker: tracker::Config,
     /// Peers asked of the tracker per announce.
     pub numwant: u32,
 }
@@ -59,7 +59,7 @@ impl Default for Options {
                 max_down: None,
             },
             allocation: Allocation::Full,
-            tracker: TrackerConfig::default(),
+            tracker: tracker::Config::default(),
             numwant: 50,
         }
     }
@@ -159,10 +159,9 @@ impl Session {
         let listener = TcpListener::bind(options.listen)
             .await
             .map_err(|source| SessionError::Listen { addr: options.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| SessionError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| SessionError::Listen { addr: options.listen, source })?;
         let peer_id = new_peer_id();
         let torrent = Arc::new(Torrent::new(
             info_hash,
@@ -405,7 +404,7 @@ async fn announce(
 ) {
     let key: u32 = rand::rng().random();
     let mut completion = torrent.completion();
-    let mut event = Some(AnnounceEvent::Started);
+    let mut event = AnnounceEvent::Started;
     // A torrent complete at start never announces `completed` (it did not complete here).
     let mut completed_sent = *completion.borrow();
     let mut failures = 0u32;
@@ -419,22 +418,22 @@ async fn announce(
             downloaded: stats.downloaded,
             left: stats.left,
             event,
-            numwant,
+            numwant: Some(numwant),
             key,
         };
         let wait = match trackers.announce_all(&params).await {
             Ok(r) => {
                 failures = 0;
-                if event == Some(AnnounceEvent::Completed) {
+                if event == AnnounceEvent::Completed {
                     completed_sent = true;
                 }
-                event = None;
+                event = AnnounceEvent::None;
                 if let Some(w) = &r.warning {
                     tracing::warn!("tracker warning: {w}");
                 }
                 tracing::debug!(peers = r.peers.len(), interval = ?r.interval, "announced");
                 let _ = found.send(r.peers);
-                r.interval.max(MIN_ANNOUNCE_INTERVAL)
+                r.interval.max(r.min_interval.unwrap_or_default()).max(MIN_ANNOUNCE_INTERVAL)
             }
             Err(e) => {
                 failures += 1;
@@ -449,7 +448,7 @@ async fn announce(
                 () = &mut next => break,
                 changed = completion.changed(), if !completed_sent => match changed {
                     Ok(()) if *completion.borrow() => {
-                        event = Some(AnnounceEvent::Completed);
+                        event = AnnounceEvent::Completed;
                         break;
                     }
                     Ok(()) => {}
@@ -462,7 +461,7 @@ async fn announce(
                         uploaded: stats.uploaded,
                         downloaded: stats.downloaded,
                         left: stats.left,
-                        event: Some(AnnounceEvent::Stopped),
+                        event: AnnounceEvent::Stopped,
                         ..params
                     };
                     // Bounded: a dead tracker must not hold up the exit.

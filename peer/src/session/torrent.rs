@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::conn::{MAX_REQUEST_LEN, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
-use crate::picker::{BlockOutcome, Geometry, Picker, Policy};
 pub use crate::picker::PeerKey;
+use crate::picker::{BlockOutcome, Geometry, Picker, Policy};
 use crate::rate::{RateLimiter, RateMeter};
 use crate::storage::{Disk, StorageError};
 
@@ -496,7 +496,9 @@ impl Torrent {
                     self.request_more(s, key);
                     return Ok(());
                 }
-                BlockOutcome::Invalid => return Err(PeerError::Protocol("block outside the piece")),
+                BlockOutcome::Invalid => {
+                    return Err(PeerError::Protocol("block outside the piece"));
+                }
             };
             for other in cancels {
                 if let Some(p) = s.peers.get(&other) {
