@@ -97,15 +97,16 @@ where
     let fast = theirs.reserved.fast();
     let (read_half, write_half) = tokio::io::split(stream);
     let mut writer = FrameWriter::new(write_half);
-    if theirs.reserved.extension_protocol() {
-        writer.queue_raw(&torrent.extended_handshake());
-    }
-    // What we have, first (BEP 3); later pieces follow as `have` through the channel.
+    // What we have, first (BEP 3: the bitfield is the first message); later pieces follow as
+    // `have` through the channel. Then the extended handshake.
     match have.count() {
         0 if fast => writer.queue(&Message::HaveNone),
         0 => {}
         n if fast && n == have.pieces() => writer.queue(&Message::HaveAll),
         _ => writer.queue(&Message::Bitfield(have.as_bytes())),
+    }
+    if theirs.reserved.extension_protocol() {
+        writer.queue_raw(&torrent.extended_handshake());
     }
     let limits = Limits::default();
     let writer = tokio::spawn(write_loop(torrent.clone(), key, writer, rx, fast));
@@ -132,7 +133,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 None => return Ok(()),
             },
         };
-        let was_first = std::mem::replace(&mut first, false);
+        // Clients differ on whether the extended handshake or the bitfield comes first; both
+        // are accepted before any other message.
+        let was_first = first;
+        first &= matches!(msg, Received::KeepAlive | Received::Extended { id: 0, .. });
         match msg {
             Received::KeepAlive | Received::Port(_) | Received::Suggest(_) => {}
             Received::AllowedFast(_) | Received::Unknown { .. } => {}
@@ -142,8 +146,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Received::NotInterested => torrent.peer_interest(key, false),
             Received::Have(i) => torrent.peer_have(key, i)?,
             Received::Bitfield(bits) => {
+                // BEP 3 wants it first, but aria2 sends one after `have none`: a later bitfield
+                // replaces what we knew of the peer, which is all it can do.
                 if !was_first {
-                    return Err(PeerError::Protocol("bitfield after the first message"));
+                    tracing::debug!("a bitfield after the first message");
                 }
                 let bits = Bitfield::from_wire(&bits, torrent.pieces())
                     .map_err(|_| PeerError::Protocol("bitfield of the wrong length"))?;
