@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::messages::{MAX_SERVE_QUEUE, Out, PeerError};
 use super::torrent::{PeerKey, Torrent};
 use crate::storage::StorageError;
 use crate::wire::{ConnError, FrameReader, FrameWriter, Limits, Received};
@@ -24,65 +26,14 @@ use crate::wire::{ConnError, FrameReader, FrameWriter, Limits, Received};
 /// A peer that sends nothing (not even a keep-alive) for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// A peer that reads nothing we send for this long is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// We send a keep-alive after this long without sending anything.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
-/// Requests of one peer queued for serving; more are refused (BEP 6) or ignored.
-pub const MAX_SERVE_QUEUE: usize = 500;
-
 /// Disk reads in flight per peer while serving.
 const READS_IN_FLIGHT: usize = 8;
-
-/// Largest block a peer may request: libtorrent, Transmission and aria2 all ask 16 KiB; some
-/// old clients ask up to 128 KiB.
-pub const MAX_REQUEST_LEN: u32 = 128 * 1024;
-
-/// What the torrent asks a connection's writer to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Out {
-    /// 0.
-    Choke,
-    /// 1.
-    Unchoke,
-    /// 2.
-    Interested,
-    /// 3.
-    NotInterested,
-    /// 4.
-    Have(u32),
-    /// 6.
-    Request(BlockRef),
-    /// 8.
-    Cancel(BlockRef),
-    /// 0x10 (BEP 6): a request of the peer we will not serve.
-    Reject(BlockRef),
-    /// A request of the peer to serve from disk.
-    Serve(BlockRef),
-    /// The peer withdrew a request (8): drop it if not yet sent.
-    Unserve(BlockRef),
-    /// Close the connection.
-    Close,
-}
-
-/// Why a connection ended.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    /// The connection's protocol or socket failed.
-    #[error(transparent)]
-    Conn(#[from] ConnError),
-    /// The peer broke the protocol in a way the codec cannot see.
-    #[error("protocol: {0}")]
-    Protocol(&'static str),
-    /// The peer was silent for [`IDLE_TIMEOUT`].
-    #[error("silent for {0:?}")]
-    Idle(Duration),
-    /// The torrent dropped the peer (banned, both seeds, shutting down).
-    #[error("closed by us")]
-    Closed,
-    /// Our disk failed while serving.
-    #[error("disk: {0}")]
-    Disk(#[from] StorageError),
-}
 
 /// Runs an established connection until it ends; unregisters the peer when it does.
 pub async fn run<S>(torrent: Arc<Torrent>, stream: S, addr: SocketAddr, theirs: Handshake)
@@ -90,7 +41,8 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let Some((key, have)) = torrent.register(addr, &theirs, tx) else {
+    let serving = Arc::new(AtomicUsize::new(0));
+    let Some((key, have)) = torrent.register(addr, &theirs, tx, serving.clone()) else {
         return;
     };
     // Our handshake always offers both extensions; each is on when the peer's offers it too.
@@ -109,9 +61,15 @@ where
         writer.queue_raw(&torrent.extended_handshake());
     }
     let limits = Limits::default();
-    let writer = tokio::spawn(write_loop(torrent.clone(), key, writer, rx, fast));
+    let queue = ServeQueue { serving, waiting: VecDeque::new(), reading: VecDeque::new() };
+    let mut writer = tokio::spawn(write_loop(torrent.clone(), key, writer, rx, queue, fast));
     let mut reader = FrameReader::new(read_half, &limits);
-    let ended = read_loop(&torrent, key, &mut reader, fast).await;
+    // Either half ending ends the connection: a writer stuck on a peer that never reads must
+    // not leave a registered peer behind.
+    let ended = tokio::select! {
+        r = read_loop(&torrent, key, &mut reader, fast) => r,
+        w = &mut writer => w.unwrap_or(Err(PeerError::Closed)),
+    };
     writer.abort();
     let _ = writer.await;
     torrent.unregister(key, &ended);
@@ -187,12 +145,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     key: PeerKey,
     mut writer: FrameWriter<W>,
     mut rx: mpsc::UnboundedReceiver<Out>,
+    queue: ServeQueue,
     fast: bool,
 ) -> Result<(), PeerError> {
-    writer.flush().await?;
-    let mut waiting: VecDeque<BlockRef> = VecDeque::new();
-    let mut reading: VecDeque<(BlockRef, JoinHandle<Result<Bytes, StorageError>>)> =
-        VecDeque::new();
+    flush_within(&mut writer).await?;
+    let ServeQueue { serving, mut waiting, mut reading } = queue;
+    // A request leaves the queue: sent, withdrawn, or dropped by a choke.
+    let done = |n: usize| {
+        serving.fetch_sub(n, Ordering::Relaxed);
+    };
     let mut last_sent = Instant::now();
     loop {
         while reading.len() < READS_IN_FLIGHT
@@ -212,18 +173,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 while let Some(c) = cmd {
                     match c {
                         Out::Close => {
-                            let _ = writer.flush().await;
+                            let _ = flush_within(&mut writer).await;
                             return Err(PeerError::Closed);
                         }
-                        Out::Serve(block) if waiting.len() + reading.len() < MAX_SERVE_QUEUE => {
-                            waiting.push_back(block);
-                        }
-                        Out::Serve(block) => {
-                            // Over the queue it was told (`reqq`): refused, or dropped.
-                            if fast {
-                                writer.queue(&Message::Reject(block));
-                            }
-                        }
+                        // Bounded by the torrent, which counts `serving` up.
+                        Out::Serve(block) => waiting.push_back(block),
                         Out::Unserve(block) => {
                             let before = waiting.len() + reading.len();
                             waiting.retain(|b| *b != block);
@@ -235,18 +189,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                                 keep
                             });
                             // BEP 6: a cancelled request is answered by its piece or a reject.
-                            if fast && waiting.len() + reading.len() < before {
+                            let removed = before - (waiting.len() + reading.len());
+                            done(removed);
+                            if fast && removed > 0 {
                                 writer.queue(&Message::Reject(block));
                             }
                         }
                         Out::Choke => {
                             // BEP 3: a choke drops the peer's pending requests; with BEP 6 the
-                            // peer is told which (the torrent sends the rejects).
+                            // peer is told which.
                             writer.queue(&Message::Choke);
                             for (block, read) in reading.drain(..) {
                                 read.abort();
                                 waiting.push_back(block);
                             }
+                            done(waiting.len());
                             for block in waiting.drain(..) {
                                 if fast {
                                     writer.queue(&Message::Reject(block));
@@ -260,6 +217,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
             read = front(&mut reading) => {
                 let (block, _) = reading.pop_front().expect("front() completed, so it is there");
+                done(1);
                 let data = match read {
                     Ok(r) => r?,
                     // Aborted by a choke or cancel: already gone from the queue.
@@ -274,9 +232,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if writer.queued() > 0 {
-            writer.flush().await?;
+            flush_within(&mut writer).await?;
             last_sent = Instant::now();
         }
+    }
+}
+
+/// The peer's requests the writer holds: waiting for a disk read, and being read.
+struct ServeQueue {
+    serving: Arc<AtomicUsize>,
+    waiting: VecDeque<BlockRef>,
+    reading: VecDeque<(BlockRef, JoinHandle<Result<Bytes, StorageError>>)>,
+}
+
+/// Writes what is queued, or fails if the peer takes nothing for [`WRITE_TIMEOUT`].
+async fn flush_within<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>) -> Result<(), PeerError> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(PeerError::Stalled(WRITE_TIMEOUT)),
     }
 }
 

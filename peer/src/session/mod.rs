@@ -9,6 +9,7 @@
 //! ```
 
 pub mod conn;
+pub mod messages;
 pub mod torrent;
 
 use std::collections::HashMap;

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
 
-use super::conn::{MAX_REQUEST_LEN, Out, PeerError};
+use super::messages::{MAX_REQUEST_LEN, MAX_SERVE_QUEUE, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
 pub use crate::picker::PeerKey;
 use crate::picker::{BlockOutcome, Geometry, Picker, Policy};
@@ -114,6 +115,9 @@ struct Peer {
     addr: SocketAddr,
     id: PeerId,
     tx: mpsc::UnboundedSender<Out>,
+    /// The peer's requests queued for its writer and not yet sent or dropped (the writer
+    /// counts them down): what bounds the memory a peer that asks but never reads can take.
+    serving: Arc<AtomicUsize>,
     bitfield: Bitfield,
     /// Pieces set in `bitfield`.
     have_count: u32,
@@ -256,7 +260,7 @@ impl Torrent {
             ids: bep10::ExtensionIds::NONE,
             port: Some(self.listen_port),
             version: Some(concat!("pbts-peer ", env!("CARGO_PKG_VERSION")).to_owned()),
-            reqq: Some(super::conn::MAX_SERVE_QUEUE as u32),
+            reqq: Some(MAX_SERVE_QUEUE as u32),
             other: Vec::new(),
         };
         let mut out = Vec::new();
@@ -272,6 +276,7 @@ impl Torrent {
         addr: SocketAddr,
         theirs: &Handshake,
         tx: mpsc::UnboundedSender<Out>,
+        serving: Arc<AtomicUsize>,
     ) -> Option<(PeerKey, Bitfield)> {
         let mut s = self.lock();
         if s.banned_ids.contains(&theirs.peer_id)
@@ -290,6 +295,7 @@ impl Torrent {
                 addr,
                 id: theirs.peer_id,
                 tx,
+                serving,
                 bitfield: Bitfield::new(self.geometry.pieces()),
                 have_count: 0,
                 am_choking: true,
@@ -445,6 +451,14 @@ impl Torrent {
             }
             return Ok(());
         }
+        if p.serving.load(Ordering::Relaxed) >= MAX_SERVE_QUEUE {
+            // Over the queue it was told (`reqq`): refused, or dropped.
+            if fast {
+                p.send(Out::Reject(block));
+            }
+            return Ok(());
+        }
+        p.serving.fetch_add(1, Ordering::Relaxed);
         p.send(Out::Serve(block));
         Ok(())
     }
