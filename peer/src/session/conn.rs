@@ -18,10 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::messages::{MAX_SERVE_QUEUE, Out, PeerError};
+use super::messages::{Out, PeerError};
 use super::torrent::{PeerKey, Torrent};
 use crate::storage::StorageError;
-use crate::wire::{ConnError, FrameReader, FrameWriter, Limits, Received};
+use crate::wire::{FrameReader, FrameWriter, Limits, Received};
 
 /// A peer that sends nothing (not even a keep-alive) for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
