@@ -24,6 +24,7 @@
 mod env;
 mod exp;
 mod report;
+mod vs_libtorrent;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,28 @@ enum Cmd {
         /// Seconds of a discarded warm-up run of each tracker and protocol before measuring.
         #[arg(long, default_value_t = 5)]
         warmup: u64,
+    },
+    /// pbts-peer → pbts-peer against libtorrent → libtorrent: one seeder, one leecher, on
+    /// 127.0.0.1 with the data on tmpfs; throughput and CPU-seconds per GiB, alternating runs.
+    VsLibtorrent {
+        /// Torrent size, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Piece length, KiB.
+        #[arg(long, default_value_t = 1024)]
+        piece_kib: u32,
+        /// Pairs of runs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The pbts-peer binary.
+        #[arg(long, default_value = "target/release/pbts-peer")]
+        peer: PathBuf,
+        /// Directory for the data (tmpfs, so the disk is not what is measured).
+        #[arg(long, default_value = "/dev/shm")]
+        dir: PathBuf,
+        /// Output directory for the CSV and the summary.
+        #[arg(long, default_value = "experiments/results")]
+        out: PathBuf,
     },
     /// Every experiment, in one run.
     Run(Common),
@@ -507,6 +530,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::VsAquatic { duration, out, pbts, tracker_cpu, load_cpus, runs, only, warmup } => {
             let plan = Plan { duration, warmup, pbts, tracker_cpu, load_cpus, runs };
             vs_aquatic(&plan, &out, only.as_deref())
+        }
+        Cmd::VsLibtorrent { size_mib, piece_kib, runs, peer, dir, out } => {
+            vs_libtorrent::run(&vs_libtorrent::Plan {
+                size_mib,
+                piece_kib,
+                runs: runs.max(1),
+                peer,
+                dir,
+                out,
+            })
         }
         Cmd::Run(c) => run_experiments(&ALL, &c),
         Cmd::Receipts(c) => run_experiments(&["receipts"], &c),
