@@ -104,7 +104,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         }
     }
     let ratios: Vec<f64> = pbts.iter().zip(&lt).map(|(p, l)| l.seconds / p.seconds).collect();
-    let mut sorted = ratios.clone();
+    let mut sorted = ratios;
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let summary = format!(
@@ -156,14 +156,15 @@ fn write_payload(path: &Path, size: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU seconds of reaped children so far (the leecher's, once it is waited for).
-fn children_cpu() -> f64 {
-    // SAFETY: getrusage writes one `rusage` into the zeroed value we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a `rusage`.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+/// CPU seconds of this process's reaped children so far (`cutime + cstime` of
+/// `/proc/self/stat`): the leecher's, once it has been waited for.
+fn children_cpu() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let cutime: f64 = fields.get(13).context("no cutime")?.parse()?;
+    let cstime: f64 = fields.get(14).context("no cstime")?.parse()?;
+    Ok((cutime + cstime) / crate::ticks_per_second())
 }
 
 fn pbts_pair(
@@ -191,7 +192,7 @@ fn pbts_pair(
     );
     await_seeder(tracker, before)?;
     let seeder_cpu0 = cpu_seconds(seeder.0.id())?;
-    let cpu0 = children_cpu();
+    let cpu0 = children_cpu()?;
     let out = Command::new(&plan.peer)
         .arg("download")
         .arg(torrent)
@@ -201,7 +202,7 @@ fn pbts_pair(
         .args(["--seed-time", "0", "--json"])
         .stderr(Stdio::null())
         .output()?;
-    let leecher_cpu = children_cpu() - cpu0;
+    let leecher_cpu = children_cpu()? - cpu0;
     let seeder_cpu = cpu_seconds(seeder.0.id())? - seeder_cpu0;
     drop(seeder);
     if !out.status.success() {
@@ -250,7 +251,7 @@ fn lt_pair(torrent: &Path, seed_dir: &Path, leech_dir: &Path) -> anyhow::Result<
     let port =
         line.trim().strip_prefix("seeding ").context("the libtorrent seeder did not start")?;
     let seeder_cpu0 = cpu_seconds(seeder.0.id())?;
-    let cpu0 = children_cpu();
+    let cpu0 = children_cpu()?;
     let out = Command::new(PYTHON)
         .arg(pbts_testkit::LT_CLIENT)
         .arg("bench-leech")
@@ -260,7 +261,7 @@ fn lt_pair(torrent: &Path, seed_dir: &Path, leech_dir: &Path) -> anyhow::Result<
         .arg("600")
         .stderr(Stdio::null())
         .output()?;
-    let leecher_cpu = children_cpu() - cpu0;
+    let leecher_cpu = children_cpu()? - cpu0;
     let seeder_cpu = cpu_seconds(seeder.0.id())? - seeder_cpu0;
     drop(seeder);
     let text = String::from_utf8(out.stdout)?;
