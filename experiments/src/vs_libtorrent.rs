@@ -5,8 +5,9 @@
 //!
 //! pbts-peer finds its seeder through an open pbts tracker in this process; the libtorrent
 //! leecher is handed its seeder's address directly (`connect_peer`). Each client times its own
-//! download (pbts-peer from its session's start, libtorrent from the connect), so process
-//! start-up is left out of both.
+//! download (pbts-peer from its session's start, which includes its first announce, to the
+//! last piece verified; libtorrent from the connect to the last piece), so process start-up and
+//! shutdown are left out of both.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -210,7 +211,7 @@ fn pbts_pair(
     }
     let text = String::from_utf8(out.stdout)?;
     let v: serde_json::Value = serde_json::from_str(text.trim())?;
-    let seconds = v["seconds"].as_f64().context("no seconds in the summary")?;
+    let seconds = v["download_seconds"].as_f64().context("no download_seconds in the summary")?;
     Ok(Sample { seconds, leecher_cpu, seeder_cpu })
 }
 

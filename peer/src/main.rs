@@ -194,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "wasted": stats.wasted,
             "failed_pieces": stats.failed_pieces,
             "seconds": seconds,
+            "download_seconds": completed_at.map(|at| at.duration_since(started).as_secs_f64()),
             "interrupted": interrupted,
         });
         println!("{summary}");

@@ -391,6 +391,7 @@ fn transfer(proto: &str, seeder: &str, leecher: &str) {
         let mut cmd = peer_cmd(&["download", "--seed-time", "0"], &leech_torrent, &leech_dir);
         let (status, out, err) = Proc::spawn(&mut cmd).finish(TRANSFER_LIMIT);
         assert!(status.success(), "pbts-peer leecher: {out}\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
         let s = summary(&out);
         assert!(s.complete && s.had == 0, "{s:?}");
         assert_eq!(s.downloaded, total, "{s:?}");
@@ -405,6 +406,7 @@ fn transfer(proto: &str, seeder: &str, leecher: &str) {
     if pbts_seeder {
         let (_, out, _) = seed.terminate(Duration::from_secs(20));
         let err = std::fs::read_to_string(&seed_log).unwrap_or_default();
+        assert!(!err.contains("panicked"), "{err}");
         let s = summary(&out);
         assert!(s.complete && s.had == total && s.downloaded == 0, "{s:?}\n{err}");
         assert_eq!(s.uploaded, total, "{s:?}");

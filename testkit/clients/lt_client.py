@@ -20,8 +20,11 @@ import time
 import libtorrent as lt
 
 
-def session(port):
+def session(port, utp=True):
     return lt.session({
+        # The benchmark compares TCP transfers (pbts-peer speaks no uTP).
+        "enable_outgoing_utp": utp,
+        "enable_incoming_utp": utp,
         "listen_interfaces": f"127.0.0.1:{port}",
         "enable_dht": False,
         "enable_lsd": False,
@@ -111,7 +114,7 @@ def leech(torrent, save, timeout):
 
 
 def bench_seed(torrent, save):
-    ses = session(0)
+    ses = session(0, utp=False)
     h = add(ses, torrent, save)
     h.force_recheck()
     while not h.status().is_seeding:
@@ -122,7 +125,7 @@ def bench_seed(torrent, save):
 
 
 def bench_leech(torrent, save, peer, timeout):
-    ses = session(0)
+    ses = session(0, utp=False)
     h = add(ses, torrent, save)
     host, port = peer.rsplit(":", 1)
     start = time.time()

@@ -33,7 +33,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// Disk reads in flight per peer while serving.
-const READS_IN_FLIGHT: usize = 8;
+const READS_IN_FLIGHT: usize = 32;
 
 /// Runs an established connection until it ends; unregisters the peer when it does.
 pub async fn run<S>(torrent: Arc<Torrent>, stream: S, addr: SocketAddr, theirs: Handshake)
@@ -67,11 +67,14 @@ where
     // Either half ending ends the connection: a writer stuck on a peer that never reads must
     // not leave a registered peer behind.
     let ended = tokio::select! {
-        r = read_loop(&torrent, key, &mut reader, fast) => r,
+        r = read_loop(&torrent, key, &mut reader, fast) => {
+            writer.abort();
+            // Polled once more only if it has not completed (a finished handle must not be).
+            let _ = writer.await;
+            r
+        }
         w = &mut writer => w.unwrap_or(Err(PeerError::Closed)),
     };
-    writer.abort();
-    let _ = writer.await;
     torrent.unregister(key, &ended);
 }
 
