@@ -254,13 +254,19 @@ fn summary(stdout: &str) -> Summary {
 
 /// A `pbts-peer` command on 127.0.0.1, any port, JSON summary, no progress.
 fn peer_cmd(args: &[&str], torrent: &Path, dir: &Path) -> Command {
+    peer_cmd_on(args, torrent, dir, 0)
+}
+
+/// [`peer_cmd`] listening on `port`.
+fn peer_cmd_on(args: &[&str], torrent: &Path, dir: &Path, port: u16) -> Command {
+    let port = port.to_string();
     let mut c = Command::new(PEER);
     c.args(args).arg(torrent);
     if args[0] == "download" {
         c.arg("-o");
     }
     c.arg(dir)
-        .args(["--bind", "127.0.0.1", "--port", "0", "--json", "--quiet"])
+        .args(["--bind", "127.0.0.1", "--port", &port, "--json", "--quiet"])
         .env("RUST_LOG", std::env::var("PBTS_TEST_LOG").unwrap_or_else(|_| "pbts_peer=info".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -560,4 +566,84 @@ fn pieces_on_disk(dir: &Path, source: &[u8]) -> usize {
 /// Bytes of `n` pieces that are not the short last one.
 fn piece_bytes(n: usize, total: u64) -> u64 {
     (n as u64 * 16384).min(total)
+}
+
+/// Our side of a raw peer connection to `addr`: the handshake sent and the peer's read.
+fn raw_peer(addr: SocketAddr, info_hash: &[u8; 20], id: u8) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut hs = Vec::with_capacity(68);
+    hs.push(19);
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
+    hs.extend_from_slice(info_hash);
+    hs.extend_from_slice(&[id; 20]);
+    s.write_all(&hs).unwrap();
+    let mut theirs = [0u8; 68];
+    s.read_exact(&mut theirs).unwrap();
+    assert_eq!(&theirs[28..48], info_hash);
+    s
+}
+
+/// A peer announcing a 2 GiB frame is dropped at once; a peer that asks for thousands of blocks
+/// and never reads does not stop the seeder from serving a real leecher.
+#[test]
+fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
+    use std::io::{Read, Write};
+    let tracker = Tracker::start();
+    let work = tempfile::tempdir().unwrap();
+    let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
+    std::fs::create_dir_all(&leech_dir).unwrap();
+    write_tree(&seed_dir, "tree");
+    let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
+    let seed_torrent = work.path().join("seed.torrent");
+    let leech_torrent = work.path().join("leech.torrent");
+    let ih =
+        make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url("http", &seed_key), 16384);
+    torrent_for(&seed_dir.join("tree"), &leech_torrent, &tracker.url("http", &leech_key), &ih);
+    let port = free_port();
+    let seed_log = work.path().join("seed.log");
+    let mut cmd = peer_cmd_on(&["seed"], &seed_torrent, &seed_dir, port);
+    let seed = Proc::spawn(cmd.stderr(std::fs::File::create(&seed_log).unwrap()));
+    tracker.await_seeders(&seed_key, &ih, 1);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // A frame of 2 GiB: the connection is closed (what the seeder sent before is drained).
+    let mut a = raw_peer(addr, &ih, 0xa1);
+    a.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = loop {
+        match a.read(&mut sink) {
+            Ok(0) | Err(_) => break true,
+            Ok(_) => {}
+        }
+    };
+    assert!(closed);
+
+    // Interested, then 20 000 requests, never reading a byte of the answers.
+    let mut b = raw_peer(addr, &ih, 0xb2);
+    b.write_all(&[0, 0, 0, 1, 2]).unwrap();
+    let mut requests = Vec::new();
+    for i in 0..20_000u32 {
+        let piece = i % 80;
+        requests.extend_from_slice(&[0, 0, 0, 13, 6]);
+        requests.extend_from_slice(&piece.to_be_bytes());
+        requests.extend_from_slice(&0u32.to_be_bytes());
+        requests.extend_from_slice(&16384u32.to_be_bytes());
+    }
+    b.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The seeder reads requests while its answers pile up unread; the kernel's buffers may
+    // eventually refuse more of them, which is fine.
+    let _ = b.write_all(&requests);
+
+    let mut cmd = peer_cmd(&["download", "--seed-time", "0"], &leech_torrent, &leech_dir);
+    let (status, out, err) = Proc::spawn(&mut cmd).finish(TRANSFER_LIMIT);
+    let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
+    assert!(status.success(), "leecher: {out}\n{err}\nseeder: {log}");
+    assert_eq!(tree_digests(&leech_dir, "tree"), tree_digests(&seed_dir, "tree"));
+    drop(b);
+    let (_, _, _) = seed.terminate(Duration::from_secs(20));
+    let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
+    assert!(!log.contains("panicked"), "{log}");
 }
