@@ -207,6 +207,47 @@ fn tree_digests(dir: &Path, name: &str) -> Vec<[u8; 32]> {
         .collect()
 }
 
+/// A tracker with users `seeder` and `leecher`, the test tree under `work/seed`, an empty
+/// `work/leech`, and the torrent once per user (their passkeys in the announce URL).
+struct Setup {
+    tracker: Tracker,
+    work: tempfile::TempDir,
+    seed_dir: PathBuf,
+    leech_dir: PathBuf,
+    total: u64,
+    seed_key: String,
+    seed_torrent: PathBuf,
+    leech_torrent: PathBuf,
+    ih: [u8; 20],
+}
+
+impl Setup {
+    fn new(proto: &str) -> Self {
+        let tracker = Tracker::start();
+        let work = tempfile::tempdir().unwrap();
+        let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
+        std::fs::create_dir_all(&leech_dir).unwrap();
+        let total = write_tree(&seed_dir, "tree");
+        let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
+        let seed_torrent = work.path().join("seed.torrent");
+        let leech_torrent = work.path().join("leech.torrent");
+        let tree = seed_dir.join("tree");
+        let ih = make_torrent(&tree, &seed_torrent, &tracker.url(proto, &seed_key), 16384);
+        torrent_for(&tree, &leech_torrent, &tracker.url(proto, &leech_key), &ih);
+        Self {
+            tracker,
+            work,
+            seed_dir,
+            leech_dir,
+            total,
+            seed_key,
+            seed_torrent,
+            leech_torrent,
+            ih,
+        }
+    }
+}
+
 /// Makes a private v1 torrent of `path` (a file or a directory) announcing to `url`; returns
 /// its info-hash.
 fn make_torrent(path: &Path, out: &Path, url: &str, piece_len: u32) -> [u8; 20] {
@@ -371,17 +412,17 @@ fn free_port() -> u16 {
 /// One cell of the matrix: `seeder` serves the multi-file torrent to `leecher`, one of them
 /// being pbts-peer, over the `proto` tracker.
 fn transfer(proto: &str, seeder: &str, leecher: &str) {
-    let tracker = Tracker::start();
-    let work = tempfile::tempdir().unwrap();
-    let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
-    std::fs::create_dir_all(&leech_dir).unwrap();
-    let total = write_tree(&seed_dir, "tree");
-    let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
-    let seed_torrent = work.path().join("seed.torrent");
-    let leech_torrent = work.path().join("leech.torrent");
-    let ih =
-        make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url(proto, &seed_key), 16384);
-    torrent_for(&seed_dir.join("tree"), &leech_torrent, &tracker.url(proto, &leech_key), &ih);
+    let Setup {
+        tracker,
+        work,
+        seed_dir,
+        leech_dir,
+        total,
+        seed_key,
+        seed_torrent,
+        leech_torrent,
+        ih,
+    } = Setup::new(proto);
 
     let pbts_seeder = seeder == "pbts-peer";
     let seed_log = work.path().join("seed.log");
@@ -498,17 +539,17 @@ fn a_swarm_of_four_leechers_trades_pieces_among_themselves() {
 /// that were not verified on disk.
 #[test]
 fn a_leecher_killed_half_way_resumes_without_downloading_verified_pieces_again() {
-    let tracker = Tracker::start();
-    let work = tempfile::tempdir().unwrap();
-    let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
-    std::fs::create_dir_all(&leech_dir).unwrap();
-    let total = write_tree(&seed_dir, "tree");
-    let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
-    let seed_torrent = work.path().join("seed.torrent");
-    let leech_torrent = work.path().join("leech.torrent");
-    let ih =
-        make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url("udp", &seed_key), 16384);
-    torrent_for(&seed_dir.join("tree"), &leech_torrent, &tracker.url("udp", &leech_key), &ih);
+    let Setup {
+        tracker,
+        work: _work,
+        seed_dir,
+        leech_dir,
+        total,
+        seed_key,
+        seed_torrent,
+        leech_torrent,
+        ih,
+    } = Setup::new("udp");
     let _seed = Proc::spawn(&mut peer_cmd(&["seed"], &seed_torrent, &seed_dir));
     tracker.await_seeders(&seed_key, &ih, 1);
 
@@ -591,17 +632,17 @@ fn raw_peer(addr: SocketAddr, info_hash: &[u8; 20], id: u8) -> std::net::TcpStre
 #[test]
 fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
     use std::io::{Read, Write};
-    let tracker = Tracker::start();
-    let work = tempfile::tempdir().unwrap();
-    let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
-    std::fs::create_dir_all(&leech_dir).unwrap();
-    write_tree(&seed_dir, "tree");
-    let (seed_key, leech_key) = (tracker.user("seeder"), tracker.user("leecher"));
-    let seed_torrent = work.path().join("seed.torrent");
-    let leech_torrent = work.path().join("leech.torrent");
-    let ih =
-        make_torrent(&seed_dir.join("tree"), &seed_torrent, &tracker.url("http", &seed_key), 16384);
-    torrent_for(&seed_dir.join("tree"), &leech_torrent, &tracker.url("http", &leech_key), &ih);
+    let Setup {
+        tracker,
+        work,
+        seed_dir,
+        leech_dir,
+        total: _,
+        seed_key,
+        seed_torrent,
+        leech_torrent,
+        ih,
+    } = Setup::new("http");
     let port = free_port();
     let seed_log = work.path().join("seed.log");
     let mut cmd = peer_cmd_on(&["seed"], &seed_torrent, &seed_dir, port);
