@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target of every fuzz crate (proto, http, engine, tee, verifier) for SECONDS each
+# Runs every fuzz target of every fuzz crate (proto, http, engine, tee, verifier, peer) for SECONDS each
 # (default 60), one after the other, on nightly with cargo-fuzz, and prints one line per target:
 # executions and crashes. Exits non-zero if any target crashed or failed to build or run.
 #
@@ -20,7 +20,7 @@ secs=${1:-60}
 shift $(($# > 0 ? 1 : 0))
 only=("$@")
 root=$(cd "$(dirname "$0")/.." && pwd)
-crates=(proto http engine tee verifier)
+crates=(proto http engine tee verifier peer)
 
 wanted() {
     [[ ${#only[@]} -eq 0 ]] && return 0

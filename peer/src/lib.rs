@@ -21,6 +21,8 @@
 //! | [`units`] | sizes, rates and durations as people type and read them |
 
 pub mod choker;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod picker;
 pub mod rate;
 pub mod session;

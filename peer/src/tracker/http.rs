@@ -122,7 +122,7 @@ enum Framing {
 
 /// A 200 response's head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Head {
+pub(crate) struct Head {
     len: usize,
     framing: Framing,
 }
@@ -137,26 +137,8 @@ async fn read_response<S: AsyncRead + Unpin>(
     let mut head = None;
     let mut eof = false;
     loop {
-        if head.is_none() {
-            head = parse_head(&buf)?;
-        }
-        if let Some(Head { len, framing }) = head {
-            let body = buf.get(len..).unwrap_or_default();
-            match framing {
-                Framing::Length(n) if len.saturating_add(n) > limit => {
-                    return Err(TrackerError::TooLarge { limit });
-                }
-                Framing::Length(n) if body.len() >= n => {
-                    return Ok(body.get(..n).unwrap_or_default().to_vec());
-                }
-                Framing::Chunked => {
-                    if let Some(decoded) = decode_chunked(body)? {
-                        return Ok(decoded);
-                    }
-                }
-                Framing::ToEof if eof => return Ok(body.to_vec()),
-                Framing::Length(_) | Framing::ToEof => {}
-            }
+        if let Some(body) = complete_body(&buf, &mut head, eof, limit)? {
+            return Ok(body);
         }
         if eof {
             return Err(TrackerError::Malformed("the tracker closed the connection mid-response"));
@@ -169,6 +151,32 @@ async fn read_response<S: AsyncRead + Unpin>(
         let n = stream.read(&mut chunk[..room]).await?;
         buf.extend_from_slice(&chunk[..n]);
         eof = n == 0;
+    }
+}
+
+/// The (de-chunked) body once `buf` holds a whole response, `None` while more is needed;
+/// `head` caches the parsed head between calls, `eof` says the tracker closed the connection.
+pub(crate) fn complete_body(
+    buf: &[u8],
+    head: &mut Option<Head>,
+    eof: bool,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, TrackerError> {
+    if head.is_none() {
+        *head = parse_head(buf)?;
+    }
+    let Some(Head { len, framing }) = *head else { return Ok(None) };
+    let body = buf.get(len..).unwrap_or_default();
+    match framing {
+        Framing::Length(n) if len.saturating_add(n) > limit => {
+            Err(TrackerError::TooLarge { limit })
+        }
+        Framing::Length(n) if body.len() >= n => {
+            Ok(Some(body.get(..n).unwrap_or_default().to_vec()))
+        }
+        Framing::Chunked => decode_chunked(body),
+        Framing::ToEof if eof => Ok(Some(body.to_vec())),
+        Framing::Length(_) | Framing::ToEof => Ok(None),
     }
 }
 

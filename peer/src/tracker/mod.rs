@@ -18,7 +18,7 @@
 //! PEX (a private torrent must not use them anyway, BEP 27).
 
 mod announce;
-mod http;
+pub(crate) mod http;
 mod udp;
 mod url;
 
