@@ -101,7 +101,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match msg {
             Received::KeepAlive | Received::Port(_) | Received::Suggest(_) => {}
             Received::AllowedFast(_) | Received::Unknown { .. } => {}
-            Received::Choke => torrent.peer_choked_us(key, fast),
+            Received::Choke => torrent.peer_choked_us(key),
             Received::Unchoke => torrent.peer_unchoked_us(key),
             Received::Interested => torrent.peer_interest(key, true),
             Received::NotInterested => torrent.peer_interest(key, false),

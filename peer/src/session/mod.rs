@@ -151,10 +151,6 @@ impl Session {
         })
         .await
         .expect("opening and checking the files does not panic")?;
-        let had_at_start = (0..geometry.pieces())
-            .filter(|&i| have.has(i))
-            .map(|i| u64::from(geometry.len_of(i)))
-            .sum::<u64>();
         let disk = Disk::spawn(storage, DISK_QUEUE).map_err(SessionError::Thread)?;
 
         let listener = TcpListener::bind(options.listen)
@@ -189,6 +185,8 @@ impl Session {
             found_tx,
             stop.subscribe(),
         ));
+        // What the picker does not count as left was verified on disk at start.
+        let had_at_start = geometry.total_len() - torrent.stats().left;
         Ok(Self { torrent, local_addr, stop, announcer, tasks, had_at_start })
     }
 

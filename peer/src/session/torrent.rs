@@ -336,7 +336,7 @@ impl Torrent {
 
     /// The peer choked us: our requests to it are void (BEP 3; with BEP 6 it also rejects
     /// them one by one, which then find nothing to release).
-    pub fn peer_choked_us(&self, key: PeerKey, _fast: bool) {
+    pub fn peer_choked_us(&self, key: PeerKey) {
         let mut s = self.lock();
         let Some(p) = s.peers.get_mut(&key) else { return };
         p.peer_choking = true;
