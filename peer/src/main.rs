@@ -65,6 +65,9 @@ struct Common {
     /// Download limit in bytes per second, e.g. 500K or 2M (0: none).
     #[arg(long, value_parser = parse_rate, default_value = "0")]
     max_down: u64,
+    /// Drop a peer that takes none of the data we send for this long, e.g. 60s or 2m.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    stall_timeout: Duration,
     /// Stop seeding once uploaded / torrent size reaches this ratio.
     #[arg(long)]
     seed_ratio: Option<f64>,
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             upload_slots: common.upload_slots.max(1),
             max_up: (common.max_up > 0).then_some(common.max_up),
             max_down: (common.max_down > 0).then_some(common.max_down),
+            stall_timeout: common.stall_timeout.max(Duration::from_secs(1)),
             ..Options::default().torrent
         },
         allocation: match common.allocation {

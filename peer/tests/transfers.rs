@@ -6,7 +6,9 @@
 //!   aria2 leecher, over HTTP and UDP trackers; every file's SHA-256 matches and the tracker's
 //!   per-user accounting equals the bytes that moved;
 //! - a swarm: one seeder and four pbts-peer leechers that also trade among themselves;
-//! - resume: a leecher killed with SIGKILL half way restarts and downloads only what it lacked.
+//! - resume: a leecher killed with SIGKILL half way restarts and downloads only what it lacked;
+//! - hostile peers: oversized frames, requests never read, a stalled reader, corrupt pieces
+//!   (banned).
 //!
 //! `.ci/run` installs the clients; these tests fail, never skip, when they are missing.
 
@@ -279,6 +281,8 @@ struct Summary {
     had: u64,
     downloaded: u64,
     uploaded: u64,
+    wasted: u64,
+    failed_pieces: u64,
 }
 
 fn summary(stdout: &str) -> Summary {
@@ -290,6 +294,8 @@ fn summary(stdout: &str) -> Summary {
         had: v["had"].as_u64().unwrap(),
         downloaded: v["downloaded"].as_u64().unwrap(),
         uploaded: v["uploaded"].as_u64().unwrap(),
+        wasted: v["wasted"].as_u64().unwrap(),
+        failed_pieces: v["failed_pieces"].as_u64().unwrap(),
     }
 }
 
@@ -631,7 +637,7 @@ fn raw_peer(addr: SocketAddr, info_hash: &[u8; 20], id: u8) -> std::net::TcpStre
 /// and never reads does not stop the seeder from serving a real leecher.
 #[test]
 fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let Setup {
         tracker,
         work,
@@ -645,7 +651,8 @@ fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
     } = Setup::new("http");
     let port = free_port();
     let seed_log = work.path().join("seed.log");
-    let mut cmd = peer_cmd_on(&["seed"], &seed_torrent, &seed_dir, port);
+    let mut cmd = peer_cmd_on(&["seed", "--stall-timeout", "3s"], &seed_torrent, &seed_dir, port);
+    cmd.env("RUST_LOG", "pbts_peer=debug");
     let seed = Proc::spawn(cmd.stderr(std::fs::File::create(&seed_log).unwrap()));
     tracker.await_seeders(&seed_key, &ih, 1);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -653,14 +660,7 @@ fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
     // A frame of 2 GiB: the connection is closed (what the seeder sent before is drained).
     let mut a = raw_peer(addr, &ih, 0xa1);
     a.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();
-    let mut sink = vec![0u8; 1 << 16];
-    let closed = loop {
-        match a.read(&mut sink) {
-            Ok(0) | Err(_) => break true,
-            Ok(_) => {}
-        }
-    };
-    assert!(closed);
+    assert_closed(&mut a);
 
     // Interested, then 20 000 requests, never reading a byte of the answers.
     let mut b = raw_peer(addr, &ih, 0xb2);
@@ -683,8 +683,145 @@ fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
     let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
     assert!(status.success(), "leecher: {out}\n{err}\nseeder: {log}");
     assert_eq!(tree_digests(&leech_dir, "tree"), tree_digests(&seed_dir, "tree"));
-    drop(b);
+
+    // The peer that never reads is dropped once it has taken nothing for the stall timeout;
+    // reading now drains what the kernel held, then the end of the connection.
+    await_log(&seed_log, "took nothing we sent for 3s");
+    assert_closed(&mut b);
     let (_, _, _) = seed.terminate(Duration::from_secs(20));
     let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Reads `s` to its end; fails if the peer keeps it open (a read times out) instead.
+fn assert_closed(s: &mut std::net::TcpStream) {
+    use std::io::{ErrorKind, Read};
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("the connection stayed open: {e}"),
+        }
+    }
+}
+
+/// Waits until the log file at `path` has a line containing `text`.
+fn await_log(path: &Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A connection to `addr` once something listens there.
+fn await_listener(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads one length-prefixed peer-wire message (`None` at the end of the connection).
+fn read_message(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+/// A peer that claims every piece and answers requests with garbage is banned after its
+/// first piece fails the hash check: the connection closes, the same peer id is refused when
+/// it comes back, and the download completes from an honest seeder, the bad bytes counted as
+/// wasted.
+#[test]
+fn a_peer_sending_a_corrupt_piece_is_banned_and_the_download_completes_from_others() {
+    use std::io::Write;
+    let Setup {
+        tracker,
+        work,
+        seed_dir,
+        leech_dir,
+        total,
+        seed_key,
+        seed_torrent,
+        leech_torrent,
+        ih,
+    } = Setup::new("http");
+    let port = free_port();
+    let leech_log = work.path().join("leech.log");
+    let mut cmd = peer_cmd_on(&["download", "--seed-time", "0"], &leech_torrent, &leech_dir, port);
+    cmd.stderr(std::fs::File::create(&leech_log).unwrap());
+    let leech = Proc::spawn(&mut cmd);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    await_listener(addr);
+
+    // The liar: a full bitfield (spare bits clear), an unchoke, and 0xAA for every block asked.
+    let mut liar = raw_peer(addr, &ih, 0x66);
+    let pieces = total.div_ceil(16384) as usize;
+    let mut bitfield = vec![0xffu8; pieces.div_ceil(8)];
+    if !pieces.is_multiple_of(8) {
+        *bitfield.last_mut().unwrap() = 0xff << (8 - pieces % 8);
+    }
+    let mut hello = (1 + bitfield.len() as u32).to_be_bytes().to_vec();
+    hello.push(5);
+    hello.extend_from_slice(&bitfield);
+    hello.extend_from_slice(&[0, 0, 0, 1, 1]);
+    liar.write_all(&hello).unwrap();
+    let mut lies = 0u64;
+    while let Some(m) = read_message(&mut liar) {
+        if m.first() == Some(&6) && m.len() == 13 {
+            let len = u32::from_be_bytes(m[9..13].try_into().unwrap());
+            let mut piece = (9 + len).to_be_bytes().to_vec();
+            piece.push(7);
+            piece.extend_from_slice(&m[1..9]);
+            piece.extend(std::iter::repeat_n(0xaa, len as usize));
+            if liar.write_all(&piece).is_err() {
+                break;
+            }
+            lies += 1;
+        }
+    }
+    assert!(lies >= 1, "the leecher never asked the liar for a block");
+    await_log(&leech_log, "banned: sent bad data");
+    // Once, however many of its pieces were still being checked.
+    let log = std::fs::read_to_string(&leech_log).unwrap();
+    assert_eq!(log.matches("banned: sent bad data").count(), 1, "{log}");
+
+    // Back under the same peer id: the handshake is answered, then the connection is closed
+    // before a single message.
+    let mut again = raw_peer(addr, &ih, 0x66);
+    assert_eq!(read_message(&mut again), None);
+
+    // An honest seeder, started after the leecher: it dials the leecher (which would otherwise
+    // hear of it only at its next announce), and the download completes and is exact.
+    let seed_log = work.path().join("seed.log");
+    let mut cmd = peer_cmd(&["seed"], &seed_torrent, &seed_dir);
+    let _seed = Proc::spawn(cmd.stderr(std::fs::File::create(&seed_log).unwrap()));
+    tracker.await_seeders(&seed_key, &ih, 1);
+    let (status, out, _) = leech.finish(TRANSFER_LIMIT);
+    let log = std::fs::read_to_string(&leech_log).unwrap_or_default();
+    assert!(status.success(), "{out}\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert_eq!(tree_digests(&leech_dir, "tree"), tree_digests(&seed_dir, "tree"));
+    let s = summary(&out);
+    // Every garbage block the leecher took completed a (one-block) piece that failed.
+    assert!(s.failed_pieces >= 1 && s.failed_pieces <= lies, "{s:?}, {lies} lies");
+    // Whole pieces of 16 KiB, but for the short last one.
+    let most = s.failed_pieces * 16384;
+    assert!(s.wasted <= most && s.wasted > most - 16384, "{s:?}");
+    // `downloaded` is every payload byte received (BEP 3), good or bad, and the tracker was
+    // told exactly that.
+    assert_eq!(s.downloaded, total + s.wasted, "{s:?}");
+    tracker.await_account("leecher", (0, s.downloaded));
 }

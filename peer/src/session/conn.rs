@@ -26,8 +26,9 @@ use crate::wire::{FrameReader, FrameWriter, Limits, Received};
 /// A peer that sends nothing (not even a keep-alive) for this long is dropped.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// A peer that reads nothing we send for this long is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A peer that reads nothing we send for this long is dropped (the default of
+/// [`TorrentConfig::stall_timeout`](super::TorrentConfig::stall_timeout)).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// We send a keep-alive after this long without sending anything.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
@@ -35,15 +36,16 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(60);
 /// Disk reads in flight per peer while serving.
 const READS_IN_FLIGHT: usize = 32;
 
-/// Runs an established connection until it ends; unregisters the peer when it does.
-pub async fn run<S>(torrent: Arc<Torrent>, stream: S, addr: SocketAddr, theirs: Handshake)
+/// Runs an established connection until it ends; unregisters the peer when it does. Whether
+/// the peer was a seed (false if it was refused: banned, a duplicate, over the limit).
+pub async fn run<S>(torrent: Arc<Torrent>, stream: S, addr: SocketAddr, theirs: Handshake) -> bool
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let serving = Arc::new(AtomicUsize::new(0));
     let Some((key, have)) = torrent.register(addr, &theirs, tx, serving.clone()) else {
-        return;
+        return false;
     };
     // Our handshake always offers both extensions; each is on when the peer's offers it too.
     let fast = theirs.reserved.fast();
@@ -75,7 +77,7 @@ where
         }
         w = &mut writer => w.unwrap_or(Err(PeerError::Closed)),
     };
-    torrent.unregister(key, &ended);
+    torrent.unregister(key, &ended)
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -151,7 +153,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     queue: ServeQueue,
     fast: bool,
 ) -> Result<(), PeerError> {
-    flush_within(&mut writer).await?;
+    let stall = torrent.config().stall_timeout;
+    flush_within(&mut writer, stall).await?;
     let ServeQueue { serving, mut waiting, mut reading } = queue;
     // A request leaves the queue: sent, withdrawn, or dropped by a choke.
     let done = |n: usize| {
@@ -176,7 +179,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 while let Some(c) = cmd {
                     match c {
                         Out::Close => {
-                            let _ = flush_within(&mut writer).await;
+                            let _ = flush_within(&mut writer, stall).await;
                             return Err(PeerError::Closed);
                         }
                         // Bounded by the torrent, which counts `serving` up.
@@ -235,7 +238,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if writer.queued() > 0 {
-            flush_within(&mut writer).await?;
+            flush_within(&mut writer, stall).await?;
             last_sent = Instant::now();
         }
     }
@@ -248,11 +251,14 @@ struct ServeQueue {
     reading: VecDeque<(BlockRef, JoinHandle<Result<Bytes, StorageError>>)>,
 }
 
-/// Writes what is queued, or fails if the peer takes nothing for [`WRITE_TIMEOUT`].
-async fn flush_within<W: AsyncWrite + Unpin>(writer: &mut FrameWriter<W>) -> Result<(), PeerError> {
-    match tokio::time::timeout(WRITE_TIMEOUT, writer.flush()).await {
+/// Writes what is queued, or fails if the peer takes nothing for `limit`.
+async fn flush_within<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    limit: Duration,
+) -> Result<(), PeerError> {
+    match tokio::time::timeout(limit, writer.flush()).await {
         Ok(r) => Ok(r?),
-        Err(_) => Err(PeerError::Stalled(WRITE_TIMEOUT)),
+        Err(_) => Err(PeerError::Stalled(limit)),
     }
 }
 

@@ -58,6 +58,7 @@ impl Default for Options {
                 queue_depth: 250,
                 max_up: None,
                 max_down: None,
+                stall_timeout: conn::STALL_TIMEOUT,
             },
             allocation: Allocation::Full,
             tracker: tracker::Config::default(),
@@ -254,7 +255,7 @@ async fn listen(torrent: Arc<Torrent>, listener: TcpListener, mut stop: watch::R
                 continue;
             }
         };
-        if torrent.peer_count() >= torrent.max_peers() || !torrent.may_connect(addr) {
+        if torrent.peer_count() >= torrent.config().max_peers || !torrent.may_connect(addr) {
             continue;
         }
         let torrent = torrent.clone();
@@ -267,7 +268,9 @@ async fn listen(torrent: Arc<Torrent>, listener: TcpListener, mut stop: watch::R
             let shook =
                 wire::handshake_incoming(&mut stream, |h| (h == ih).then_some(ours), &limits).await;
             match shook {
-                Ok((_, theirs)) => conn::run(torrent, stream, addr, theirs).await,
+                Ok((_, theirs)) => {
+                    conn::run(torrent, stream, addr, theirs).await;
+                }
                 Err(e) => tracing::debug!(peer = %addr, "incoming handshake: {e}"),
             }
         });
@@ -283,6 +286,17 @@ struct Known {
     next_try: Option<Instant>,
     /// A connection attempt or connection is running.
     busy: bool,
+    /// It had every piece when we last talked: a seed does not dial it.
+    seed: bool,
+}
+
+/// How a dial ended.
+#[derive(Clone, Copy, Debug)]
+enum Dialed {
+    /// No connection or no handshake.
+    Failed,
+    /// A connection that ended; whether the peer was a seed.
+    Closed { seed: bool },
 }
 
 /// Time to wait before reconnecting to a peer after `fails` failures in a row (0: the peer
@@ -299,7 +313,7 @@ async fn connect(
     ourselves: SocketAddr,
 ) {
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, bool)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(SocketAddr, Dialed)>();
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -311,29 +325,38 @@ async fn connect(
                     }
                 }
             }
-            Some((addr, worked)) = done_rx.recv() => {
+            Some((addr, dialed)) = done_rx.recv() => {
                 if let Some(k) = known.get_mut(&addr) {
                     k.busy = false;
-                    k.fails = if worked { 0 } else { k.fails + 1 };
+                    match dialed {
+                        Dialed::Failed => k.fails += 1,
+                        Dialed::Closed { seed } => {
+                            k.fails = 0;
+                            k.seed = seed;
+                        }
+                    }
                     k.next_try = Some(Instant::now() + backoff(k.fails));
                 }
             }
             _ = retry.tick() => {}
             _ = stop.changed() => return,
         }
-        if torrent.is_complete() {
-            // A seed waits for leechers to come to it: they know us from the tracker.
-            continue;
-        }
+        // A seed dials leechers too: one that started before it learns of it only at its next
+        // announce, and one behind a NAT cannot be reached any other way.
+        let seeding = torrent.is_complete();
         let now = Instant::now();
-        let mut room = torrent.max_peers().saturating_sub(torrent.peer_count());
+        let mut room = torrent.config().max_peers.saturating_sub(torrent.peer_count());
         let busy = known.values().filter(|k| k.busy).count();
         room = room.saturating_sub(busy);
         for (&addr, k) in &mut known {
             if room == 0 {
                 break;
             }
-            if k.busy || k.next_try.is_some_and(|t| t > now) || !torrent.may_connect(addr) {
+            if k.busy
+                || (seeding && k.seed)
+                || k.next_try.is_some_and(|t| t > now)
+                || !torrent.may_connect(addr)
+            {
                 continue;
             }
             k.busy = true;
@@ -341,35 +364,32 @@ async fn connect(
             let torrent = torrent.clone();
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let worked = connect_one(torrent, addr).await;
-                let _ = done.send((addr, worked));
+                let dialed = connect_one(torrent, addr).await;
+                let _ = done.send((addr, dialed));
             });
         }
     }
 }
 
-/// One outgoing connection, from dial to close; whether the handshake worked.
-async fn connect_one(torrent: Arc<Torrent>, addr: SocketAddr) -> bool {
+/// One outgoing connection, from dial to close.
+async fn connect_one(torrent: Arc<Torrent>, addr: SocketAddr) -> Dialed {
     let limits = Limits::default();
     let dialed = tokio::time::timeout(limits.handshake_timeout, TcpStream::connect(addr)).await;
     let mut stream = match dialed {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(peer = %addr, "connect: {e}");
-            return false;
+            return Dialed::Failed;
         }
-        Err(_) => return false,
+        Err(_) => return Dialed::Failed,
     };
     let _ = stream.set_nodelay(true);
     let ours: Handshake = wire::our_handshake(torrent.info_hash(), torrent.peer_id());
     match wire::handshake_outgoing(&mut stream, &ours, &limits).await {
-        Ok(theirs) => {
-            conn::run(torrent, stream, addr, theirs).await;
-            true
-        }
+        Ok(theirs) => Dialed::Closed { seed: conn::run(torrent, stream, addr, theirs).await },
         Err(e) => {
             tracing::debug!(peer = %addr, "outgoing handshake: {e}");
-            false
+            Dialed::Failed
         }
     }
 }

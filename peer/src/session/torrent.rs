@@ -44,6 +44,8 @@ pub struct TorrentConfig {
     pub max_up: Option<u64>,
     /// Download limit, bytes per second.
     pub max_down: Option<u64>,
+    /// A peer that reads nothing we send for this long is dropped.
+    pub stall_timeout: Duration,
 }
 
 /// A snapshot of the torrent for progress lines and summaries.
@@ -237,9 +239,9 @@ impl Torrent {
         *self.complete.borrow()
     }
 
-    /// Most connected peers.
-    pub fn max_peers(&self) -> usize {
-        self.config.max_peers
+    /// The settings it runs with.
+    pub fn config(&self) -> &TorrentConfig {
+        &self.config
     }
 
     /// Connected peers.
@@ -316,15 +318,22 @@ impl Torrent {
     }
 
     /// Removes a peer whose connection ended; its requests go to others, its slot too.
-    pub fn unregister(&self, key: PeerKey, ended: &Result<(), PeerError>) {
+    /// Whether the peer had every piece.
+    pub fn unregister(&self, key: PeerKey, ended: &Result<(), PeerError>) -> bool {
         let mut s = self.lock();
-        let Some(peer) = s.peers.remove(&key) else { return };
-        tracing::debug!(peer = %peer.addr, client = ?peer.client, "disconnected: {:?}", ended);
+        let Some(peer) = s.peers.remove(&key) else { return false };
+        match ended {
+            Ok(()) => tracing::debug!(peer = %peer.addr, client = ?peer.client, "disconnected"),
+            Err(e) => {
+                tracing::debug!(peer = %peer.addr, client = ?peer.client, "disconnected: {e}")
+            }
+        }
         s.picker.peer_gone(key);
         if !peer.am_choking {
             self.fill_free_slots(&mut s);
         }
         self.request_all(&mut s);
+        peer.have_count == self.geometry.pieces()
     }
 
     /// Queues `out` for a peer's writer.
@@ -609,9 +618,9 @@ impl Torrent {
         for key in contributors {
             let Some(p) = s.peers.get_mut(&key) else { continue };
             p.strikes += 1;
-            if sole || p.strikes >= MAX_STRIKES {
+            // Pieces it sent that were still being checked fail after it is banned.
+            if (sole || p.strikes >= MAX_STRIKES) && s.banned_ids.insert(p.id) {
                 tracing::warn!(peer = %p.addr, client = ?p.client, "banned: sent bad data");
-                s.banned_ids.insert(p.id);
                 s.banned_addrs.insert(p.addr);
                 p.send(Out::Close);
             }
