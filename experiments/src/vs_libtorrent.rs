@@ -126,6 +126,26 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         median_of(&lt, |s| s.seeder_cpu / gib),
     );
     std::fs::write(plan.out.join("peer_throughput_summary.txt"), &summary)?;
+    let libtorrent = Command::new(PYTHON)
+        .args(["-c", "import libtorrent; print(libtorrent.__version__)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let env = crate::env::capture(
+        serde_json::json!({
+            "series": "vs-libtorrent",
+            "size_mib": plan.size_mib,
+            "piece_kib": plan.piece_kib,
+            "pairs": plan.runs,
+            "data_dir": plan.dir,
+            "libtorrent": libtorrent,
+        }),
+        0,
+    );
+    std::fs::write(
+        plan.out.join("peer_throughput_env.json"),
+        serde_json::to_string_pretty(&env)? + "\n",
+    )?;
     print!("{summary}");
     Ok(())
 }

@@ -38,9 +38,14 @@ struct Tracker {
 
 impl Tracker {
     fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// The tracker on `ip` (any port).
+    fn start_on(ip: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::default();
-        c.network.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.network.listen = vec![SocketAddr::new(ip.parse().unwrap(), 0)];
         c.network.cores = 1;
         c.network.first_cpu = -1;
         c.network.io_memory_kib = 256;
@@ -225,7 +230,12 @@ struct Setup {
 
 impl Setup {
     fn new(proto: &str) -> Self {
-        let tracker = Tracker::start();
+        Self::on(proto, "127.0.0.1")
+    }
+
+    /// The tracker on `ip`.
+    fn on(proto: &str, ip: &str) -> Self {
+        let tracker = Tracker::start_on(ip);
         let work = tempfile::tempdir().unwrap();
         let (seed_dir, leech_dir) = (work.path().join("seed"), work.path().join("leech"));
         std::fs::create_dir_all(&leech_dir).unwrap();
@@ -306,6 +316,11 @@ fn peer_cmd(args: &[&str], torrent: &Path, dir: &Path) -> Command {
 
 /// [`peer_cmd`] listening on `port`.
 fn peer_cmd_on(args: &[&str], torrent: &Path, dir: &Path, port: u16) -> Command {
+    peer_cmd_at(args, torrent, dir, "127.0.0.1", port)
+}
+
+/// [`peer_cmd`] listening on `ip`:`port`.
+fn peer_cmd_at(args: &[&str], torrent: &Path, dir: &Path, ip: &str, port: u16) -> Command {
     let port = port.to_string();
     let mut c = Command::new(PEER);
     c.args(args).arg(torrent);
@@ -313,7 +328,7 @@ fn peer_cmd_on(args: &[&str], torrent: &Path, dir: &Path, port: u16) -> Command 
         c.arg("-o");
     }
     c.arg(dir)
-        .args(["--bind", "127.0.0.1", "--port", &port, "--json", "--quiet"])
+        .args(["--bind", ip, "--port", &port, "--json", "--quiet"])
         .env("RUST_LOG", std::env::var("PBTS_TEST_LOG").unwrap_or_else(|_| "pbts_peer=info".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -492,6 +507,46 @@ fn pbts_peer_seeds_to_aria2_over_http() {
 #[test]
 fn pbts_peer_leeches_from_pbts_peer_over_udp() {
     transfer("udp", "pbts-peer", "pbts-peer");
+}
+
+/// pbts-peer to pbts-peer with nothing but IPv6 on ::1: the tracker returns the seeder as a
+/// v6 peer (BEP 7 `peers6` over HTTP, 18-byte entries over UDP) and the transfer is exact.
+fn transfer_v6(proto: &str) {
+    let Setup {
+        tracker,
+        work: _work,
+        seed_dir,
+        leech_dir,
+        total,
+        seed_key,
+        seed_torrent,
+        leech_torrent,
+        ih,
+    } = Setup::on(proto, "::1");
+    let seed = Proc::spawn(&mut peer_cmd_at(&["seed"], &seed_torrent, &seed_dir, "::1", 0));
+    tracker.await_seeders(&seed_key, &ih, 1);
+    let mut cmd =
+        peer_cmd_at(&["download", "--seed-time", "0"], &leech_torrent, &leech_dir, "::1", 0);
+    let (status, out, err) = Proc::spawn(&mut cmd).finish(TRANSFER_LIMIT);
+    assert!(status.success(), "{out}\n{err}");
+    let s = summary(&out);
+    assert!(s.complete && s.downloaded == total, "{s:?}");
+    assert_eq!(tree_digests(&leech_dir, "tree"), tree_digests(&seed_dir, "tree"));
+    tracker.await_account("leecher", (0, total));
+    let (_, out, err) = seed.terminate(Duration::from_secs(20));
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(summary(&out).uploaded, total);
+    tracker.await_account("seeder", (total, 0));
+}
+
+#[test]
+fn pbts_peer_to_pbts_peer_over_ipv6_with_an_http_tracker() {
+    transfer_v6("http");
+}
+
+#[test]
+fn pbts_peer_to_pbts_peer_over_ipv6_with_a_udp_tracker() {
+    transfer_v6("udp");
 }
 
 /// One seeder (upload-limited, so the leechers must trade) and four pbts-peer leechers that
