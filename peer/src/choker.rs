@@ -32,6 +32,9 @@ pub struct Candidate<K> {
     pub rate: u64,
     /// Connected within the last optimistic period.
     pub new: bool,
+    /// Ranked before every peer that is not (a pbts peer, when peers without receipts are
+    /// served only after them).
+    pub preferred: bool,
 }
 
 /// The unchoke decisions of one torrent.
@@ -62,8 +65,8 @@ impl<K: Copy + Eq + Hash> Choker<K> {
     /// A choking round: the peers to have unchoked from now on (every other peer is choked).
     pub fn round(&mut self, peers: &[Candidate<K>], rng: &mut impl Rng) -> Vec<K> {
         let mut interested: Vec<&Candidate<K>> = peers.iter().filter(|c| c.interested).collect();
-        // Fastest first; equal rates keep a stable, arbitrary order.
-        interested.sort_by_key(|c| std::cmp::Reverse(c.rate));
+        // Preferred first, then fastest; equal ranks keep a stable, arbitrary order.
+        interested.sort_by_key(|c| std::cmp::Reverse((c.preferred, c.rate)));
         let regular = self.slots - 1;
         let mut unchoke: Vec<K> = interested.iter().take(regular).map(|c| c.key).collect();
 
@@ -114,7 +117,7 @@ mod tests {
     use super::*;
 
     fn c(key: u32, interested: bool, rate: u64) -> Candidate<u32> {
-        Candidate { key, interested, rate, new: false }
+        Candidate { key, interested, rate, new: false, preferred: false }
     }
 
     #[test]
@@ -177,8 +180,8 @@ mod tests {
     fn new_peers_are_three_times_as_likely_to_be_the_optimistic_one() {
         let mut rng = SmallRng::seed_from_u64(4);
         let interested = [
-            Candidate { key: 1u32, interested: true, rate: 0, new: true },
-            Candidate { key: 2, interested: true, rate: 0, new: false },
+            Candidate { key: 1u32, interested: true, rate: 0, new: true, preferred: false },
+            Candidate { key: 2, interested: true, rate: 0, new: false, preferred: false },
         ];
         let refs: Vec<&Candidate<u32>> = interested.iter().collect();
         let new = (0..4000).filter(|_| pick_optimistic(&refs, &[], &mut rng) == Some(1)).count();

@@ -12,6 +12,8 @@
 //! | module | what |
 //! |---|---|
 //! | [`session`] | one torrent: listening, connecting, announcing, the protocol's decisions |
+//! | [`receipts`] | pbts receipts over BEP 10: signing, the durable store, reporting to the tracker |
+//! | [`identity`] | our BLS key and account with a pbts tracker (`pbts-peer register`) |
 //! | [`picker`] | which blocks to request from which peer: whole pieces per peer, rarest first, endgame |
 //! | [`choker`] | whom we upload to: tit-for-tat and an optimistic unchoke |
 //! | [`tracker`] | announces over HTTP and UDP (BEP 3, 15, 23, 41), tiers of trackers (BEP 12) |
@@ -23,8 +25,10 @@
 pub mod choker;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod picker;
 pub mod rate;
+pub mod receipts;
 pub mod session;
 pub mod storage;
 pub mod tracker;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pbts_peer::identity::{self, Identity};
+use pbts_peer::receipts::{self, Mode};
 use pbts_peer::session::{Options, Session, Stats, TorrentConfig};
 use pbts_peer::storage::Allocation;
 use pbts_peer::units::{parse_duration, parse_rate, show_bytes, show_rate};
@@ -23,6 +25,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Makes a key pair on this machine and registers it with a pbts tracker; every torrent
+    /// of that tracker then earns and gives receipts under it.
+    Register {
+        /// The tracker: http://host:port (or any of its announce URLs).
+        #[arg(long)]
+        tracker: String,
+        /// The account name to register.
+        #[arg(long)]
+        user: String,
+        /// An invite code, if the tracker registers by invite.
+        #[arg(long)]
+        invite: Option<String>,
+    },
     /// Downloads a torrent, then seeds it until a seeding limit or Ctrl-C.
     Download {
         /// The .torrent file.
@@ -84,6 +99,27 @@ struct Common {
     /// Print the final summary as one JSON object (exact byte counts), for scripts.
     #[arg(long)]
     json: bool,
+    /// Receipts with pbts peers (when this machine is registered with one of the torrent's
+    /// trackers): off; prefer (peers without them are served after pbts peers); require
+    /// (only pbts peers that keep up with their receipts are served).
+    #[arg(long, value_enum, default_value_t = ReceiptsArg::Prefer)]
+    receipts: ReceiptsArg,
+    /// Pieces a pbts peer may be behind in receipts before it is choked.
+    #[arg(long, default_value_t = receipts::DEFAULT_SLACK)]
+    receipt_slack: usize,
+    /// Append one JSON line per verified piece (who delivered it, whom its receipt credits).
+    #[arg(long)]
+    transfer_log: Option<PathBuf>,
+    /// Test only: sign and send no receipts (a peer that withholds them).
+    #[arg(long, hide = true)]
+    withhold_receipts: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReceiptsArg {
+    Off,
+    Prefer,
+    Require,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -121,8 +157,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (torrent, dir, common) = match cli.command {
         Command::Download { torrent, output, common } => (torrent, output, common),
         Command::Seed { torrent, dir, common } => (torrent, dir, common),
+        Command::Register { tracker, user, invite } => {
+            let dir = identity::config_dir()?;
+            let config = pbts_peer::tracker::Config::default();
+            let id = Identity::register(&dir, &tracker, &user, invite.as_deref(), &config).await?;
+            println!("registered {} with {}", id.user, id.tracker.host_header());
+            println!("passkey: {}", id.passkey);
+            println!("announce: {}", id.announce_url);
+            println!("announce (udp): {}", id.udp_announce_url);
+            println!("identity: {}", Identity::path_for(&dir, &id.tracker).display());
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let meta = read_torrent(&torrent)?;
+    let mode = match common.receipts {
+        ReceiptsArg::Off => Mode::Off,
+        ReceiptsArg::Prefer => Mode::Prefer,
+        ReceiptsArg::Require => Mode::Require,
+    };
+    let identity = match mode {
+        Mode::Off => None,
+        _ => Identity::find(&identity::config_dir()?, &meta.trackers)?.map(std::sync::Arc::new),
+    };
+    anyhow::ensure!(
+        identity.is_some() || mode != Mode::Require,
+        "--receipts require needs an identity with one of the torrent's trackers: run \
+         pbts-peer register --tracker http://HOST:PORT --user NAME"
+    );
     let options = Options {
         listen: SocketAddr::new(common.bind, common.port),
         torrent: TorrentConfig {
@@ -133,6 +194,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stall_timeout: common.stall_timeout.max(Duration::from_secs(1)),
             ..Options::default().torrent
         },
+        receipts: receipts::Config {
+            mode,
+            slack: common.receipt_slack,
+            withhold: common.withhold_receipts,
+            ..receipts::Config::default()
+        },
+        transfer_log: common.transfer_log.clone(),
         allocation: match common.allocation {
             AllocationArg::Full => Allocation::Full,
             AllocationArg::Sparse => Allocation::Sparse,
@@ -144,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ui = Ui::new(common.quiet, total);
     ui.checking(&name);
     let check_bar = ui.bar.clone();
-    let session = Session::start(&meta, &dir, options, move |done, all| {
+    let session = Session::start(&meta, &dir, options, identity, move |done, all| {
         if let Some(b) = &check_bar {
             b.set_message(format!("checking {done}/{all} pieces"));
         }
@@ -183,7 +251,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let had = session.had_at_start();
+    let reported = session.report_stats();
     let stats = session.stop().await;
+    let (credited, credited_bytes, refused) = reported.map_or((0, 0, 0), |r| {
+        use std::sync::atomic::Ordering::Relaxed;
+        (r.credited.load(Relaxed), r.credited_bytes.load(Relaxed), r.refused.load(Relaxed))
+    });
     ui.finish();
     let complete = stats.left == 0;
     let seconds = started.elapsed().as_secs_f64();
@@ -200,6 +273,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "seconds": seconds,
             "download_seconds": completed_at.map(|at| at.duration_since(started).as_secs_f64()),
             "interrupted": interrupted,
+            "receipts": {
+                "signed": stats.receipts.signed,
+                "sent": stats.receipts.sent,
+                "earned": stats.receipts.stored,
+                "bad": stats.receipts.bad,
+                "credited": credited,
+                "credited_bytes": credited_bytes,
+                "refused": refused,
+            },
         });
         println!("{summary}");
     } else {

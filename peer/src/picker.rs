@@ -343,17 +343,22 @@ impl Partial {
         }
     }
 
-    /// The distinct peers of the received blocks, in block order.
+    /// The distinct peers of the received blocks, the one that delivered the most blocks
+    /// first (ties: the one whose first block comes first). The first is the peer a receipt
+    /// for the piece credits.
     fn contributors(&self) -> Vec<PeerKey> {
-        let mut out: Vec<PeerKey> = Vec::new();
+        let mut counts: Vec<(PeerKey, u32)> = Vec::new();
         for block in &self.blocks {
-            if let Block::Received(p) = *block
-                && !out.contains(&p)
-            {
-                out.push(p);
+            if let Block::Received(p) = *block {
+                match counts.iter_mut().find(|(k, _)| *k == p) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((p, 1)),
+                }
             }
         }
-        out
+        // Stable: equal counts keep block order.
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        counts.into_iter().map(|(k, _)| k).collect()
     }
 }
 
@@ -560,7 +565,8 @@ impl Picker {
     }
 
     /// The peers that delivered the received blocks of a piece in progress or awaiting its hash
-    /// check, in block order, each once (one peer in the common case); empty for other pieces.
+    /// check, each once (one peer in the common case), the one with the most blocks first (ties
+    /// in block order); empty for other pieces.
     pub fn contributors(&self, piece: u32) -> Vec<PeerKey> {
         self.partials.get(&piece).map(Partial::contributors).unwrap_or_default()
     }
@@ -1473,7 +1479,8 @@ mod tests {
             assert_eq!(p.block_received(P2, blk(x, n)), accepted());
         }
         assert_eq!(p.block_received(P2, blk(x, 3)), complete(x));
-        assert_eq!(p.piece_failed(x), Ok(vec![P1, P2]));
+        // The one with most blocks first: P2 gave three, P1 one.
+        assert_eq!(p.piece_failed(x), Ok(vec![P2, P1]));
     }
 
     #[test]

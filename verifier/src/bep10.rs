@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! frame     = u32be(len) ‖ 20 ‖ ext_id ‖ payload          len = 2 + payload length
-//! ext_id 0  = extended handshake: {m: {name: id, …}, p: port, reqq: n, v: "client"}
+//! ext_id 0  = extended handshake: {m: {name: id, …}, p: port, pbts_pk: 48B, reqq: n,
+//!                                  v: "client"}
 //! ext_id k  = the message the *receiver* mapped to k in its handshake
 //! ```
 //!
@@ -11,6 +12,9 @@
 //! [`REQUEST_RECEIPT`] (defaults 1, 2, 3; 0 disables a message, as BEP 10 specifies). A sender
 //! uses the id the remote peer chose ([`write_message`]); a receiver maps incoming ids through
 //! its own choice ([`decode_frame`]).
+//!
+//! A pbts peer also puts its 48-byte BLS public key in the handshake under `pbts_pk`: the key
+//! a downloader names as `sender_pk` in the receipts it signs for pieces this peer gave it.
 //!
 //! Payloads (bencoded dictionaries, keys in sorted order):
 //!
@@ -212,6 +216,9 @@ pub struct Handshake {
     pub version: Option<String>,
     /// `reqq`: how many outstanding requests the sender queues.
     pub reqq: Option<u32>,
+    /// `pbts_pk`: the sender's BLS public key (compressed G1), whom receipts for the pieces it
+    /// uploads credit.
+    pub public_key: Option<PublicKeyBytes>,
     /// Other `m` entries (other extensions: `ut_metadata`, `ut_pex`, …), kept as received in
     /// sorted order. Entries whose value is not an integer are dropped on decode; entries
     /// named like ours, and repeated names, are skipped on write.
@@ -432,6 +439,10 @@ pub fn write_handshake(h: &Handshake, out: &mut Vec<u8>) {
             enc.str("p");
             enc.int(i64::from(port));
         }
+        if let Some(pk) = &h.public_key {
+            enc.str("pbts_pk");
+            enc.bytes(&pk.0);
+        }
         if let Some(reqq) = h.reqq {
             enc.str("reqq");
             enc.int(i64::from(reqq));
@@ -589,17 +600,39 @@ pub fn decode_frame(
     Ok(Some((frame, total)))
 }
 
+/// Decodes the payload of an extended message received under `ext_id` (not the handshake's
+/// 0), given the ids *we* advertised: `Ok(None)` if `ext_id` is not one of our messages (another
+/// extension's, to be skipped). For peers that frame messages themselves.
+///
+/// # Errors
+///
+/// [`Bep10Error::TooLong`] for a payload over [`MAX_MESSAGE_LEN`]` - 2`; otherwise as
+/// [`decode_frame`] for one of our messages.
+pub fn parse_extended(
+    ext_id: u8,
+    payload: &[u8],
+    local_ids: &ExtensionIds,
+) -> Result<Option<Message>, Bep10Error> {
+    let Some(kind) = local_ids.kind_of(ext_id) else { return Ok(None) };
+    let len = payload.len() + 2;
+    if len > MAX_MESSAGE_LEN {
+        return Err(Bep10Error::TooLong { len, max: MAX_MESSAGE_LEN });
+    }
+    parse_message(kind, payload).map(Some)
+}
+
 /// Decodes an extended handshake payload (the bencoded dictionary after `20 ‖ 0`).
 ///
 /// Lenient where other clients differ: a missing `m` is empty, `m` entries that are not
 /// integers are dropped, and `p`, `reqq` and `v` of the wrong type or range are ignored. Strict
-/// about our names: their ids must be integers in `0..=255`.
+/// about our names: their ids must be integers in `0..=255`, and `pbts_pk` a 48-byte string.
 ///
 /// # Errors
 ///
 /// [`Bep10Error::Bencode`] for non-canonical bencode; [`Bep10Error::WrongType`] if the payload
-/// or `m` is not a dictionary or one of our ids is not an integer;
-/// [`Bep10Error::IntOutOfRange`] if one of our ids is outside `0..=255`.
+/// or `m` is not a dictionary, one of our ids is not an integer or `pbts_pk` not a byte string;
+/// [`Bep10Error::IntOutOfRange`] if one of our ids is outside `0..=255`;
+/// [`Bep10Error::BadFieldLength`] if `pbts_pk` is not 48 bytes.
 pub fn parse_handshake(payload: &[u8]) -> Result<Handshake, Bep10Error> {
     let root = bencode::decode(payload, &LIMITS).map_err(Bep10Error::Bencode)?;
     expect_dict(&root, "payload")?;
@@ -632,6 +665,9 @@ pub fn parse_handshake(payload: &[u8]) -> Result<Handshake, Bep10Error> {
         .and_then(|p| u16::try_from(p).ok())
         .filter(|&p| p != 0);
     h.reqq = root.get(b"reqq").and_then(Value::as_int).and_then(|q| u32::try_from(q).ok());
+    if root.get(b"pbts_pk").is_some() {
+        h.public_key = Some(PublicKeyBytes(fixed_bytes(&root, "pbts_pk")?));
+    }
     h.version =
         root.get(b"v").and_then(Value::as_bytes).map(|v| String::from_utf8_lossy(v).into_owned());
     Ok(h)
@@ -771,6 +807,7 @@ mod tests {
             port: Some(0),
             version: None,
             reqq: Some(250),
+            public_key: None,
             other: vec![(b"ut_pex".to_vec(), 1), (b"a".to_vec(), -1), (b"ut_pex".to_vec(), 9)],
         };
         let mut out = Vec::new();
@@ -778,6 +815,51 @@ mod tests {
         let payload: &[u8] =
             b"d1:md1:ai-1e12:pbts_receipti7e18:pbts_receipt_batchi0e6:ut_pexi1ee4:reqqi250ee";
         assert_eq!(out, frame(0, payload));
+    }
+
+    #[test]
+    fn parse_extended_maps_our_ids_and_skips_others() {
+        let msg = Message::RequestReceipt {
+            info_hash: InfoHash([1; 20]),
+            piece_index: 9,
+            piece_hash: PieceHash::from_slice(&[2; 20]).expect("20 bytes"),
+        };
+        let wire = encoded(&msg);
+        let ours = ExtensionIds::default();
+        assert_eq!(parse_extended(wire[5], &wire[6..], &ours), Ok(Some(msg)));
+        assert_eq!(parse_extended(9, &wire[6..], &ours), Ok(None));
+        assert_eq!(parse_extended(wire[5], &wire[6..], &ExtensionIds::NONE), Ok(None));
+        assert_eq!(
+            parse_extended(3, &vec![b'0'; MAX_MESSAGE_LEN], &ours),
+            Err(Bep10Error::TooLong { len: MAX_MESSAGE_LEN + 2, max: MAX_MESSAGE_LEN })
+        );
+        assert!(matches!(parse_extended(3, b"de", &ours), Err(Bep10Error::MissingField(_))));
+    }
+
+    #[test]
+    fn handshake_carries_the_public_key() {
+        let h = Handshake {
+            ids: ExtensionIds { receipt: None, receipt_batch: Some(2), request_receipt: None },
+            public_key: Some(PublicKeyBytes([0xab; 48])),
+            ..Handshake::default()
+        };
+        let mut out = Vec::new();
+        write_handshake(&h, &mut out);
+        let mut payload = b"d1:md18:pbts_receipt_batchi2ee7:pbts_pk48:".to_vec();
+        payload.extend_from_slice(&[0xab; 48]);
+        payload.push(b'e');
+        assert_eq!(out, frame(0, &payload));
+        assert_eq!(decode_all(&out, &ExtensionIds::NONE), Ok(Frame::Handshake(h)));
+
+        // Ours, so strict: a wrong length or type is an error, not a peer without a key.
+        assert_eq!(
+            parse_handshake(b"d7:pbts_pk3:abce"),
+            Err(Bep10Error::BadFieldLength { field: "pbts_pk", got: 3, expected: 48 })
+        );
+        assert_eq!(
+            parse_handshake(b"d7:pbts_pki1ee"),
+            Err(Bep10Error::WrongType { field: "pbts_pk", expected: "byte string" })
+        );
     }
 
     #[test]
@@ -1294,6 +1376,7 @@ mod tests {
                 port,
                 version,
                 reqq,
+                public_key: reqq.map(|q| PublicKeyBytes([q as u8; 48])),
                 other: other.into_iter().filter(|(n, _)| Kind::from_name(n).is_none()).collect(),
             })
     }

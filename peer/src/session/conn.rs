@@ -139,7 +139,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     torrent.peer_extended(key, &h);
                 }
             }
-            Received::Extended { .. } => {}
+            Received::Extended { id, payload } => torrent.extended_message(key, id, &payload)?,
         }
     }
 }
@@ -216,6 +216,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                                 }
                             }
                         }
+                        Out::Raw(frames) => writer.queue_raw(&frames),
                         other => writer.queue(&message_of(&other)),
                     }
                     cmd = rx.try_recv().ok();
@@ -231,7 +232,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 };
                 torrent.upload_limit().acquire(data.len() as u64).await;
                 writer.queue(&Message::Piece { index: block.index, begin: block.begin, data: &data });
-                torrent.block_sent(key, data.len() as u64);
+                torrent.block_sent(key, block.index, data.len() as u32);
             }
             () = tokio::time::sleep_until((last_sent + KEEP_ALIVE).into()) => {
                 writer.queue(&Message::KeepAlive);
@@ -282,6 +283,8 @@ fn message_of(out: &Out) -> Message<'static> {
         Out::Cancel(b) => Message::Cancel(b),
         Out::Reject(b) => Message::Reject(b),
         // Handled by the writer itself.
-        Out::Choke | Out::Serve(_) | Out::Unserve(_) | Out::Close => Message::KeepAlive,
+        Out::Choke | Out::Serve(_) | Out::Unserve(_) | Out::Raw(_) | Out::Close => {
+            Message::KeepAlive
+        }
     }
 }

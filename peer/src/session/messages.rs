@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use pbts_proto::peer_wire::BlockRef;
 
 use crate::storage::StorageError;
@@ -38,6 +39,8 @@ pub enum Out {
     Serve(BlockRef),
     /// The peer withdrew a request (8): drop it if not yet sent.
     Unserve(BlockRef),
+    /// Whole frames to send as they are (our BEP 10 messages).
+    Raw(Bytes),
     /// Close the connection.
     Close,
 }

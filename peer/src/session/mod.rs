@@ -26,12 +26,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::identity::{self, Identity};
 use crate::picker::Geometry;
+use crate::receipts::report::{self, ReportStats};
+use crate::receipts::signer::Signer;
+use crate::receipts::store::Store;
+use crate::receipts::{self, Mode};
 use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
 use crate::tracker::{self, AnnounceParams, TrackerList};
 use crate::wire::{self, Limits};
 use torrent::Torrent;
-pub use torrent::{Stats, TorrentConfig};
+pub use torrent::{Pbts, ReceiptStats, Stats, TorrentConfig};
 
 /// Everything a session can be told.
 #[derive(Clone, Debug)]
@@ -46,6 +51,10 @@ pub struct Options {
     pub tracker: tracker::Config,
     /// Peers asked of the tracker per announce.
     pub numwant: u32,
+    /// Receipts (used when there is an identity for one of the torrent's trackers).
+    pub receipts: receipts::Config,
+    /// Where each verified piece is logged, one JSON line each.
+    pub transfer_log: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -63,6 +72,8 @@ impl Default for Options {
             allocation: Allocation::Full,
             tracker: tracker::Config::default(),
             numwant: 50,
+            receipts: receipts::Config::default(),
+            transfer_log: None,
         }
     }
 }
@@ -83,6 +94,17 @@ pub enum SessionError {
     /// The disk thread could not be started.
     #[error("cannot start the disk thread: {0}")]
     Thread(std::io::Error),
+    /// The receipt store (or the signer thread) could not be opened.
+    #[error("receipts: {0}")]
+    Receipts(String),
+    /// The transfer log could not be opened.
+    #[error("the transfer log {path}: {source}")]
+    TransferLog {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The listening socket.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -106,6 +128,8 @@ pub struct Session {
     announcer: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
     had_at_start: u64,
+    /// The reporter and what stops it (after the connections, so late receipts are reported).
+    reporter: Option<(JoinHandle<()>, watch::Sender<bool>, Arc<ReportStats>)>,
 }
 
 /// A new peer id: `-PB0100-` and twelve random characters (the Azureus convention, so
@@ -131,6 +155,7 @@ impl Session {
         meta: &Metainfo,
         dir: &Path,
         options: Options,
+        identity: Option<Arc<Identity>>,
         checked: impl FnMut(u32, u32) + Send + 'static,
     ) -> Result<Self, SessionError> {
         let info_hash = meta.v1.ok_or(SessionError::Torrent(
@@ -161,18 +186,80 @@ impl Session {
             .local_addr()
             .map_err(|source| SessionError::Listen { addr: options.listen, source })?;
         let peer_id = new_peer_id();
-        let torrent = Arc::new(Torrent::new(
-            info_hash,
-            peer_id,
-            geometry,
-            have,
-            disk,
-            options.torrent.clone(),
-            local_addr.port(),
-        ));
+        let transfer_log =
+            match &options.transfer_log {
+                Some(path) => {
+                    Some(std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(
+                        |source| SessionError::TransferLog { path: path.clone(), source },
+                    )?)
+                }
+                None => None,
+            };
+        let identity = identity.filter(|_| options.receipts.mode != Mode::Off);
+        let (signed_tx, mut signed_rx) = mpsc::unbounded_channel();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let (pbts, store) = match &identity {
+            Some(id) => {
+                let store = open_store(id, info_hash).await?;
+                let key = pbts_verifier::keys::SecretKey::from_bytes(&id.secret_key.to_bytes())
+                    .map_err(|e| SessionError::Receipts(e.to_string()))?;
+                let signer = Signer::spawn(Arc::new(key), signed_tx)
+                    .map_err(|e| SessionError::Receipts(format!("the signer thread: {e}")))?;
+                let piece_hashes = meta
+                    .pieces
+                    .as_deref()
+                    .unwrap_or_default()
+                    .chunks_exact(20)
+                    .map(|c| c.try_into().expect("chunks of 20"))
+                    .collect();
+                let pbts = Pbts {
+                    config: options.receipts.clone(),
+                    public_key: id.public_key,
+                    piece_hashes,
+                    signer,
+                    store: store.clone(),
+                    wake: wake.clone(),
+                };
+                (Some(pbts), Some(store))
+            }
+            None => (None, None),
+        };
+        let torrent = Arc::new(
+            Torrent::new(
+                info_hash,
+                peer_id,
+                geometry,
+                have,
+                disk,
+                options.torrent.clone(),
+                local_addr.port(),
+            )
+            .with_receipts(pbts, transfer_log),
+        );
+        let reporter = match (&identity, store) {
+            (Some(id), Some(store)) => {
+                let target = report::Target {
+                    tracker: id.tracker.clone(),
+                    path: id.report_target(),
+                    config: options.tracker.clone(),
+                };
+                let stats = Arc::new(ReportStats::default());
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = tokio::spawn(report::run(store, target, wake, stats.clone(), stop_rx));
+                Some((task, stop_tx, stats))
+            }
+            _ => None,
+        };
         let (stop, _) = watch::channel(false);
         let (found_tx, found_rx) = mpsc::unbounded_channel();
+        let router = torrent.clone();
         let tasks = vec![
+            // Signed receipts, from the signer thread to their peers' outboxes.
+            tokio::spawn(async move {
+                while let Some(job) = signed_rx.recv().await {
+                    router.receipt_signed(job);
+                }
+            }),
             tokio::spawn(listen(torrent.clone(), listener, stop.subscribe())),
             tokio::spawn(connect(torrent.clone(), found_rx, stop.subscribe(), local_addr)),
             tokio::spawn(tick(torrent.clone(), stop.subscribe())),
@@ -188,7 +275,7 @@ impl Session {
         ));
         // What the picker does not count as left was verified on disk at start.
         let had_at_start = geometry.total_len() - torrent.stats().left;
-        Ok(Self { torrent, local_addr, stop, announcer, tasks, had_at_start })
+        Ok(Self { torrent, local_addr, stop, announcer, tasks, had_at_start, reporter })
     }
 
     /// Where we listen for peers.
@@ -219,6 +306,12 @@ impl Session {
     /// Stops: tells the trackers (`stopped`, within the tracker timeouts), closes every
     /// connection and waits for the disk. Returns the final counters.
     pub async fn stop(self) -> Stats {
+        // Receipts we signed go out now; receipts peers owe us get a moment to arrive.
+        self.torrent.flush_all_receipts();
+        let deadline = Instant::now() + RECEIPT_GRACE;
+        while self.torrent.receipts_owed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.stop.send_replace(true);
         // The announcer sends `stopped` with the final counters, then ends.
         let _ = self.announcer.await;
@@ -235,8 +328,33 @@ impl Session {
         if let Err(e) = self.torrent.disk().sync().await {
             tracing::error!("syncing the files: {e}");
         }
+        if let Some((task, stop, _)) = self.reporter {
+            stop.send_replace(true);
+            let _ = task.await;
+        }
         self.torrent.stats()
     }
+
+    /// What the reporter has had credited and refused (`None` without receipts).
+    pub fn report_stats(&self) -> Option<Arc<ReportStats>> {
+        self.reporter.as_ref().map(|(_, _, s)| s.clone())
+    }
+}
+
+/// Longest a stopping session waits for receipts peers owe it.
+const RECEIPT_GRACE: Duration = Duration::from_secs(3);
+
+/// The receipt store of `identity` for the torrent `info_hash`:
+/// `<state dir>/<tracker>/<info-hash>.redb`.
+async fn open_store(identity: &Identity, info_hash: InfoHash) -> Result<Arc<Store>, SessionError> {
+    let dir = identity::state_dir().map_err(|e| SessionError::Receipts(e.to_string()))?;
+    let tracker = Identity::path_for(Path::new(""), &identity.tracker);
+    let stem = tracker.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = dir.join(stem).join(format!("{}.redb", const_hex::encode(info_hash.0)));
+    tokio::task::spawn_blocking(move || Store::open(&path).map(Arc::new))
+        .await
+        .map_err(|e| SessionError::Receipts(e.to_string()))?
+        .map_err(|e| SessionError::Receipts(e.to_string()))
 }
 
 /// Accepts peers' connections.

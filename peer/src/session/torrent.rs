@@ -1,9 +1,13 @@
 //! The shared state of one torrent: the picker, every connected peer as the protocol sees it
 //! (who chokes whom, who wants what), the transfer counters the tracker is told, and the
 //! decisions that follow each message. Connection tasks call in here under one short lock;
-//! disk writes and piece verification run outside it.
+//! disk writes and piece verification run outside it. Receipts (the pbts extension) are in
+//! [`pbts`].
+
+mod pbts;
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +21,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
 
+pub use self::pbts::{Pbts, ReceiptStats};
 use super::messages::{MAX_REQUEST_LEN, MAX_SERVE_QUEUE, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
 pub use crate::picker::PeerKey;
@@ -73,6 +78,8 @@ pub struct Stats {
     pub peers: usize,
     /// Connected peers that have every piece.
     pub seeds: usize,
+    /// Receipts signed, sent, earned.
+    pub receipts: ReceiptStats,
 }
 
 /// One torrent's state, shared by its connections and the session's timers.
@@ -87,6 +94,10 @@ pub struct Torrent {
     up: RateLimiter,
     down: RateLimiter,
     complete: watch::Sender<bool>,
+    /// Receipts, when we have an identity and they are on.
+    pbts: Option<Pbts>,
+    /// One JSON line per verified piece: who delivered it, whom its receipt credits.
+    transfer_log: Option<Mutex<std::fs::File>>,
     state: Mutex<State>,
 }
 
@@ -110,6 +121,7 @@ struct State {
     /// Pieces whose last block arrived, waiting for their writes before verification.
     awaiting_verify: HashSet<u32>,
     last_round: Instant,
+    pbts: pbts::Receipts,
 }
 
 #[derive(Debug)]
@@ -136,6 +148,7 @@ struct Peer {
     snubbed: bool,
     strikes: u32,
     client: Option<String>,
+    receipts: pbts::PeerReceipts,
 }
 
 impl Peer {
@@ -187,11 +200,26 @@ impl Torrent {
                 writes_pending: HashMap::new(),
                 awaiting_verify: HashSet::new(),
                 last_round: now,
+                pbts: pbts::Receipts::default(),
             }),
+            pbts: None,
+            transfer_log: None,
             config,
             listen_port,
             disk,
         }
+    }
+
+    /// Exchanges receipts with `pbts`, and logs each verified piece to `transfer_log`.
+    #[must_use]
+    pub fn with_receipts(
+        mut self,
+        pbts: Option<Pbts>,
+        transfer_log: Option<std::fs::File>,
+    ) -> Self {
+        self.pbts = pbts;
+        self.transfer_log = transfer_log.map(Mutex::new);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -255,11 +283,13 @@ impl Torrent {
         !s.banned_addrs.contains(&addr) && !s.peers.values().any(|p| p.addr == addr)
     }
 
-    /// The extended handshake we send (BEP 10): no extension messages yet, our port, our
-    /// version and how many requests we queue.
+    /// The extended handshake we send (BEP 10): our messages and key when receipts are on,
+    /// our port, our version and how many requests we queue.
     pub fn extended_handshake(&self) -> Vec<u8> {
+        let (ids, public_key) = self.our_extension();
         let h = bep10::Handshake {
-            ids: bep10::ExtensionIds::NONE,
+            ids,
+            public_key,
             port: Some(self.listen_port),
             version: Some(concat!("pbts-peer ", env!("CARGO_PKG_VERSION")).to_owned()),
             reqq: Some(MAX_SERVE_QUEUE as u32),
@@ -312,6 +342,7 @@ impl Torrent {
                 snubbed: false,
                 strikes: 0,
                 client: None,
+                receipts: pbts::PeerReceipts::default(),
             },
         );
         Some((key, s.picker.have().clone()))
@@ -329,6 +360,7 @@ impl Torrent {
             }
         }
         s.picker.peer_gone(key);
+        Self::pbts_departed(&mut s, key, &peer);
         if !peer.am_choking {
             self.fill_free_slots(&mut s);
         }
@@ -435,6 +467,7 @@ impl Torrent {
             p.reqq = (q as usize).clamp(1, 2000);
         }
         p.client.clone_from(&h.version);
+        self.pbts_handshake(&mut s, key, h);
         self.request_more(&mut s, key);
     }
 
@@ -584,10 +617,17 @@ impl Torrent {
         let mut s = self.lock();
         let s = &mut *s;
         if ok {
-            if let Err(e) = s.picker.piece_verified(index) {
-                tracing::error!("piece {index}: {e}");
-                return;
-            }
+            let contributors = match s.picker.piece_verified(index) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("piece {index}: {e}");
+                    return;
+                }
+            };
+            // The receipt credits the peer that delivered most of the piece.
+            let creditee = contributors.first().copied();
+            let credited = self.sign_for_piece(s, index, creditee);
+            self.log_transfer(s, index, creditee, credited);
             let done = s.picker.is_complete();
             for p in s.peers.values_mut() {
                 if !p.bitfield.has(index) {
@@ -628,14 +668,39 @@ impl Torrent {
         self.request_all(s);
     }
 
-    /// A block of `len` bytes went to a peer.
-    pub fn block_sent(&self, key: PeerKey, len: u64) {
+    /// A block of `len` bytes of piece `index` went to a peer.
+    pub fn block_sent(&self, key: PeerKey, index: u32, len: u32) {
         let now = Instant::now();
         let mut s = self.lock();
-        s.uploaded += len;
-        s.up_meter.add(now, len);
+        s.uploaded += u64::from(len);
+        s.up_meter.add(now, u64::from(len));
         if let Some(p) = s.peers.get_mut(&key) {
-            p.up.add(now, len);
+            p.up.add(now, u64::from(len));
+            self.pbts_block_sent(p, index, len, now);
+        }
+    }
+
+    /// One line of the transfer log: the piece, its bytes, the peer that delivered most of
+    /// it and the key its receipt credits (`null` for none).
+    fn log_transfer(
+        &self,
+        s: &State,
+        index: u32,
+        creditee: Option<PeerKey>,
+        credited: Option<pbts_verifier::receipt::PublicKeyBytes>,
+    ) {
+        let Some(log) = &self.transfer_log else { return };
+        use base64::Engine;
+        let line = serde_json::json!({
+            "piece": index,
+            "bytes": self.geometry.len_of(index),
+            "from": creditee.and_then(|k| s.peers.get(&k)).map(|p| p.addr.to_string()),
+            "credited": credited
+                .map(|pk| base64::engine::general_purpose::STANDARD.encode(pk.0)),
+        });
+        let mut f = log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = writeln!(f, "{line}") {
+            tracing::warn!("transfer log: {e}");
         }
     }
 
@@ -658,9 +723,13 @@ impl Torrent {
         if released {
             self.request_all(s);
         }
+        self.pbts_tick(s, now);
         if now.saturating_duration_since(s.last_round) >= ROUND {
             s.last_round = now;
             self.choke_round(s, now);
+        } else {
+            // A pbts peer that caught up with its receipts is served again.
+            self.fill_free_slots(s);
         }
     }
 
@@ -670,11 +739,15 @@ impl Torrent {
         let candidates: Vec<Candidate<PeerKey>> = s
             .peers
             .iter_mut()
-            .map(|(&key, p)| Candidate {
-                key,
-                interested: p.peer_interested,
-                rate: if seeding { p.up.rate(now) } else { p.down.rate(now) },
-                new: now.saturating_duration_since(p.connected) < new_within,
+            .map(|(&key, p)| {
+                let (servable, preferred) = self.servable(p);
+                Candidate {
+                    key,
+                    interested: p.peer_interested && servable,
+                    rate: if seeding { p.up.rate(now) } else { p.down.rate(now) },
+                    new: now.saturating_duration_since(p.connected) < new_within,
+                    preferred,
+                }
             })
             .collect();
         let unchoke = s.choker.round(&candidates, &mut s.rng);
@@ -687,18 +760,30 @@ impl Torrent {
         }
     }
 
-    /// Unchokes interested peers while upload slots are free.
+    /// Unchokes interested peers while upload slots are free, preferred peers first.
     fn fill_free_slots(&self, s: &mut State) {
         let mut unchoked = s.peers.values().filter(|p| !p.am_choking).count();
-        for p in s.peers.values_mut() {
+        if !s.choker.has_free_slot(unchoked) {
+            return;
+        }
+        let mut waiting: Vec<(bool, PeerKey)> = s
+            .peers
+            .iter()
+            .filter(|(_, p)| p.am_choking && p.peer_interested)
+            .filter_map(|(&k, p)| match self.servable(p) {
+                (true, preferred) => Some((preferred, k)),
+                (false, _) => None,
+            })
+            .collect();
+        waiting.sort_by_key(|&(preferred, _)| !preferred);
+        for (_, key) in waiting {
             if !s.choker.has_free_slot(unchoked) {
                 break;
             }
-            if p.am_choking && p.peer_interested {
-                p.am_choking = false;
-                p.send(Out::Unchoke);
-                unchoked += 1;
-            }
+            let Some(p) = s.peers.get_mut(&key) else { continue };
+            p.am_choking = false;
+            p.send(Out::Unchoke);
+            unchoked += 1;
         }
     }
 
@@ -751,6 +836,7 @@ impl Torrent {
             up_rate,
             peers: s.peers.len(),
             seeds: s.peers.values().filter(|p| p.have_count == self.geometry.pieces()).count(),
+            receipts: s.pbts.stats,
         }
     }
 

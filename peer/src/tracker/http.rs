@@ -34,17 +34,34 @@ pub(crate) async fn announce(
     tracker_id: Option<&[u8]>,
     config: &Config,
 ) -> Result<AnnounceResult, TrackerError> {
-    let request = write_request(url, params, tracker_id, &config.user_agent);
+    let target = announce_target(url, params, tracker_id);
+    let (status, body) = exchange(url, "GET", &target, None, config).await?;
+    if status != 200 {
+        return Err(TrackerError::HttpStatus { status });
+    }
+    parse_announce_body(&body)
+}
+
+/// One HTTP request to the tracker at `url` (`target` is the path and query; `json`, a body
+/// sent as `application/json`), on its own connection, bounded by the config's timeout and
+/// response size. Returns the status and the (de-chunked) body, whatever the status.
+pub(crate) async fn exchange(
+    url: &TrackerUrl,
+    method: &str,
+    target: &[u8],
+    json: Option<&[u8]>,
+    config: &Config,
+) -> Result<(u16, Vec<u8>), TrackerError> {
+    let request = write_request(url, method, target, json, &config.user_agent);
     let limit = config.http_timeout;
-    let body = tokio::time::timeout(limit, async {
+    tokio::time::timeout(limit, async {
         let addrs = url.resolve(limit).await?;
         let mut stream = connect(&addrs).await?;
         stream.write_all(&request).await?;
         read_response(&mut stream, config.max_response_bytes).await
     })
     .await
-    .map_err(|_| TrackerError::Timeout(limit))??;
-    parse_announce_body(&body)
+    .map_err(|_| TrackerError::Timeout(limit))?
 }
 
 /// Tries each address in turn; the error is the last address's.
@@ -94,18 +111,27 @@ pub(crate) fn announce_target(
 /// The whole request.
 fn write_request(
     url: &TrackerUrl,
-    params: &AnnounceParams,
-    tracker_id: Option<&[u8]>,
+    method: &str,
+    target: &[u8],
+    json: Option<&[u8]>,
     user_agent: &str,
 ) -> Vec<u8> {
-    let mut out = b"GET ".to_vec();
-    out.extend_from_slice(&announce_target(url, params, tracker_id));
+    let mut out = method.as_bytes().to_vec();
+    out.push(b' ');
+    out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     out.extend_from_slice(url.host_header().as_bytes());
     out.extend_from_slice(b"\r\nUser-Agent: ");
     // A configured agent with a line break would inject headers.
     out.extend(user_agent.bytes().filter(|b| !b.is_ascii_control()));
+    if let Some(body) = json {
+        out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+    }
     out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    if let Some(body) = json {
+        out.extend_from_slice(body);
+    }
     out
 }
 
@@ -120,25 +146,27 @@ enum Framing {
     ToEof,
 }
 
-/// A 200 response's head.
+/// A response's head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Head {
+    status: u16,
     len: usize,
     framing: Framing,
 }
 
-/// Reads one response and returns its (de-chunked) body.
+/// Reads one response and returns its status and (de-chunked) body.
 async fn read_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     limit: usize,
-) -> Result<Vec<u8>, TrackerError> {
+) -> Result<(u16, Vec<u8>), TrackerError> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 << 10];
     let mut head = None;
     let mut eof = false;
     loop {
         if let Some(body) = complete_body(&buf, &mut head, eof, limit)? {
-            return Ok(body);
+            let status = head.map_or(0, |h| h.status);
+            return Ok((status, body));
         }
         if eof {
             return Err(TrackerError::Malformed("the tracker closed the connection mid-response"));
@@ -165,7 +193,7 @@ pub(crate) fn complete_body(
     if head.is_none() {
         *head = parse_head(buf)?;
     }
-    let Some(Head { len, framing }) = *head else { return Ok(None) };
+    let Some(Head { len, framing, .. }) = *head else { return Ok(None) };
     let body = buf.get(len..).unwrap_or_default();
     match framing {
         Framing::Length(n) if len.saturating_add(n) > limit => {
@@ -180,7 +208,7 @@ pub(crate) fn complete_body(
     }
 }
 
-/// The head, once complete; refuses any status but 200.
+/// The head, once complete.
 ///
 /// `parse_response_head` refuses `Transfer-Encoding` (the tracker's own parser never accepts
 /// chunked requests, so it has no chunked framing); a tracker behind a proxy may well answer
@@ -216,10 +244,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, TrackerError> {
         }
         Err(e) => return Err(e.into()),
     };
-    if head.status != 200 {
-        return Err(TrackerError::HttpStatus { status: head.status });
-    }
-    Ok(Some(Head { len, framing }))
+    Ok(Some(Head { status: head.status, len, framing }))
 }
 
 /// The length of the head (through its blank line), lines ending in CRLF or LF.
@@ -409,13 +434,20 @@ mod tests {
     #[test]
     fn request_bytes() {
         let url = TrackerUrl::parse("http://[::1]:8080/pk/announce").unwrap();
-        let req = write_request(&url, &params(), None, "pbts\r\nX: 1");
+        let target = announce_target(&url, &params(), None);
+        let req = write_request(&url, "GET", &target, None, "pbts\r\nX: 1");
         assert_eq!(
             String::from_utf8(req).unwrap(),
             format!(
                 "GET /pk/announce?{QUERY} HTTP/1.1\r\nHost: [::1]:8080\r\nUser-Agent: pbtsX: 1\r\n\
                  Connection: close\r\n\r\n"
             )
+        );
+        let req = write_request(&url, "POST", b"/pk/report", Some(b"{}"), "pbts");
+        assert_eq!(
+            String::from_utf8(req).unwrap(),
+            "POST /pk/report HTTP/1.1\r\nHost: [::1]:8080\r\nUser-Agent: pbts\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
         );
     }
 
@@ -508,23 +540,26 @@ mod tests {
     #[test]
     fn heads() {
         let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello").unwrap();
-        assert_eq!(h, Some(Head { len: 38, framing: Framing::Length(5) }));
+        assert_eq!(h, Some(Head { status: 200, len: 38, framing: Framing::Length(5) }));
         let chunked =
             b"HTTP/1.1 200 OK\r\ntransfer-encoding:  Chunked \r\nContent-Length: 5\r\n\r\n";
         assert_eq!(
             parse_head(chunked).unwrap(),
-            Some(Head { len: chunked.len(), framing: Framing::Chunked })
+            Some(Head { status: 200, len: chunked.len(), framing: Framing::Chunked })
         );
         assert_eq!(parse_head(&chunked[..40]).unwrap(), None);
         assert_eq!(
             parse_head(b"HTTP/1.0 200 OK\n\n").unwrap(),
-            Some(Head { len: 17, framing: Framing::ToEof })
+            Some(Head { status: 200, len: 17, framing: Framing::ToEof })
         );
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+        assert_eq!(
+            parse_head(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap(),
+            Some(Head { status: 404, len: 26, framing: Framing::ToEof })
+        );
         for (head, text) in [
-            (&b"HTTP/1.1 404 Not Found\r\n\r\n"[..], "tracker answered HTTP 404"),
             (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
                 "malformed tracker response: unsupported Transfer-Encoding (only chunked is)",
             ),
             (b"SSH-2.0-OpenSSH\r\n\r\n", "malformed tracker response: invalid status line"),

@@ -1,0 +1,449 @@
+//! The torrent's side of receipts (docs/PBTS-EXTENSION.md): which peers speak the extension
+//! and under which key, the receipts we sign as a downloader and send in batches, the receipts
+//! we earn as an uploader (checked here, verified and stored off the network path), and which
+//! peers the unchoker may serve.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pbts_verifier::batch::verify_batch;
+use pbts_verifier::bep10::{self, ExtensionIds, Message};
+use pbts_verifier::keys::PublicKey;
+use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
+use tokio::sync::Notify;
+
+use super::{Out, Peer, PeerError, PeerKey, State, Torrent};
+use crate::receipts::ledger::Ledger;
+use crate::receipts::signer::{Job, Signer};
+use crate::receipts::store::Store;
+use crate::receipts::{Config, Mode};
+
+/// Owed pieces older than this are asked for with `pbts_request_receipt`.
+const ASK_AFTER: Duration = Duration::from_secs(5);
+
+/// Owed pieces older than this no longer count against the peer.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+
+/// Peers that left whose keys we keep, so a piece they delivered just before leaving is still
+/// signed for them (and offered when they come back).
+const DEPARTED_KEPT: usize = 256;
+
+/// What a torrent needs to exchange receipts.
+#[derive(Debug)]
+pub struct Pbts {
+    /// Settings.
+    pub config: Config,
+    /// Our key: receipts we earn name it as `sender_pk`, those we sign as `receiver_pk`.
+    pub public_key: PublicKeyBytes,
+    /// The torrent's v1 piece hashes (what receipts sign).
+    pub piece_hashes: Vec<[u8; 20]>,
+    /// Signs our receipts.
+    pub signer: Signer,
+    /// Keeps the receipts we earn.
+    pub store: Arc<Store>,
+    /// Wakes the reporter.
+    pub wake: Arc<Notify>,
+}
+
+/// A peer that speaks the extension.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PbtsPeer {
+    /// The ids it receives our messages under.
+    ids: ExtensionIds,
+    /// Its key.
+    pk: PublicKeyBytes,
+}
+
+/// Per-peer receipt state.
+#[derive(Debug, Default)]
+pub(super) struct PeerReceipts {
+    pub(super) pbts: Option<PbtsPeer>,
+    /// As uploader: what it owes us.
+    pub(super) ledger: Ledger,
+    /// As downloader: signed receipts for it, not yet sent.
+    outbox: Vec<Receipt>,
+    /// A timer will send the outbox.
+    outbox_armed: bool,
+}
+
+/// Receipt counters of a torrent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptStats {
+    /// Receipts we signed.
+    pub signed: u64,
+    /// Receipts we sent (re-sends included).
+    pub sent: u64,
+    /// Receipts we earned and stored (new ones).
+    pub stored: u64,
+    /// Receipts peers sent us that were not valid.
+    pub bad: u64,
+}
+
+/// Torrent-wide receipt state.
+#[derive(Debug, Default)]
+pub(super) struct Receipts {
+    /// Every receipt we signed, by piece (to send again to a peer that comes back or asks).
+    signed: HashMap<u32, Receipt>,
+    /// Keys of peers that left.
+    departed: HashMap<PeerKey, PublicKeyBytes>,
+    pub(super) stats: ReceiptStats,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Torrent {
+    /// The ids and key our extended handshake advertises.
+    pub(super) fn our_extension(&self) -> (ExtensionIds, Option<PublicKeyBytes>) {
+        match &self.pbts {
+            Some(p) => (ExtensionIds::LOCAL_DEFAULT, Some(p.public_key)),
+            None => (ExtensionIds::NONE, None),
+        }
+    }
+
+    /// The peer's extended handshake said whether it speaks the extension, and its key.
+    pub(super) fn pbts_handshake(&self, s: &mut State, key: PeerKey, h: &bep10::Handshake) {
+        let Some(ours) = &self.pbts else { return };
+        let Some(p) = s.peers.get_mut(&key) else { return };
+        let pk = match (h.ids.supports_any(), h.public_key) {
+            (true, Some(pk)) if pk != ours.public_key => pk,
+            _ => return,
+        };
+        if PublicKey::from_bytes(&pk).is_err() {
+            tracing::debug!(peer = %p.addr, "its pbts_pk is not a valid key: a plain peer");
+            return;
+        }
+        let known = p.receipts.pbts.is_some();
+        p.receipts.pbts = Some(PbtsPeer { ids: h.ids, pk });
+        if known {
+            return;
+        }
+        // Receipts we signed for this key before (it left and came back, or we restarted
+        // while it kept its key): offered again; its store keeps each once.
+        if !ours.config.withhold {
+            let again: Vec<Receipt> =
+                s.pbts.signed.values().filter(|r| r.sender_pk == pk).copied().collect();
+            if !again.is_empty() {
+                p.receipts.outbox.extend(again);
+                Self::send_outbox(p, &mut s.pbts.stats);
+            }
+        }
+        self.fill_free_slots(s);
+    }
+
+    /// A peer's extension message (not the handshake).
+    ///
+    /// # Errors
+    /// One of our messages that does not decode.
+    pub fn extended_message(
+        self: &Arc<Self>,
+        key: PeerKey,
+        id: u8,
+        payload: &[u8],
+    ) -> Result<(), PeerError> {
+        if self.pbts.is_none() {
+            return Ok(());
+        }
+        let msg = match bep10::parse_extended(id, payload, &ExtensionIds::LOCAL_DEFAULT) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::debug!("a pbts message that does not decode: {e}");
+                return Err(PeerError::Protocol("a pbts message that does not decode"));
+            }
+        };
+        match msg {
+            Message::Receipt(r) => self.receipts_received(key, vec![r]),
+            Message::ReceiptBatch(rs) => self.receipts_received(key, rs),
+            Message::RequestReceipt { info_hash, piece_index, .. } => {
+                let mut s = self.lock();
+                let s = &mut *s;
+                let Some(p) = s.peers.get_mut(&key) else { return Ok(()) };
+                let Some(pbts) = p.receipts.pbts else { return Ok(()) };
+                if info_hash != self.info_hash
+                    || self.pbts.as_ref().is_some_and(|c| c.config.withhold)
+                {
+                    return Ok(());
+                }
+                if let Some(r) = s.pbts.signed.get(&piece_index).filter(|r| r.sender_pk == pbts.pk)
+                {
+                    p.receipts.outbox.push(*r);
+                    Self::send_outbox(p, &mut s.pbts.stats);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A piece passed its hash check: sign a receipt for the peer that delivered most of it,
+    /// if that peer speaks the extension. Returns its key for the transfer log.
+    pub(super) fn sign_for_piece(
+        &self,
+        s: &State,
+        index: u32,
+        creditee: Option<PeerKey>,
+    ) -> Option<PublicKeyBytes> {
+        let ours = self.pbts.as_ref()?;
+        let key = creditee?;
+        let pk = match s.peers.get(&key) {
+            Some(p) => p.receipts.pbts.map(|b| b.pk),
+            None => s.pbts.departed.get(&key).copied(),
+        }?;
+        if ours.config.withhold {
+            return Some(pk);
+        }
+        let hash = ours.piece_hashes.get(index as usize)?;
+        let receipt = Receipt {
+            info_hash: self.info_hash,
+            sender_pk: pk,
+            receiver_pk: ours.public_key,
+            piece_hash: PieceHash::from_slice(hash)?,
+            piece_index: index,
+            timestamp: unix_now(),
+            signature: SignatureBytes([0; 96]),
+        };
+        if !ours.signer.sign(Job { for_peer: key, receipt }) {
+            tracing::error!("the signer thread is gone: piece {index} gets no receipt");
+        }
+        Some(pk)
+    }
+
+    /// The signer signed a receipt: keep it, and send it with the next batch to its peer.
+    pub fn receipt_signed(self: &Arc<Self>, job: Job) {
+        let Some(ours) = &self.pbts else { return };
+        let mut s = self.lock();
+        let s = &mut *s;
+        s.pbts.stats.signed += 1;
+        s.pbts.signed.insert(job.receipt.piece_index, job.receipt);
+        let Some(p) = s.peers.get_mut(&job.for_peer) else { return };
+        if p.receipts.pbts.is_none_or(|b| b.pk != job.receipt.sender_pk) {
+            return;
+        }
+        p.receipts.outbox.push(job.receipt);
+        if p.receipts.outbox.len() >= ours.config.batch {
+            Self::send_outbox(p, &mut s.pbts.stats);
+        } else if !p.receipts.outbox_armed {
+            p.receipts.outbox_armed = true;
+            let torrent = Arc::clone(self);
+            let (key, delay) = (job.for_peer, ours.config.batch_delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                torrent.flush_receipts(key);
+            });
+        }
+    }
+
+    /// Sends a peer's waiting receipts now.
+    pub fn flush_receipts(&self, key: PeerKey) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        if let Some(p) = s.peers.get_mut(&key) {
+            Self::send_outbox(p, &mut s.pbts.stats);
+        }
+    }
+
+    /// Every peer's waiting receipts, now (shutdown).
+    pub fn flush_all_receipts(&self) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        for p in s.peers.values_mut() {
+            Self::send_outbox(p, &mut s.pbts.stats);
+        }
+    }
+
+    fn send_outbox(p: &mut Peer, stats: &mut ReceiptStats) {
+        p.receipts.outbox_armed = false;
+        let Some(pbts) = p.receipts.pbts else {
+            p.receipts.outbox.clear();
+            return;
+        };
+        let outbox = std::mem::take(&mut p.receipts.outbox);
+        for chunk in outbox.chunks(bep10::MAX_BATCH) {
+            let mut frame = Vec::new();
+            let batch = Message::ReceiptBatch(chunk.to_vec());
+            // A peer that takes only single receipts gets them one by one.
+            let written = bep10::write_message(&pbts.ids, &batch, &mut frame).or_else(|_| {
+                chunk.iter().try_for_each(|r| {
+                    bep10::write_message(&pbts.ids, &Message::Receipt(*r), &mut frame)
+                })
+            });
+            if written.is_ok() {
+                stats.sent += chunk.len() as u64;
+                p.send(Out::Raw(Bytes::from(frame)));
+            }
+        }
+    }
+
+    /// Receipts a peer sent us: the cheap checks here, then BLS verification and the durable
+    /// store on a blocking thread; they count only once stored.
+    fn receipts_received(self: &Arc<Self>, key: PeerKey, receipts: Vec<Receipt>) {
+        let Some(ours) = &self.pbts else { return };
+        let mut candidates = Vec::with_capacity(receipts.len());
+        {
+            let mut s = self.lock();
+            let s = &mut *s;
+            let Some(p) = s.peers.get_mut(&key) else { return };
+            let Some(pbts) = p.receipts.pbts else {
+                // It never told us its key: nothing to check its receipts against.
+                return;
+            };
+            let mut bad = 0;
+            for r in receipts {
+                let ours_ok = r.info_hash == self.info_hash
+                    && r.sender_pk == ours.public_key
+                    && r.receiver_pk == pbts.pk
+                    && ours
+                        .piece_hashes
+                        .get(r.piece_index as usize)
+                        .is_some_and(|h| r.piece_hash.as_bytes() == h);
+                if ours_ok {
+                    candidates.push(r);
+                } else {
+                    bad += 1;
+                }
+            }
+            if bad > 0 {
+                Self::bad_receipts(p, bad, &mut s.pbts.stats);
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let store = ours.store.clone();
+        let torrent = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let verdicts = match verify_batch(&candidates, &mut rand::rng()) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!("verifying receipts: {e}");
+                    return;
+                }
+            };
+            let valid: Vec<Receipt> = candidates
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| v.is_ok())
+                .map(|(r, _)| *r)
+                .collect();
+            let invalid = candidates.len() - valid.len();
+            let new = match store.insert(&valid) {
+                Ok(new) => new.len() as u64,
+                Err(e) => {
+                    // Not stored, so not counted: the peer stays behind and is asked again.
+                    tracing::error!("storing receipts: {e}");
+                    return;
+                }
+            };
+            torrent.receipts_stored(key, &valid, new, invalid);
+        });
+    }
+
+    /// Verified receipts are on disk.
+    fn receipts_stored(&self, key: PeerKey, valid: &[Receipt], new: u64, invalid: usize) {
+        let Some(ours) = &self.pbts else { return };
+        let mut s = self.lock();
+        let s = &mut *s;
+        s.pbts.stats.stored += new;
+        if new > 0 {
+            ours.wake.notify_one();
+        }
+        let Some(p) = s.peers.get_mut(&key) else { return };
+        for r in valid {
+            p.receipts.ledger.receipted(r.piece_index);
+        }
+        p.receipts.ledger.stored += new;
+        if invalid > 0 {
+            Self::bad_receipts(p, invalid, &mut s.pbts.stats);
+        }
+        self.fill_free_slots(s);
+    }
+
+    fn bad_receipts(p: &mut Peer, n: usize, stats: &mut ReceiptStats) {
+        stats.bad += n as u64;
+        if !p.receipts.ledger.bad {
+            tracing::warn!(peer = %p.addr, client = ?p.client, "sent {n} invalid receipt(s): choked");
+            p.receipts.ledger.bad = true;
+        }
+        if !p.am_choking {
+            p.am_choking = true;
+            p.send(Out::Choke);
+        }
+    }
+
+    /// A block went to a peer: a piece sent whole is owed; a pbts peer too far behind is choked.
+    pub(super) fn pbts_block_sent(&self, p: &mut Peer, index: u32, len: u32, now: Instant) {
+        let Some(ours) = &self.pbts else { return };
+        if p.receipts.pbts.is_none() {
+            return;
+        }
+        let whole = p.receipts.ledger.block_sent(index, len, self.geometry.len_of(index), now);
+        if whole && p.receipts.ledger.behind() > ours.config.slack && !p.am_choking {
+            tracing::debug!(peer = %p.addr, behind = p.receipts.ledger.behind(), "choked: behind in receipts");
+            p.am_choking = true;
+            p.send(Out::Choke);
+        }
+    }
+
+    /// Whether the unchoker may serve `p` at all, and whether it comes first.
+    pub(super) fn servable(&self, p: &Peer) -> (bool, bool) {
+        let Some(ours) = &self.pbts else { return (true, false) };
+        match (p.receipts.pbts, ours.config.mode) {
+            (Some(_), _) => {
+                let l = &p.receipts.ledger;
+                (!l.bad && l.behind() <= ours.config.slack, true)
+            }
+            (None, Mode::Require) => (false, false),
+            (None, Mode::Prefer | Mode::Off) => (true, false),
+        }
+    }
+
+    /// Once a second: ask for receipts long owed, forget those owed too long.
+    pub(super) fn pbts_tick(&self, s: &mut State, now: Instant) {
+        let Some(ours) = &self.pbts else { return };
+        for p in s.peers.values_mut() {
+            let Some(pbts) = p.receipts.pbts else { continue };
+            for piece in p.receipts.ledger.to_ask(now, ASK_AFTER) {
+                let Some(hash) = ours.piece_hashes.get(piece as usize) else { continue };
+                let Some(piece_hash) = PieceHash::from_slice(hash) else { continue };
+                let ask = Message::RequestReceipt {
+                    info_hash: self.info_hash,
+                    piece_index: piece,
+                    piece_hash,
+                };
+                let mut frame = Vec::new();
+                if bep10::write_message(&pbts.ids, &ask, &mut frame).is_ok() {
+                    p.send(Out::Raw(Bytes::from(frame)));
+                }
+            }
+            p.receipts.ledger.expire(now, FORGET_AFTER);
+        }
+    }
+
+    /// A peer left: keep its key a while for pieces it delivered that are still being checked.
+    pub(super) fn pbts_departed(s: &mut State, key: PeerKey, p: &Peer) {
+        if let Some(pbts) = p.receipts.pbts {
+            if s.pbts.departed.len() >= DEPARTED_KEPT {
+                s.pbts.departed.clear();
+            }
+            s.pbts.departed.insert(key, pbts.pk);
+        }
+    }
+
+    /// Whether some pbts peer still owes us receipts.
+    pub fn receipts_owed(&self) -> bool {
+        self.pbts.is_some()
+            && self.lock().peers.values().any(|p| {
+                p.receipts.pbts.is_some()
+                    && !p.receipts.ledger.bad
+                    && p.receipts.ledger.behind() > 0
+            })
+    }
+
+    /// Receipt counters.
+    pub fn receipt_stats(&self) -> ReceiptStats {
+        self.lock().pbts.stats
+    }
+}
