@@ -423,8 +423,8 @@ impl Torrent {
             return Err(PeerError::Protocol("have of a piece outside the torrent"));
         }
         if p.have_count == self.geometry.pieces() && s.picker.is_complete() {
-            // Two seeds have nothing to trade.
-            p.send(Out::Close);
+            // Two seeds have nothing to trade (once their receipts are settled).
+            Self::close_seed(p, Instant::now());
             return Ok(());
         }
         if !p.am_interested && !s.picker.have().has(i) {
@@ -446,7 +446,7 @@ impl Torrent {
             return;
         }
         if bits.is_full() && s.picker.is_complete() {
-            p.send(Out::Close);
+            Self::close_seed(p, Instant::now());
             return;
         }
         p.have_count = bits.count();
@@ -635,7 +635,7 @@ impl Torrent {
                 }
                 if done {
                     if p.have_count == self.geometry.pieces() {
-                        p.send(Out::Close);
+                        Self::close_seed(p, Instant::now());
                     } else if p.am_interested {
                         p.am_interested = false;
                         p.send(Out::NotInterested);

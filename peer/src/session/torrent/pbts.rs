@@ -26,6 +26,9 @@ const ASK_AFTER: Duration = Duration::from_secs(5);
 /// Owed pieces older than this no longer count against the peer.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
+/// Longest two seeds stay connected for receipts still pending between them.
+const SEED_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// Peers that left whose keys we keep, so a piece they delivered just before leaving is still
 /// signed for them (and offered when they come back).
 const DEPARTED_KEPT: usize = 256;
@@ -66,6 +69,10 @@ pub(super) struct PeerReceipts {
     outbox: Vec<Receipt>,
     /// A timer will send the outbox.
     outbox_armed: bool,
+    /// Receipts for it on the signer thread.
+    signing: u32,
+    /// Both of us are seeds: close once no receipt is pending either way, or at this time.
+    close_by: Option<Instant>,
 }
 
 /// Receipt counters of a torrent.
@@ -182,7 +189,7 @@ impl Torrent {
     /// if that peer speaks the extension. Returns its key for the transfer log.
     pub(super) fn sign_for_piece(
         &self,
-        s: &State,
+        s: &mut State,
         index: u32,
         creditee: Option<PeerKey>,
     ) -> Option<PublicKeyBytes> {
@@ -205,7 +212,11 @@ impl Torrent {
             timestamp: unix_now(),
             signature: SignatureBytes([0; 96]),
         };
-        if !ours.signer.sign(Job { for_peer: key, receipt }) {
+        if ours.signer.sign(Job { for_peer: key, receipt }) {
+            if let Some(p) = s.peers.get_mut(&key) {
+                p.receipts.signing += 1;
+            }
+        } else {
             tracing::error!("the signer thread is gone: piece {index} gets no receipt");
         }
         Some(pk)
@@ -219,6 +230,7 @@ impl Torrent {
         s.pbts.stats.signed += 1;
         s.pbts.signed.insert(job.receipt.piece_index, job.receipt);
         let Some(p) = s.peers.get_mut(&job.for_peer) else { return };
+        p.receipts.signing = p.receipts.signing.saturating_sub(1);
         if p.receipts.pbts.is_none_or(|b| b.pk != job.receipt.sender_pk) {
             return;
         }
@@ -400,8 +412,34 @@ impl Torrent {
         }
     }
 
-    /// Once a second: ask for receipts long owed, forget those owed too long.
+    /// Two seeds: close the connection now, or once the receipts between them are settled
+    /// (the last pieces' receipts are usually still being signed or sent when both finish).
+    pub(super) fn close_seed(p: &mut Peer, now: Instant) {
+        let r = &p.receipts;
+        let pending = r.pbts.is_some()
+            && (r.signing > 0 || !r.outbox.is_empty() || (!r.ledger.bad && r.ledger.behind() > 0));
+        if pending {
+            p.receipts.close_by.get_or_insert(now + SEED_CLOSE_GRACE);
+        } else {
+            p.send(Out::Close);
+        }
+    }
+
+    /// Once a second: ask for receipts long owed, forget those owed too long, close seeds
+    /// whose receipts are settled.
     pub(super) fn pbts_tick(&self, s: &mut State, now: Instant) {
+        for p in s.peers.values_mut() {
+            if let Some(by) = p.receipts.close_by {
+                let r = &p.receipts;
+                let settled = r.signing == 0
+                    && r.outbox.is_empty()
+                    && (r.ledger.bad || r.ledger.behind() == 0);
+                if settled || now >= by {
+                    p.receipts.close_by = None;
+                    p.send(Out::Close);
+                }
+            }
+        }
         let Some(ours) = &self.pbts else { return };
         for p in s.peers.values_mut() {
             let Some(pbts) = p.receipts.pbts else { continue };

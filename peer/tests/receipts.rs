@@ -1,0 +1,300 @@
+//! Receipts end to end with real pbts-peer processes, the real tracker in private mode and a
+//! real chain (anvil, the tracker's outbox writing `creditUsers`):
+//!
+//! - a swarm of one seeder and three leechers that trade among themselves: after the reports
+//!   drain, each uploader's verified upload equals the bytes of the pieces credited to it in
+//!   the downloaders' own transfer logs, each downloader's verified download is the torrent,
+//!   the totals are zero-sum, and the chain holds the same numbers;
+//! - the seeder killed with SIGKILL mid-transfer and restarted: every receipt it had stored is
+//!   credited, once;
+//! - enforcement: a leecher that withholds receipts is choked after the slack, a libtorrent
+//!   leecher is served under `prefer` and refused under `require`.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pbts_chain::worker::wait;
+use pbts_chain::{ChainConfig, ChainHandle};
+use pbts_testkit::anvil::{Anvil, DEV_KEYS, dev_key};
+use pbts_testkit::http::{call, http_request_with};
+use serde_json::{Value, json};
+
+/// Piece length of the test torrent: 64 pieces of 32 KiB.
+const PIECE: u32 = 32 * 1024;
+const SIZE: usize = 64 * PIECE as usize;
+
+/// The tracker in private mode with its chain: anvil, a factory, the tracker's Reputation
+/// contract, the outbox flushing every second.
+struct Chained {
+    tracker: Tracker,
+    _anvil: Anvil,
+    _keys: tempfile::TempDir,
+}
+
+fn chained_tracker() -> Chained {
+    let anvil = Anvil::start().unwrap();
+    let ours = ChainHandle::start(
+        ChainConfig { rpc_url: anvil.url(), ..ChainConfig::default() },
+        dev_key(0),
+    )
+    .unwrap();
+    let factory = wait(&ours.deploy_factory()).unwrap().address;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("chain-key");
+    std::fs::write(&key_file, DEV_KEYS[0]).unwrap();
+    let tracker = Tracker::start_with("127.0.0.1", |c| {
+        c.chain = ChainConfig {
+            rpc_url: anvil.url(),
+            key_file: key_file.display().to_string(),
+            factory_address: factory.to_string(),
+            flush_interval_secs: 1,
+            max_backoff_secs: 1,
+            rpc_timeout_secs: 5,
+            tx_timeout_secs: 10,
+            ..ChainConfig::default()
+        };
+    });
+    let (status, v) = call(tracker.addr, "POST", "/contract/init", Some(json!({})));
+    assert_eq!(status, 200, "{v}");
+    Chained { tracker, _anvil: anvil, _keys: keys }
+}
+
+/// One pbts-peer user: its own configuration and state directories (identity, receipts), its
+/// torrent (its passkey in the announce URL), its data directory and its transfer log.
+struct User {
+    name: String,
+    passkey: String,
+    info_hash: [u8; 20],
+    home: tempfile::TempDir,
+    public_key: String,
+    torrent: PathBuf,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl User {
+    /// Registers `name` with `pbts-peer register` and makes its torrent of `data`.
+    fn register(tracker: &Tracker, name: &str, data: &Path, info_hash: Option<[u8; 20]>) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let out = Command::new(PEER)
+            .args(["register", "--tracker", &format!("http://{}", tracker.addr), "--user", name])
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let passkey = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("passkey: "))
+            .unwrap_or_else(|| panic!("no passkey in {stdout:?}"))
+            .to_owned();
+        let file = home
+            .path()
+            .join("config/pbts-peer/trackers")
+            .join(format!("127.0.0.1_{}.json", tracker.addr.port()));
+        let identity: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the identity file is private");
+        }
+        let torrent = home.path().join("t.torrent");
+        let url = tracker.url("http", &passkey);
+        let ih = make_torrent(data, &torrent, &url, PIECE);
+        if let Some(expected) = info_hash {
+            assert_eq!(ih, expected);
+        }
+        let dir = home.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            name: name.to_owned(),
+            passkey,
+            info_hash: ih,
+            public_key: identity["public_key"].as_str().unwrap().to_owned(),
+            torrent,
+            dir,
+            log: home.path().join("transfers.jsonl"),
+            home,
+        }
+    }
+
+    /// `pbts-peer ARGS` as this user, logging its transfers.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = peer_cmd(args, &self.torrent, &self.dir);
+        c.env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("XDG_STATE_HOME", self.home.path().join("state"))
+            .arg("--transfer-log")
+            .arg(&self.log);
+        c
+    }
+
+    /// The lines of its transfer log.
+    fn transfers(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Its receipt store for the torrent.
+    fn store_path(&self, tracker: SocketAddr, info_hash: &[u8; 20]) -> PathBuf {
+        self.home
+            .path()
+            .join("state/pbts-peer")
+            .join(format!("127.0.0.1_{}", tracker.port()))
+            .join(format!("{}.redb", const_hex::encode(info_hash)))
+    }
+}
+
+/// The seed data: one file of [`SIZE`] bytes.
+fn seed_data(work: &Path) -> PathBuf {
+    let path = work.join("data.bin");
+    std::fs::write(&path, payload(7, SIZE)).unwrap();
+    path
+}
+
+/// Registers the torrent with the tracker from its `.torrent` (piece length and hashes).
+fn register_torrent(tracker: &Tracker, torrent: &Path) {
+    let bytes = std::fs::read(torrent).unwrap();
+    let (status, _, body) = http_request_with(
+        tracker.addr,
+        "POST",
+        "/admin/torrents",
+        &[("Content-Type", "application/x-bittorrent")],
+        &bytes,
+    );
+    assert!(status == 201 || status == 200, "{}", String::from_utf8_lossy(&body));
+}
+
+/// (verified uploaded, verified downloaded) of a user.
+fn verified(tracker: &Tracker, name: &str) -> (u64, u64) {
+    let (_, v) = call(tracker.addr, "GET", &format!("/admin/users/{name}"), None);
+    (v["verified_uploaded"].as_u64().unwrap(), v["verified_downloaded"].as_u64().unwrap())
+}
+
+/// (downloadSize, uploadSize) of a user on the chain, once it is there.
+fn on_chain(tracker: &Tracker, name: &str) -> Option<(u64, u64)> {
+    let (status, v) = call(tracker.addr, "GET", &format!("/contract/user/{name}"), None);
+    (status == 200).then(|| {
+        (v["user"]["downloadSize"].as_u64().unwrap(), v["user"]["uploadSize"].as_u64().unwrap())
+    })
+}
+
+/// Polls `f` until it returns `Some` (at most `limit`).
+fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Per user, the bytes the downloaders' transfer logs credit to its key, and per downloader
+/// the bytes it credited to anyone.
+fn expected_credit(users: &[&User]) -> (HashMap<String, u64>, HashMap<String, u64>) {
+    let by_key: HashMap<&str, &str> =
+        users.iter().map(|u| (u.public_key.as_str(), u.name.as_str())).collect();
+    let mut up: HashMap<String, u64> = users.iter().map(|u| (u.name.clone(), 0)).collect();
+    let mut down: HashMap<String, u64> = users.iter().map(|u| (u.name.clone(), 0)).collect();
+    for u in users {
+        for line in u.transfers() {
+            let Some(key) = line["credited"].as_str() else { continue };
+            let bytes = line["bytes"].as_u64().unwrap();
+            *up.get_mut(by_key[key]).unwrap() += bytes;
+            *down.get_mut(&u.name).unwrap() += bytes;
+        }
+    }
+    (up, down)
+}
+
+#[test]
+fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
+    let chained = chained_tracker();
+    let tracker = &chained.tracker;
+    let work = tempfile::tempdir().unwrap();
+    let data = seed_data(work.path());
+    let seeder = User::register(tracker, "seeder", &data, None);
+    let ih = seeder.info_hash;
+    register_torrent(tracker, &seeder.torrent);
+    let leechers: Vec<User> =
+        (0..3).map(|i| User::register(tracker, &format!("leecher{i}"), &data, Some(ih))).collect();
+
+    std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
+    // Limited, so the leechers get much of the torrent from each other.
+    let mut seed_cmd = seeder.cmd(&["seed", "--max-up", "1M"]);
+    seed_cmd.stderr(std::fs::File::create(work.path().join("seed.log")).unwrap());
+    let seed = Proc::spawn(&mut seed_cmd);
+    tracker.await_seeders(&seeder.passkey, &ih, 1);
+    let procs: Vec<Proc> =
+        leechers.iter().map(|u| Proc::spawn(&mut u.cmd(&["download"]))).collect();
+
+    // Every leecher verified every piece (and keeps seeding, so receipts keep flowing).
+    for u in &leechers {
+        eventually(&format!("{} to complete", u.name), TRANSFER_LIMIT, || {
+            (u.transfers().len() == 64).then_some(())
+        });
+    }
+    let mut all: Vec<&User> = vec![&seeder];
+    all.extend(leechers.iter());
+    let (up, down) = expected_credit(&all);
+    for u in &leechers {
+        // Every piece was credited to someone: all the peers speak the extension.
+        assert_eq!(down[&u.name], SIZE as u64, "{}: {:?}", u.name, u.transfers());
+    }
+    assert_eq!(up.values().sum::<u64>(), down.values().sum::<u64>());
+    assert!(leechers.iter().any(|u| up[&u.name] > 0), "the leechers never traded: {up:?}");
+
+    // The reports drain: the tracker's verified credit is exactly the logs'.
+    for u in &all {
+        let want = (up[&u.name], down[&u.name]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = verified(tracker, &u.name);
+            if got == want {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(work.path().join("seed.log")).unwrap_or_default();
+                panic!("{}: verified {got:?}, expected {want:?}; seeder's log:\n{log}", u.name);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // And the chain holds the same totals.
+    for u in &all {
+        let want = (down[&u.name], up[&u.name]);
+        eventually(&format!("{} on chain {want:?}", u.name), Duration::from_secs(60), || {
+            (on_chain(tracker, &u.name) == Some(want)).then_some(())
+        });
+    }
+
+    let mut sent = 0;
+    for (u, p) in leechers.iter().zip(procs) {
+        let (_, out, err) = p.terminate(Duration::from_secs(30));
+        assert!(!err.contains("panicked"), "{err}");
+        let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(s["receipts"]["signed"], 64, "{}: {s}", u.name);
+        assert_eq!(s["receipts"]["bad"], 0, "{s}");
+        sent += s["receipts"]["sent"].as_u64().unwrap();
+    }
+    assert!(sent >= 3 * 64);
+    let (_, out, err) = seed.terminate(Duration::from_secs(30));
+    assert!(!err.contains("panicked"), "{err}");
+    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(s["receipts"]["bad"], 0, "{s}");
+    assert_eq!(s["receipts"]["signed"], 0, "a seeder downloads nothing: {s}");
+}
