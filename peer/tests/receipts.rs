@@ -235,9 +235,7 @@ fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
 
     std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
     // Limited, so the leechers get much of the torrent from each other.
-    let mut seed_cmd = seeder.cmd(&["seed", "--max-up", "1M"]);
-    seed_cmd.stderr(std::fs::File::create(work.path().join("seed.log")).unwrap());
-    let seed = Proc::spawn(&mut seed_cmd);
+    let seed = Proc::spawn(&mut seeder.cmd(&["seed", "--max-up", "1M"]));
     tracker.await_seeders(&seeder.passkey, &ih, 1);
     let procs: Vec<Proc> =
         leechers.iter().map(|u| Proc::spawn(&mut u.cmd(&["download"]))).collect();
@@ -259,21 +257,7 @@ fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
     assert!(leechers.iter().any(|u| up[&u.name] > 0), "the leechers never traded: {up:?}");
 
     // The reports drain: the tracker's verified credit is exactly the logs'.
-    for u in &all {
-        let want = (up[&u.name], down[&u.name]);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let got = verified(tracker, &u.name);
-            if got == want {
-                break;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(work.path().join("seed.log")).unwrap_or_default();
-                panic!("{}: verified {got:?}, expected {want:?}; seeder's log:\n{log}", u.name);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    await_verified(tracker, &all);
     // And the chain holds the same totals.
     for u in &all {
         let want = (down[&u.name], up[&u.name]);
@@ -297,4 +281,217 @@ fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
     let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(s["receipts"]["bad"], 0, "{s}");
     assert_eq!(s["receipts"]["signed"], 0, "a seeder downloads nothing: {s}");
+}
+
+/// Credit per user per the transfer logs, then waits until the tracker's verified credit is
+/// exactly that for each of `users`.
+fn await_verified(tracker: &Tracker, users: &[&User]) -> HashMap<String, u64> {
+    let (up, down) = expected_credit(users);
+    for u in users {
+        let want = (up[&u.name], down[&u.name]);
+        let mut got = verified(tracker, &u.name);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got != want {
+            assert!(
+                Instant::now() < deadline,
+                "{}: verified {got:?}, the logs say {want:?}",
+                u.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            got = verified(tracker, &u.name);
+        }
+    }
+    up
+}
+
+#[test]
+fn a_seeder_killed_mid_transfer_has_every_stored_receipt_credited_once() {
+    use pbts_peer::receipts::store::Store;
+    let tracker = Tracker::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = seed_data(work.path());
+    let seeder = User::register(&tracker, "seeder", &data, None);
+    let ih = seeder.info_hash;
+    register_torrent(&tracker, &seeder.torrent);
+    let leechers: Vec<User> =
+        (0..2).map(|i| User::register(&tracker, &format!("leecher{i}"), &data, Some(ih))).collect();
+    std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
+
+    // Slow (about 7 s for one copy), so it is caught mid-transfer.
+    let first = Proc::spawn(&mut seeder.cmd(&["seed", "--max-up", "300K"]));
+    tracker.await_seeders(&seeder.passkey, &ih, 1);
+    let procs: Vec<Proc> =
+        leechers.iter().map(|u| Proc::spawn(&mut u.cmd(&["download"]))).collect();
+    let credited_to_seeder = || {
+        leechers
+            .iter()
+            .flat_map(User::transfers)
+            .filter(|l| l["credited"].as_str() == Some(seeder.public_key.as_str()))
+            .count()
+    };
+    eventually("pieces from the seeder", TRANSFER_LIMIT, || {
+        (credited_to_seeder() >= 16).then_some(())
+    });
+    // A moment for those receipts to be signed, sent and stored; then SIGKILL.
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = first.0.id().to_string();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    drop(first);
+
+    let store_path = seeder.store_path(tracker.addr, &ih);
+    let (pending_at_kill, stored_at_kill) = {
+        let store = Store::open(&store_path).unwrap();
+        let pending = store.pending(10_000).unwrap();
+        let stored = pending.len() as u64 + store.settled_len().unwrap();
+        (pending, stored)
+    };
+    assert!(stored_at_kill > 0, "nothing was stored before the kill");
+    assert!(credited_to_seeder() < 2 * 64, "killed too late");
+
+    // Restarted, without a limit: the leechers finish, and the reports drain.
+    let second_log = work.path().join("second.log");
+    let mut cmd = seeder.cmd(&["seed"]);
+    cmd.stderr(std::fs::File::create(&second_log).unwrap());
+    let second = Proc::spawn(&mut cmd);
+    for u in &leechers {
+        eventually(&format!("{} to complete", u.name), TRANSFER_LIMIT, || {
+            (u.transfers().len() == 64).then_some(())
+        });
+    }
+    let mut all: Vec<&User> = vec![&seeder];
+    all.extend(leechers.iter());
+    let up =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| await_verified(&tracker, &all)))
+            .unwrap_or_else(|e| {
+                eprintln!(
+                    "seeder after restart:\n{}",
+                    std::fs::read_to_string(&second_log).unwrap()
+                );
+                std::panic::resume_unwind(e)
+            });
+    let receipts_for_seeder = up["seeder"] / u64::from(PIECE);
+    assert_eq!(receipts_for_seeder as usize, credited_to_seeder());
+
+    // Every receipt pending at the kill is among those the logs credit to the seeder (so it
+    // was credited, and the tracker's total equals the logs': once).
+    let by_key: HashMap<String, &User> =
+        leechers.iter().map(|u| (u.public_key.clone(), u)).collect();
+    use base64::Engine;
+    for r in &pending_at_kill {
+        let signer = base64::engine::general_purpose::STANDARD.encode(r.receiver_pk.0);
+        let log = by_key[&signer].transfers();
+        assert!(
+            log.iter().any(|l| l["piece"] == r.piece_index
+                && l["credited"].as_str() == Some(seeder.public_key.as_str())),
+            "piece {} of {signer} was stored but is not credited to the seeder",
+            r.piece_index
+        );
+    }
+
+    for p in procs {
+        let (_, _, err) = p.terminate(Duration::from_secs(30));
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (_, out, err) = second.terminate(Duration::from_secs(30));
+    assert!(!err.contains("panicked"), "{err}");
+    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(s["receipts"]["bad"], 0, "{s}");
+    // Nothing left to report, and each receipt settled once.
+    let store = Store::open(&store_path).unwrap();
+    assert_eq!(store.pending_len().unwrap(), 0);
+    assert_eq!(store.settled_len().unwrap(), receipts_for_seeder);
+}
+
+/// A seeder that requires receipts serves a pbts leecher that pays them, chokes one that
+/// withholds them after the slack, and serves a libtorrent leecher nothing.
+#[test]
+fn require_serves_paying_pbts_peers_only() {
+    let tracker = Tracker::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = seed_data(work.path());
+    let seeder = User::register(&tracker, "seeder", &data, None);
+    let ih = seeder.info_hash;
+    register_torrent(&tracker, &seeder.torrent);
+    let payer = User::register(&tracker, "payer", &data, Some(ih));
+    let withholder = User::register(&tracker, "withholder", &data, Some(ih));
+    let lt_key = tracker.user("lt");
+    let lt_torrent = work.path().join("lt.torrent");
+    assert_eq!(make_torrent(&data, &lt_torrent, &tracker.url("http", &lt_key), PIECE), ih);
+    std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
+
+    let seed_log = work.path().join("seed.log");
+    let mut cmd = seeder.cmd(&["seed", "--receipts", "require", "--receipt-slack", "4"]);
+    cmd.env("RUST_LOG", "pbts_peer=debug").stderr(std::fs::File::create(&seed_log).unwrap());
+    let seed = Proc::spawn(&mut cmd);
+    tracker.await_seeders(&seeder.passkey, &ih, 1);
+
+    // The withholder, alone with the seeder: a few pieces, then choked.
+    let w = Proc::spawn(&mut withholder.cmd(&["download", "--withhold-receipts"]));
+    eventually("the withholder to be choked", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
+        log.contains("choked: behind in receipts").then_some(())
+    });
+    // Whole pieces sent before the choke: the slack and the one that crossed it; blocks the
+    // seeder had already written may complete one or two more.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = withholder.transfers().len();
+    assert!((5..=8).contains(&got), "the withholder got {got} pieces");
+    // It goes (it would serve libtorrent what it has).
+    drop(w);
+
+    // libtorrent: connected, served nothing.
+    let o = Command::new(PYTHON)
+        .arg(pbts_testkit::LT_CLIENT)
+        .args(["leech"])
+        .arg(&lt_torrent)
+        .arg(work.path().join("lt"))
+        .arg("6")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("timeout: progress 0.00"), "libtorrent: {out}");
+
+    // The payer: everything, and the withholder still has no more than before.
+    let (status, out, err) =
+        Proc::spawn(&mut payer.cmd(&["download", "--seed-time", "0"])).finish(TRANSFER_LIMIT);
+    assert!(status.success(), "{out}\n{err}");
+    assert_eq!(payer.transfers().len(), 64);
+    let (_, _, _) = seed.terminate(Duration::from_secs(30));
+    let log = std::fs::read_to_string(&seed_log).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Under `prefer` (the default) a libtorrent leecher is served: receipts are an addition to
+/// BitTorrent, not a fork of it.
+#[test]
+fn prefer_serves_a_libtorrent_leecher() {
+    let tracker = Tracker::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = seed_data(work.path());
+    let seeder = User::register(&tracker, "seeder", &data, None);
+    let ih = seeder.info_hash;
+    let lt_key = tracker.user("lt");
+    let lt_torrent = work.path().join("lt.torrent");
+    assert_eq!(make_torrent(&data, &lt_torrent, &tracker.url("http", &lt_key), PIECE), ih);
+    std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
+    let seed = Proc::spawn(&mut seeder.cmd(&["seed"]));
+    tracker.await_seeders(&seeder.passkey, &ih, 1);
+    let o = Command::new(PYTHON)
+        .arg(pbts_testkit::LT_CLIENT)
+        .args(["leech"])
+        .arg(&lt_torrent)
+        .arg(work.path().join("lt"))
+        .arg("60")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("done"), "libtorrent: {out}");
+    assert_eq!(std::fs::read(work.path().join("lt/data.bin")).unwrap(), payload(7, SIZE));
+    let (_, out, _) = seed.terminate(Duration::from_secs(30));
+    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    // Served without receipts: nothing earned, nothing to report.
+    assert_eq!(
+        (s["uploaded"].as_u64(), s["receipts"]["earned"].as_u64()),
+        (Some(SIZE as u64), Some(0))
+    );
 }

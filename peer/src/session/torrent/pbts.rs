@@ -229,18 +229,33 @@ impl Torrent {
         let s = &mut *s;
         s.pbts.stats.signed += 1;
         s.pbts.signed.insert(job.receipt.piece_index, job.receipt);
-        let Some(p) = s.peers.get_mut(&job.for_peer) else { return };
-        p.receipts.signing = p.receipts.signing.saturating_sub(1);
-        if p.receipts.pbts.is_none_or(|b| b.pk != job.receipt.sender_pk) {
-            return;
+        if let Some(p) = s.peers.get_mut(&job.for_peer) {
+            p.receipts.signing = p.receipts.signing.saturating_sub(1);
         }
+        // The connection that delivered the piece, or the same key's new connection (it left
+        // and came back while the piece was being checked).
+        let pk = job.receipt.sender_pk;
+        let key = if s
+            .peers
+            .get(&job.for_peer)
+            .is_some_and(|p| p.receipts.pbts.is_some_and(|b| b.pk == pk))
+        {
+            job.for_peer
+        } else {
+            match s.peers.iter().find(|(_, p)| p.receipts.pbts.is_some_and(|b| b.pk == pk)) {
+                Some((&k, _)) => k,
+                // Offered when it connects again.
+                None => return,
+            }
+        };
+        let Some(p) = s.peers.get_mut(&key) else { return };
         p.receipts.outbox.push(job.receipt);
         if p.receipts.outbox.len() >= ours.config.batch {
             Self::send_outbox(p, &mut s.pbts.stats);
         } else if !p.receipts.outbox_armed {
             p.receipts.outbox_armed = true;
             let torrent = Arc::clone(self);
-            let (key, delay) = (job.for_peer, ours.config.batch_delay);
+            let delay = ours.config.batch_delay;
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 torrent.flush_receipts(key);
