@@ -11,7 +11,8 @@ use crate::tracker::TrackerError;
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target.
-pub const TARGETS: &[Target] = &[("tracker_response", tracker_response)];
+pub const TARGETS: &[Target] =
+    &[("tracker_response", tracker_response), ("report_answer", report_answer)];
 
 /// A whole HTTP tracker response as it arrives (head, framing, chunked body, bencoded
 /// announce): decoded with the connection open and closed, never past the size bound, and
@@ -31,6 +32,17 @@ pub fn tracker_response(data: &[u8]) {
             Ok(None) => {}
             Err(e) => has_message(&e),
         }
+    }
+}
+
+/// The tracker's answer to a `/report`: the first byte is how many receipts were sent, the
+/// rest the JSON. Either one verdict per receipt sent, in order, or an error.
+pub fn report_answer(data: &[u8]) {
+    let Some((&n, json)) = data.split_first() else { return };
+    let n = usize::from(n);
+    match crate::receipts::report::parse_verdicts(json, n) {
+        Ok(v) => assert_eq!(v.len(), n),
+        Err(e) => assert!(!e.is_empty()),
     }
 }
 
