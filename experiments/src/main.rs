@@ -23,6 +23,7 @@
 
 mod env;
 mod exp;
+mod receipt_cost;
 mod report;
 mod vs_libtorrent;
 
@@ -90,6 +91,28 @@ enum Cmd {
         #[arg(long, default_value = "/dev/shm")]
         dir: PathBuf,
         /// Output directory for the CSV and the summary.
+        #[arg(long, default_value = "experiments/results")]
+        out: PathBuf,
+    },
+    /// What receipts cost a real download: pbts-peer → pbts-peer with receipts off against
+    /// on, alternating, at full speed and at 100 MB/s; beside the original's analytic model.
+    ClientDownloadMeasured {
+        /// Torrent size, MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Piece length, KiB.
+        #[arg(long, default_value_t = 1024)]
+        piece_kib: u32,
+        /// Off/on pairs per speed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The pbts-peer binary.
+        #[arg(long, default_value = "target/release/pbts-peer")]
+        peer: PathBuf,
+        /// Directory for the data (tmpfs).
+        #[arg(long, default_value = "/dev/shm")]
+        dir: PathBuf,
+        /// Output directory.
         #[arg(long, default_value = "experiments/results")]
         out: PathBuf,
     },
@@ -533,6 +556,16 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::VsLibtorrent { size_mib, piece_kib, runs, peer, dir, out } => {
             vs_libtorrent::run(&vs_libtorrent::Plan {
+                size_mib,
+                piece_kib,
+                runs: runs.max(1),
+                peer,
+                dir,
+                out,
+            })
+        }
+        Cmd::ClientDownloadMeasured { size_mib, piece_kib, runs, peer, dir, out } => {
+            receipt_cost::run(&receipt_cost::Plan {
                 size_mib,
                 piece_kib,
                 runs: runs.max(1),

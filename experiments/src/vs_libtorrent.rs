@@ -37,7 +37,7 @@ pub struct Plan {
     pub out: PathBuf,
 }
 
-const PYTHON: &str = "/usr/bin/python3";
+pub(crate) const PYTHON: &str = "/usr/bin/python3";
 
 /// One measured transfer.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +157,7 @@ fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 }
 
 /// Pseudo-random bytes (incompressible enough for a transfer test), written in 1 MiB chunks.
-fn write_payload(path: &Path, size: u64) -> anyhow::Result<()> {
+pub(crate) fn write_payload(path: &Path, size: u64) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut chunk = vec![0u8; 1 << 20];
@@ -179,7 +179,7 @@ fn write_payload(path: &Path, size: u64) -> anyhow::Result<()> {
 
 /// CPU seconds of this process's reaped children so far (`cutime + cstime` of
 /// `/proc/self/stat`): the leecher's, once it has been waited for.
-fn children_cpu() -> anyhow::Result<f64> {
+pub(crate) fn children_cpu() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -236,7 +236,7 @@ fn pbts_pair(
 }
 
 /// Seeders the tracker knows (earlier runs' killed seeders stay until they time out).
-fn seeders(tracker: &Tracker) -> anyhow::Result<u64> {
+pub(crate) fn seeders(tracker: &Tracker) -> anyhow::Result<u64> {
     let stats = pbts_testkit::http::get_body(tracker.addr, "/stats");
     let v: serde_json::Value = serde_json::from_slice(&stats)?;
     v["seeders"].as_u64().context("no seeders in /stats")
@@ -244,7 +244,7 @@ fn seeders(tracker: &Tracker) -> anyhow::Result<u64> {
 
 /// Waits until the tracker has more than `before` seeders: the new seeder announced, after
 /// checking its data.
-fn await_seeder(tracker: &Tracker, before: u64) -> anyhow::Result<()> {
+pub(crate) fn await_seeder(tracker: &Tracker, before: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     while seeders(tracker)? <= before {
         if Instant::now() > deadline {

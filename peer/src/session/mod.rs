@@ -306,11 +306,15 @@ impl Session {
     /// Stops: tells the trackers (`stopped`, within the tracker timeouts), closes every
     /// connection and waits for the disk. Returns the final counters.
     pub async fn stop(self) -> Stats {
-        // Receipts we signed go out now; receipts peers owe us get a moment to arrive.
-        self.torrent.flush_all_receipts();
+        // Receipts still being signed, and those waiting in outboxes, go out now; receipts
+        // peers owe us get a moment to arrive.
         let deadline = Instant::now() + RECEIPT_GRACE;
-        while self.torrent.receipts_owed() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            self.torrent.flush_all_receipts();
+            if !self.torrent.receipts_pending() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.stop.send_replace(true);
         // The announcer sends `stopped` with the final counters, then ends.

@@ -485,13 +485,16 @@ impl Torrent {
         }
     }
 
-    /// Whether some pbts peer still owes us receipts.
-    pub fn receipts_owed(&self) -> bool {
+    /// Whether receipts are still on their way with a connected pbts peer: ours being signed
+    /// or waiting to be sent, or theirs owed to us.
+    pub fn receipts_pending(&self) -> bool {
         self.pbts.is_some()
             && self.lock().peers.values().any(|p| {
-                p.receipts.pbts.is_some()
-                    && !p.receipts.ledger.bad
-                    && p.receipts.ledger.behind() > 0
+                let r = &p.receipts;
+                r.pbts.is_some()
+                    && (r.signing > 0
+                        || !r.outbox.is_empty()
+                        || (!r.ledger.bad && r.ledger.behind() > 0))
             })
     }
 

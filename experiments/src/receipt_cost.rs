@@ -1,0 +1,296 @@
+//! `client-download-measured`: what receipts cost a real download. One pbts-peer seeder and one
+//! pbts-peer leecher on 127.0.0.1, the data on tmpfs, both registered with a pbts tracker in
+//! this process (private mode, the torrent registered from its `.torrent`): receipts off
+//! (`--receipts off`) against on (the default), alternating in the same series, at the seeder's
+//! full speed and capped at 100 MB/s (10^8 bytes/s). Reports throughput, CPU-seconds per GiB on
+//! each side, the seeder's extra CPU per receipt (verification, the durable store, reporting),
+//! and the original's analytic model at the same speed and piece size (one signature per piece
+//! at the measured signing cost).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use pbts_engine::config::TrackerMode;
+
+use crate::exp::Tracker;
+use crate::vs_libtorrent::{PYTHON, await_seeder, children_cpu, seeders, write_payload};
+use crate::{Killed, cpu_seconds};
+
+/// What to run.
+#[derive(Debug)]
+pub struct Plan {
+    /// Torrent size in MiB.
+    pub size_mib: u64,
+    /// Piece length in KiB.
+    pub piece_kib: u32,
+    /// Pairs of runs (off and on) per speed.
+    pub runs: usize,
+    /// The pbts-peer binary.
+    pub peer: PathBuf,
+    /// Where the data lives (tmpfs).
+    pub dir: PathBuf,
+    /// Where the results go.
+    pub out: PathBuf,
+}
+
+/// One transfer.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    seconds: f64,
+    leecher_cpu: f64,
+    seeder_cpu: f64,
+    /// Receipts the leecher signed in the run.
+    signed: u64,
+}
+
+/// A registered pbts-peer user: its configuration and state directories and its torrent.
+struct User {
+    home: PathBuf,
+    torrent: PathBuf,
+}
+
+impl User {
+    /// Registers `name` with `pbts-peer register` and makes its torrent of `data`.
+    fn register(
+        plan: &Plan,
+        tracker: &Tracker,
+        name: &str,
+        work: &Path,
+        data: &Path,
+    ) -> anyhow::Result<Self> {
+        let home = work.join(name);
+        std::fs::create_dir_all(&home)?;
+        let out = Command::new(&plan.peer)
+            .args(["register", "--tracker", &format!("http://{}", tracker.addr), "--user", name])
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_STATE_HOME", home.join("state"))
+            .output()
+            .with_context(|| {
+                format!("{} (cargo build --release -p pbts-peer)", plan.peer.display())
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!("pbts-peer register: {text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let passkey = text
+            .lines()
+            .find_map(|l| l.strip_prefix("passkey: "))
+            .context("no passkey in pbts-peer register's output")?;
+        let torrent = home.join("t.torrent");
+        let url = format!("http://{}/{passkey}/announce", tracker.addr);
+        let o = Command::new(PYTHON)
+            .arg(pbts_testkit::LT_CLIENT)
+            .arg("make")
+            .arg(data)
+            .arg(&torrent)
+            .arg(&url)
+            .arg((plan.piece_kib * 1024).to_string())
+            .output()
+            .context("python3-libtorrent is required (apt-get install python3-libtorrent)")?;
+        if !o.status.success() {
+            bail!("making the torrent: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(Self { home, torrent })
+    }
+
+    /// `pbts-peer ARGS` as this user.
+    fn cmd(&self, plan: &Plan, args: &[&str]) -> Command {
+        let mut c = Command::new(&plan.peer);
+        c.args(args)
+            .args(["--bind", "127.0.0.1", "--port", "0", "--quiet"])
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
+            .env("XDG_STATE_HOME", self.home.join("state"));
+        c
+    }
+}
+
+/// Runs the series and writes `client_download_measured.csv`, a summary and the environment.
+///
+/// # Errors
+/// pbts-peer or libtorrent's Python module missing, a failed transfer, I/O.
+pub fn run(plan: &Plan) -> anyhow::Result<()> {
+    let work = tempfile::Builder::new().prefix("pbts-receipt-cost-").tempdir_in(&plan.dir)?;
+    let size = plan.size_mib << 20;
+    let seed_dir = work.path().join("seed");
+    std::fs::create_dir_all(&seed_dir)?;
+    let data = seed_dir.join("payload.bin");
+    write_payload(&data, size)?;
+    let tracker = Tracker::start(TrackerMode::Private, 1, |_| {})?;
+    let seeder = User::register(plan, &tracker, "seeder", work.path(), &data)?;
+    let leecher = User::register(plan, &tracker, "leecher", work.path(), &data)?;
+    let bytes = std::fs::read(&seeder.torrent)?;
+    let (status, _, body) = pbts_testkit::http::http_request_with(
+        tracker.addr,
+        "POST",
+        "/admin/torrents",
+        &[("Content-Type", "application/x-bittorrent")],
+        &bytes,
+    );
+    if status != 201 && status != 200 {
+        bail!("registering the torrent: {status} {}", String::from_utf8_lossy(&body));
+    }
+    let t_sign = signing_ms();
+
+    let speeds: [(&str, Option<&str>); 2] = [("full", None), ("100 MB/s", Some("100000000"))];
+    let mut rows = Vec::new();
+    for (label, cap) in speeds {
+        for run in 0..plan.runs {
+            for receipts in ["off", "on"] {
+                let leech = work.path().join(format!("leech-{run}"));
+                let s = pair(plan, &tracker, &seeder, &leecher, &seed_dir, &leech, receipts, cap)?;
+                eprintln!(
+                    "{label}, run {run}, receipts {receipts}: {:.0} MB/s, {} receipts",
+                    size as f64 / 1e6 / s.seconds,
+                    s.signed
+                );
+                rows.push((label, run, receipts, s));
+                std::fs::remove_dir_all(&leech)?;
+            }
+        }
+    }
+
+    std::fs::create_dir_all(&plan.out)?;
+    let gib = size as f64 / f64::from(1u32 << 30);
+    let mut csv = std::fs::File::create(plan.out.join("client_download_measured.csv"))?;
+    writeln!(
+        csv,
+        "speed,run,receipts,bytes,seconds,mb_per_s,leecher_cpu_s_per_gib,seeder_cpu_s_per_gib,receipts_signed"
+    )?;
+    for (label, run, receipts, s) in &rows {
+        writeln!(
+            csv,
+            "{label},{run},{receipts},{size},{:.3},{:.1},{:.3},{:.3},{}",
+            s.seconds,
+            size as f64 / 1e6 / s.seconds,
+            s.leecher_cpu / gib,
+            s.seeder_cpu / gib,
+            s.signed
+        )?;
+    }
+    let pieces = size.div_ceil(u64::from(plan.piece_kib) * 1024);
+    let mut summary = format!(
+        "{} MiB, {} KiB pieces ({pieces} receipts), {} off/on pairs per speed on 127.0.0.1 \
+         (tmpfs); signing {t_sign:.3} ms per receipt (mean of 50)\n",
+        plan.size_mib, plan.piece_kib, plan.runs
+    );
+    for (label, _) in speeds {
+        let of = |r: &str| -> Vec<Sample> {
+            rows.iter().filter(|x| x.0 == label && x.2 == r).map(|x| x.3).collect()
+        };
+        let (off, on) = (of("off"), of("on"));
+        // Per pair: throughput on / off.
+        let mut ratios: Vec<f64> =
+            off.iter().zip(&on).map(|(a, b)| a.seconds / b.seconds).collect();
+        ratios.sort_by(f64::total_cmp);
+        let med = |v: &[Sample], f: &dyn Fn(&Sample) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x[x.len() / 2]
+        };
+        let mbps = |s: &Sample| size as f64 / 1e6 / s.seconds;
+        let cost = (1.0 - ratios[ratios.len() / 2]) * 100.0;
+        let seeder_extra_ms =
+            (med(&on, &|s| s.seeder_cpu) - med(&off, &|s| s.seeder_cpu)) * 1e3 / pieces as f64;
+        let leecher_extra_ms =
+            (med(&on, &|s| s.leecher_cpu) - med(&off, &|s| s.leecher_cpu)) * 1e3 / pieces as f64;
+        let speed = med(&off, &mbps);
+        let model = pieces as f64 * t_sign / 1e3 / (size as f64 / 1e6 / speed) * 100.0;
+        summary.push_str(&format!(
+            "{label}: off {:.0} MB/s, on {:.0} MB/s; throughput cost of receipts (median of \
+             per-pair ratios) {cost:.1} % (range {:.1} to {:.1} %); CPU-s/GiB leecher {:.2} -> \
+             {:.2}, seeder {:.2} -> {:.2}; extra CPU per receipt: leecher {leecher_extra_ms:.3} \
+             ms, seeder {seeder_extra_ms:.3} ms; the original's model at {speed:.0} MB/s: \
+             {model:.2} %\n",
+            speed,
+            med(&on, &mbps),
+            (1.0 - ratios[ratios.len() - 1]) * 100.0,
+            (1.0 - ratios[0]) * 100.0,
+            med(&off, &|s| s.leecher_cpu) / gib,
+            med(&on, &|s| s.leecher_cpu) / gib,
+            med(&off, &|s| s.seeder_cpu) / gib,
+            med(&on, &|s| s.seeder_cpu) / gib,
+        ));
+    }
+    std::fs::write(plan.out.join("client_download_measured_summary.txt"), &summary)?;
+    let env = crate::env::capture(
+        serde_json::json!({
+            "series": "client-download-measured",
+            "size_mib": plan.size_mib,
+            "piece_kib": plan.piece_kib,
+            "pairs_per_speed": plan.runs,
+            "data_dir": plan.dir,
+        }),
+        0,
+    );
+    std::fs::write(
+        plan.out.join("client_download_measured_env.json"),
+        serde_json::to_string_pretty(&env)? + "\n",
+    )?;
+    print!("{summary}");
+    Ok(())
+}
+
+/// Mean milliseconds to sign one receipt, here.
+fn signing_ms() -> f64 {
+    let sk = pbts_verifier::keys::SecretKey::from_ikm(&[3; 32]).expect("32 bytes");
+    let mut r = pbts_testkit::receipts::signed_receipts(1, 1, 3)[0];
+    let t = Instant::now();
+    for i in 0..50 {
+        r.piece_index = i;
+        sk.sign_receipt(&mut r);
+    }
+    t.elapsed().as_secs_f64() * 1e3 / 50.0
+}
+
+/// One seeder → leecher transfer, receipts `off` or `on`, the seeder capped at `cap` bytes/s.
+#[allow(clippy::too_many_arguments)]
+fn pair(
+    plan: &Plan,
+    tracker: &Tracker,
+    seeder: &User,
+    leecher: &User,
+    seed_dir: &Path,
+    leech_dir: &Path,
+    receipts: &str,
+    cap: Option<&str>,
+) -> anyhow::Result<Sample> {
+    std::fs::create_dir_all(leech_dir)?;
+    let mode = if receipts == "on" { "prefer" } else { "off" };
+    let mut cmd = seeder.cmd(plan, &["seed"]);
+    cmd.arg(&seeder.torrent).arg(seed_dir).args(["--receipts", mode]);
+    if let Some(cap) = cap {
+        cmd.args(["--max-up", cap]);
+    }
+    let before = seeders(tracker)?;
+    let seed = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    await_seeder(tracker, before)?;
+    let seeder_cpu0 = cpu_seconds(seed.0.id())?;
+    let cpu0 = children_cpu()?;
+    let out = leecher
+        .cmd(plan, &["download"])
+        .arg(&leecher.torrent)
+        .arg("-o")
+        .arg(leech_dir)
+        .args(["--receipts", mode, "--seed-time", "0", "--json"])
+        .stderr(Stdio::null())
+        .output()?;
+    let leecher_cpu = children_cpu()? - cpu0;
+    // The seeder's share includes verifying and storing the last receipts: give it the
+    // moment the leecher's shutdown grace gave them to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    let seeder_cpu = cpu_seconds(seed.0.id())? - seeder_cpu0;
+    drop(seed);
+    if !out.status.success() {
+        bail!("pbts-peer leecher failed: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8(out.stdout)?.trim())?;
+    Ok(Sample {
+        seconds: v["download_seconds"].as_f64().context("no download_seconds in the summary")?,
+        leecher_cpu,
+        seeder_cpu,
+        signed: v["receipts"]["signed"].as_u64().unwrap_or(0),
+    })
+}
