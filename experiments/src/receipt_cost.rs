@@ -44,6 +44,8 @@ struct Sample {
     seeder_cpu: f64,
     /// Receipts the leecher signed in the run.
     signed: u64,
+    /// The seeder's BLS verification time per receipt, ms (receipts on).
+    verify_ms: Option<f64>,
 }
 
 /// A registered pbts-peer user: its configuration and state directories and its torrent.
@@ -118,7 +120,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     std::fs::create_dir_all(&seed_dir)?;
     let data = seed_dir.join("payload.bin");
     write_payload(&data, size)?;
-    let tracker = Tracker::start(TrackerMode::Private, 1, |_| {})?;
+    // The same leecher account downloads the torrent again and again, uploading nothing.
+    let tracker = Tracker::start(TrackerMode::Private, 1, |c| c.ratio.enabled = false)?;
     let seeder = User::register(plan, &tracker, "seeder", work.path(), &data)?;
     let leecher = User::register(plan, &tracker, "leecher", work.path(), &data)?;
     let bytes = std::fs::read(&seeder.torrent)?;
@@ -157,17 +160,19 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     let mut csv = std::fs::File::create(plan.out.join("client_download_measured.csv"))?;
     writeln!(
         csv,
-        "speed,run,receipts,bytes,seconds,mb_per_s,leecher_cpu_s_per_gib,seeder_cpu_s_per_gib,receipts_signed"
+        "speed,run,receipts,bytes,seconds,mb_per_s,leecher_cpu_s_per_gib,seeder_cpu_s_per_gib,\
+         receipts_signed,seeder_verify_ms_per_receipt"
     )?;
     for (label, run, receipts, s) in &rows {
         writeln!(
             csv,
-            "{label},{run},{receipts},{size},{:.3},{:.1},{:.3},{:.3},{}",
+            "{label},{run},{receipts},{size},{:.3},{:.1},{:.3},{:.3},{},{}",
             s.seconds,
             size as f64 / 1e6 / s.seconds,
             s.leecher_cpu / gib,
             s.seeder_cpu / gib,
-            s.signed
+            s.signed,
+            s.verify_ms.map_or(String::new(), |v| format!("{v:.4}")),
         )?;
     }
     let pieces = size.div_ceil(u64::from(plan.piece_kib) * 1024);
@@ -197,13 +202,14 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         let leecher_extra_ms =
             (med(&on, &|s| s.leecher_cpu) - med(&off, &|s| s.leecher_cpu)) * 1e3 / pieces as f64;
         let speed = med(&off, &mbps);
+        let verify = med(&on, &|s| s.verify_ms.unwrap_or(f64::NAN));
         let model = pieces as f64 * t_sign / 1e3 / (size as f64 / 1e6 / speed) * 100.0;
         summary.push_str(&format!(
             "{label}: off {:.0} MB/s, on {:.0} MB/s; throughput cost of receipts (median of \
              per-pair ratios) {cost:.1} % (range {:.1} to {:.1} %); CPU-s/GiB leecher {:.2} -> \
              {:.2}, seeder {:.2} -> {:.2}; extra CPU per receipt: leecher {leecher_extra_ms:.3} \
-             ms, seeder {seeder_extra_ms:.3} ms; the original's model at {speed:.0} MB/s: \
-             {model:.2} %\n",
+             ms, seeder {seeder_extra_ms:.3} ms (of which BLS verification {verify:.3} ms); the \
+             original's model at {speed:.0} MB/s: {model:.2} %\n",
             speed,
             med(&on, &mbps),
             (1.0 - ratios[ratios.len() - 1]) * 100.0,
@@ -265,7 +271,8 @@ fn pair(
         cmd.args(["--max-up", cap]);
     }
     let before = seeders(tracker)?;
-    let seed = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
+    let mut seed =
+        Killed(cmd.args(["--json"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?);
     await_seeder(tracker, before)?;
     let seeder_cpu0 = cpu_seconds(seed.0.id())?;
     let cpu0 = children_cpu()?;
@@ -282,7 +289,17 @@ fn pair(
     // moment the leecher's shutdown grace gave them to arrive.
     std::thread::sleep(Duration::from_millis(300));
     let seeder_cpu = cpu_seconds(seed.0.id())? - seeder_cpu0;
+    // Stopped with SIGTERM, so it prints its summary (its verification time).
+    let pid = seed.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    let mut summary = String::new();
+    if let Some(mut out) = seed.0.stdout.take() {
+        std::io::Read::read_to_string(&mut out, &mut summary)?;
+    }
     drop(seed);
+    let verify_ms = serde_json::from_str::<serde_json::Value>(summary.trim())
+        .ok()
+        .and_then(|v| v["receipts"]["verify_ms_per_receipt"].as_f64());
     if !out.status.success() {
         bail!("pbts-peer leecher failed: {}", String::from_utf8_lossy(&out.stdout));
     }
@@ -292,5 +309,6 @@ fn pair(
         leecher_cpu,
         seeder_cpu,
         signed: v["receipts"]["signed"].as_u64().unwrap_or(0),
+        verify_ms,
     })
 }

@@ -278,6 +278,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "sent": stats.receipts.sent,
                 "earned": stats.receipts.stored,
                 "bad": stats.receipts.bad,
+                "verified": stats.receipts.verified,
+                "verify_ms_per_receipt": (stats.receipts.verified > 0).then(|| {
+                    stats.receipts.verify_micros as f64 / 1e3 / stats.receipts.verified as f64
+                }),
                 "credited": credited,
                 "credited_bytes": credited_bytes,
                 "refused": refused,
