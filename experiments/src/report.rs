@@ -124,7 +124,8 @@ impl Table {
         out
     }
 
-    fn latex(&self) -> String {
+    /// The table as a booktabs LaTeX fragment.
+    pub fn latex(&self) -> String {
         let align: String = self.rows.first().map_or_else(
             || "l".repeat(self.columns.len()),
             |r| r.iter().map(|c| if c.is_numeric() { 'r' } else { 'l' }).collect(),
