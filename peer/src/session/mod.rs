@@ -219,6 +219,7 @@ impl Session {
                     signer,
                     store: store.clone(),
                     wake: wake.clone(),
+                    verify_queue: std::sync::Mutex::default(),
                 };
                 (Some(pbts), Some(store))
             }

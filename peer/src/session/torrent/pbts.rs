@@ -48,7 +48,19 @@ pub struct Pbts {
     pub store: Arc<Store>,
     /// Wakes the reporter.
     pub wake: Arc<Notify>,
+    /// Received receipts waiting for verification.
+    pub verify_queue: std::sync::Mutex<VerifyQueue>,
 }
+
+/// Receipts waiting for the verification task, and whether it runs.
+#[derive(Debug, Default)]
+pub struct VerifyQueue {
+    items: Vec<(PeerKey, Receipt)>,
+    running: bool,
+}
+
+/// Most receipts verified in one batch.
+const MAX_VERIFY_BATCH: usize = 1024;
 
 /// A peer that speaks the extension.
 #[derive(Debug, Clone, Copy)]
@@ -343,53 +355,87 @@ impl Torrent {
         if candidates.is_empty() {
             return;
         }
-        let store = ours.store.clone();
-        let torrent = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        // One verification task at a time takes everything queued: under load the batches
+        // grow (the pairings are shared by more receipts) without waiting on a timer.
+        let start = {
+            let mut q = ours.verify_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            q.items.extend(candidates.into_iter().map(|r| (key, r)));
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let torrent = Arc::clone(self);
+            tokio::task::spawn_blocking(move || torrent.verify_queued());
+        }
+    }
+
+    /// Verifies and stores queued receipts until the queue is empty (on a blocking thread).
+    fn verify_queued(&self) {
+        let Some(ours) = &self.pbts else { return };
+        loop {
+            let batch: Vec<(PeerKey, Receipt)> = {
+                let mut q =
+                    ours.verify_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if q.items.is_empty() {
+                    q.running = false;
+                    return;
+                }
+                let n = q.items.len().min(MAX_VERIFY_BATCH);
+                q.items.drain(..n).collect()
+            };
+            let receipts: Vec<Receipt> = batch.iter().map(|(_, r)| *r).collect();
             let started = Instant::now();
-            let verdicts = match verify_batch(&candidates, &mut rand::rng()) {
+            let verdicts = match verify_batch(&receipts, &mut rand::rng()) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!("verifying receipts: {e}");
-                    return;
+                    continue;
                 }
             };
             let took = started.elapsed();
-            let valid: Vec<Receipt> = candidates
+            let valid: Vec<Receipt> = receipts
                 .iter()
                 .zip(&verdicts)
                 .filter(|(_, v)| v.is_ok())
                 .map(|(r, _)| *r)
                 .collect();
-            let invalid = candidates.len() - valid.len();
-            let new = match store.insert(&valid) {
-                Ok(new) => new.len() as u64,
-                Err(e) => {
-                    // Not stored, so not counted: the peer stays behind and is asked again.
-                    tracing::error!("storing receipts: {e}");
-                    return;
+            let new: std::collections::HashSet<(PublicKeyBytes, u32)> =
+                match ours.store.insert(&valid) {
+                    Ok(new) => new.iter().map(|r| (r.receiver_pk, r.piece_index)).collect(),
+                    Err(e) => {
+                        // Not stored, so not counted: the peers stay behind and are asked again.
+                        tracing::error!("storing receipts: {e}");
+                        continue;
+                    }
+                };
+            let mut per_peer: HashMap<PeerKey, (Vec<Receipt>, u64, usize)> = HashMap::new();
+            for ((key, r), v) in batch.iter().zip(&verdicts) {
+                let e = per_peer.entry(*key).or_default();
+                if v.is_ok() {
+                    e.0.push(*r);
+                    e.1 += u64::from(new.contains(&(r.receiver_pk, r.piece_index)));
+                } else {
+                    e.2 += 1;
                 }
-            };
-            torrent.receipts_stored(key, &valid, new, invalid, (candidates.len(), took));
-        });
+            }
+            self.receipts_verified(receipts.len(), took);
+            for (key, (valid, new, invalid)) in per_peer {
+                self.receipts_stored(key, &valid, new, invalid);
+            }
+        }
+    }
+
+    fn receipts_verified(&self, n: usize, took: Duration) {
+        let mut s = self.lock();
+        s.pbts.stats.verified += n as u64;
+        s.pbts.stats.verify_micros += took.as_micros() as u64;
     }
 
     /// Verified receipts are on disk.
-    /// `verified`: how many signatures were checked, and how long that took.
-    fn receipts_stored(
-        &self,
-        key: PeerKey,
-        valid: &[Receipt],
-        new: u64,
-        invalid: usize,
-        verified: (usize, Duration),
-    ) {
+    fn receipts_stored(&self, key: PeerKey, valid: &[Receipt], new: u64, invalid: usize) {
         let Some(ours) = &self.pbts else { return };
         let mut s = self.lock();
         let s = &mut *s;
         s.pbts.stats.stored += new;
-        s.pbts.stats.verified += verified.0 as u64;
-        s.pbts.stats.verify_micros += verified.1.as_micros() as u64;
         if new > 0 {
             ours.wake.notify_one();
         }
