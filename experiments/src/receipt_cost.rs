@@ -216,7 +216,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             x[x.len() / 2]
         };
         let mbps = |s: &Sample| size as f64 / 1e6 / s.seconds;
-        let cost = (1.0 - ratios[ratios.len() / 2]) * 100.0;
+        // `+ 0.0` turns a negative zero into a zero.
+        let cost = (1.0 - ratios[ratios.len() / 2]) * 100.0 + 0.0;
         let seeder_extra_ms =
             (med(&on, &|s| s.seeder_cpu) - med(&off, &|s| s.seeder_cpu)) * 1e3 / pieces as f64;
         let leecher_extra_ms =

@@ -62,6 +62,10 @@ pub struct VerifyQueue {
 /// Most receipts verified in one batch.
 const MAX_VERIFY_BATCH: usize = 1024;
 
+/// Most receipts waiting for verification (about a second of the verifier's work on a small
+/// machine); more are dropped, and their senders asked again later.
+const MAX_VERIFY_QUEUE: usize = 4096;
+
 /// A peer that speaks the extension.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PbtsPeer {
@@ -333,6 +337,10 @@ impl Torrent {
                 // It never told us its key: nothing to check its receipts against.
                 return;
             };
+            if p.receipts.ledger.bad {
+                // It sent an invalid one: we verify nothing more of it (each costs BLS work).
+                return;
+            }
             let mut bad = 0;
             for r in receipts {
                 let ours_ok = r.info_hash == self.info_hash
@@ -359,7 +367,15 @@ impl Torrent {
         // grow (the pairings are shared by more receipts) without waiting on a timer.
         let start = {
             let mut q = ours.verify_queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            q.items.extend(candidates.into_iter().map(|r| (key, r)));
+            let room = MAX_VERIFY_QUEUE.saturating_sub(q.items.len());
+            if candidates.len() > room {
+                // Peers send what they owe a few at a time; a flood is dropped, not queued.
+                tracing::debug!(
+                    "verification queue full: {} receipt(s) dropped",
+                    candidates.len() - room
+                );
+            }
+            q.items.extend(candidates.into_iter().take(room).map(|r| (key, r)));
             !std::mem::replace(&mut q.running, true)
         };
         if start {
