@@ -11,6 +11,7 @@
 pub mod ledger;
 pub mod report;
 pub mod signer;
+pub mod state;
 pub mod store;
 
 use std::time::Duration;

@@ -30,13 +30,14 @@ use crate::identity::{self, Identity};
 use crate::picker::Geometry;
 use crate::receipts::report::{self, ReportStats};
 use crate::receipts::signer::Signer;
+pub use crate::receipts::state::{Pbts, ReceiptStats};
 use crate::receipts::store::Store;
 use crate::receipts::{self, Mode};
 use crate::storage::{Allocation, Disk, Layout, LayoutError, Storage, StorageError};
 use crate::tracker::{self, AnnounceParams, TrackerList};
 use crate::wire::{self, Limits};
 use torrent::Torrent;
-pub use torrent::{Pbts, ReceiptStats, Stats, TorrentConfig};
+pub use torrent::{Stats, TorrentConfig};
 
 /// Everything a session can be told.
 #[derive(Clone, Debug)]

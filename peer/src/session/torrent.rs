@@ -21,12 +21,12 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::sync::{mpsc, watch};
 
-pub use self::pbts::{Pbts, ReceiptStats};
 use super::messages::{MAX_REQUEST_LEN, MAX_SERVE_QUEUE, Out, PeerError};
 use crate::choker::{Candidate, Choker, OPTIMISTIC_ROUNDS, ROUND};
 pub use crate::picker::PeerKey;
 use crate::picker::{BlockOutcome, Geometry, Picker, Policy};
 use crate::rate::{RateLimiter, RateMeter};
+use crate::receipts::state::{Pbts, PeerReceipts, ReceiptStats, Receipts};
 use crate::storage::{Disk, StorageError};
 
 /// A peer with requests outstanding that delivers no block for this long is snubbed: its
@@ -121,7 +121,7 @@ struct State {
     /// Pieces whose last block arrived, waiting for their writes before verification.
     awaiting_verify: HashSet<u32>,
     last_round: Instant,
-    pbts: pbts::Receipts,
+    pbts: Receipts,
 }
 
 #[derive(Debug)]
@@ -148,7 +148,7 @@ struct Peer {
     snubbed: bool,
     strikes: u32,
     client: Option<String>,
-    receipts: pbts::PeerReceipts,
+    receipts: PeerReceipts,
 }
 
 impl Peer {
@@ -200,7 +200,7 @@ impl Torrent {
                 writes_pending: HashMap::new(),
                 awaiting_verify: HashSet::new(),
                 last_round: now,
-                pbts: pbts::Receipts::default(),
+                pbts: Receipts::default(),
             }),
             pbts: None,
             transfer_log: None,
@@ -342,7 +342,7 @@ impl Torrent {
                 snubbed: false,
                 strikes: 0,
                 client: None,
-                receipts: pbts::PeerReceipts::default(),
+                receipts: PeerReceipts::default(),
             },
         );
         Some((key, s.picker.have().clone()))

@@ -12,13 +12,13 @@ use pbts_verifier::batch::verify_batch;
 use pbts_verifier::bep10::{self, ExtensionIds, Message};
 use pbts_verifier::keys::PublicKey;
 use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
-use tokio::sync::Notify;
 
-use super::{Out, Peer, PeerError, PeerKey, State, Torrent};
-use crate::receipts::ledger::Ledger;
-use crate::receipts::signer::{Job, Signer};
-use crate::receipts::store::Store;
-use crate::receipts::{Config, Mode};
+use super::{Peer, State, Torrent};
+use crate::picker::PeerKey;
+use crate::receipts::Mode;
+use crate::receipts::signer::Job;
+use crate::receipts::state::{PbtsPeer, ReceiptStats};
+use crate::session::messages::{Out, PeerError};
 
 /// Owed pieces older than this are asked for with `pbts_request_receipt`.
 const ASK_AFTER: Duration = Duration::from_secs(5);
@@ -33,90 +33,12 @@ const SEED_CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// signed for them (and offered when they come back).
 const DEPARTED_KEPT: usize = 256;
 
-/// What a torrent needs to exchange receipts.
-#[derive(Debug)]
-pub struct Pbts {
-    /// Settings.
-    pub config: Config,
-    /// Our key: receipts we earn name it as `sender_pk`, those we sign as `receiver_pk`.
-    pub public_key: PublicKeyBytes,
-    /// The torrent's v1 piece hashes (what receipts sign).
-    pub piece_hashes: Vec<[u8; 20]>,
-    /// Signs our receipts.
-    pub signer: Signer,
-    /// Keeps the receipts we earn.
-    pub store: Arc<Store>,
-    /// Wakes the reporter.
-    pub wake: Arc<Notify>,
-    /// Received receipts waiting for verification.
-    pub verify_queue: std::sync::Mutex<VerifyQueue>,
-}
-
-/// Receipts waiting for the verification task, and whether it runs.
-#[derive(Debug, Default)]
-pub struct VerifyQueue {
-    items: Vec<(PeerKey, Receipt)>,
-    running: bool,
-}
-
 /// Most receipts verified in one batch.
 const MAX_VERIFY_BATCH: usize = 1024;
 
 /// Most receipts waiting for verification (about a second of the verifier's work on a small
 /// machine); more are dropped, and their senders asked again later.
 const MAX_VERIFY_QUEUE: usize = 4096;
-
-/// A peer that speaks the extension.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct PbtsPeer {
-    /// The ids it receives our messages under.
-    ids: ExtensionIds,
-    /// Its key.
-    pk: PublicKeyBytes,
-}
-
-/// Per-peer receipt state.
-#[derive(Debug, Default)]
-pub(super) struct PeerReceipts {
-    pub(super) pbts: Option<PbtsPeer>,
-    /// As uploader: what it owes us.
-    pub(super) ledger: Ledger,
-    /// As downloader: signed receipts for it, not yet sent.
-    outbox: Vec<Receipt>,
-    /// A timer will send the outbox.
-    outbox_armed: bool,
-    /// Receipts for it on the signer thread.
-    signing: u32,
-    /// Both of us are seeds: close once no receipt is pending either way, or at this time.
-    close_by: Option<Instant>,
-}
-
-/// Receipt counters of a torrent.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ReceiptStats {
-    /// Receipts we signed.
-    pub signed: u64,
-    /// Receipts we sent (re-sends included).
-    pub sent: u64,
-    /// Receipts we earned and stored (new ones).
-    pub stored: u64,
-    /// Receipts peers sent us that were not valid.
-    pub bad: u64,
-    /// Receipts whose signatures we verified.
-    pub verified: u64,
-    /// Time spent verifying them (BLS batch verification), microseconds.
-    pub verify_micros: u64,
-}
-
-/// Torrent-wide receipt state.
-#[derive(Debug, Default)]
-pub(super) struct Receipts {
-    /// Every receipt we signed, by piece (to send again to a peer that comes back or asks).
-    signed: HashMap<u32, Receipt>,
-    /// Keys of peers that left.
-    departed: HashMap<PeerKey, PublicKeyBytes>,
-    pub(super) stats: ReceiptStats,
-}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
