@@ -80,7 +80,8 @@ pub struct ReceiptStats {
     pub bad: u64,
     /// Receipts whose signatures we verified.
     pub verified: u64,
-    /// Time spent verifying them (BLS batch verification), microseconds.
+    /// CPU time spent verifying them (BLS batch verification; wall time where the thread's
+    /// CPU time is not available), microseconds.
     pub verify_micros: u64,
 }
 
