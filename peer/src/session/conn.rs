@@ -172,6 +172,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             reading.push_back((block, read));
         }
         tokio::select! {
+            // Commands first: a choke or a cancel takes effect before another block goes out
+            // (a peer choked for owing receipts gets at most the block being sent).
+            biased;
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { return Err(PeerError::Closed) };
                 let mut cmd = Some(cmd);
