@@ -130,7 +130,12 @@ impl User {
 
     /// `pbts-peer ARGS` as this user, logging its transfers.
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = peer_cmd(args, &self.torrent, &self.dir);
+        self.cmd_on(args, 0)
+    }
+
+    /// [`User::cmd`] listening on `port`.
+    fn cmd_on(&self, args: &[&str], port: u16) -> Command {
+        let mut c = peer_cmd_on(args, &self.torrent, &self.dir, port);
         c.env("XDG_CONFIG_HOME", self.home.path().join("config"))
             .env("XDG_STATE_HOME", self.home.path().join("state"))
             .arg("--transfer-log")
@@ -494,4 +499,117 @@ fn prefer_serves_a_libtorrent_leecher() {
         (s["uploaded"].as_u64(), s["receipts"]["earned"].as_u64()),
         (Some(SIZE as u64), Some(0))
     );
+}
+
+/// A pbts peer that pays with a forged receipt (a valid signature by another key) is choked at
+/// once, and nothing it sends afterwards is verified, not even a genuine receipt.
+#[test]
+fn a_forged_receipt_gets_its_sender_choked() {
+    use std::io::Write;
+
+    use pbts_verifier::bep10::{self, ExtensionIds, Handshake, Message};
+    use pbts_verifier::keys::SecretKey;
+    use pbts_verifier::receipt::{PieceHash, PublicKeyBytes, Receipt, SignatureBytes};
+    use sha1::Digest;
+
+    let tracker = Tracker::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = seed_data(work.path());
+    let seeder = User::register(&tracker, "seeder", &data, None);
+    let ih = seeder.info_hash;
+    std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
+    let port = free_port();
+    let log = work.path().join("seed.log");
+    let mut cmd = seeder.cmd_on(&["seed"], port);
+    cmd.env("RUST_LOG", "pbts_peer=debug").stderr(std::fs::File::create(&log).unwrap());
+    let seed = Proc::spawn(&mut cmd);
+    tracker.await_seeders(&seeder.passkey, &ih, 1);
+
+    // We speak the extension, under a key of our own.
+    let ours = SecretKey::random();
+    let our_pk = ours.public_key().to_bytes();
+    let mut s = raw_peer(format!("127.0.0.1:{port}").parse().unwrap(), &ih, 0x77);
+    let mut hello = Vec::new();
+    let h = Handshake { public_key: Some(our_pk), ..Handshake::default() };
+    bep10::write_handshake(&h, &mut hello);
+    hello.extend_from_slice(&[0, 0, 0, 1, 2]);
+    s.write_all(&hello).unwrap();
+
+    // Its extended handshake (its key, its ids), then an unchoke.
+    let mut theirs: Option<Handshake> = None;
+    loop {
+        let m = read_message(&mut s).expect("the seeder closed the connection");
+        match m.first() {
+            Some(20) if m.get(1) == Some(&0) => {
+                theirs = Some(bep10::parse_handshake(&m[2..]).unwrap());
+            }
+            Some(1) => break,
+            _ => {}
+        }
+    }
+    let theirs = theirs.expect("no extended handshake before the unchoke");
+    let seeder_pk: PublicKeyBytes = theirs.public_key.expect("a pbts seeder advertises its key");
+    assert_eq!(theirs.ids, ExtensionIds::LOCAL_DEFAULT);
+
+    // Piece 0, both blocks.
+    let mut ask = Vec::new();
+    for begin in [0u32, 16384] {
+        ask.extend_from_slice(&[0, 0, 0, 13, 6, 0, 0, 0, 0]);
+        ask.extend_from_slice(&begin.to_be_bytes());
+        ask.extend_from_slice(&16384u32.to_be_bytes());
+    }
+    s.write_all(&ask).unwrap();
+    let mut got = 0;
+    while got < 2 {
+        let m = read_message(&mut s).expect("the seeder closed the connection");
+        got += usize::from(m.first() == Some(&7));
+    }
+
+    // A receipt for it, right in every field, signed by another key.
+    let piece_hash: [u8; 20] = sha1::Sha1::digest(&data_bytes()[..PIECE as usize]).into();
+    let mut receipt = Receipt {
+        info_hash: pbts_proto::InfoHash(ih),
+        sender_pk: seeder_pk,
+        receiver_pk: our_pk,
+        piece_hash: PieceHash::from_slice(&piece_hash).unwrap(),
+        piece_index: 0,
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        signature: SignatureBytes([0; 96]),
+    };
+    SecretKey::random().sign_receipt(&mut receipt);
+    let mut forged = Vec::new();
+    bep10::write_message(&theirs.ids, &Message::ReceiptBatch(vec![receipt]), &mut forged).unwrap();
+    s.write_all(&forged).unwrap();
+    loop {
+        let m = read_message(&mut s).expect("the seeder closed the connection");
+        if m.first() == Some(&0) {
+            break;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("sent 1 invalid receipt(s): choked"), "{text}");
+
+    // The genuine receipt now: ignored.
+    ours.sign_receipt(&mut receipt);
+    let mut genuine = Vec::new();
+    bep10::write_message(&theirs.ids, &Message::Receipt(receipt), &mut genuine).unwrap();
+    s.write_all(&genuine).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    let (_, out, err) = seed.terminate(Duration::from_secs(30));
+    assert!(!err.contains("panicked"), "{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (v["receipts"]["bad"].as_u64(), v["receipts"]["earned"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+}
+
+/// The bytes of [`seed_data`].
+fn data_bytes() -> Vec<u8> {
+    payload(7, SIZE)
 }

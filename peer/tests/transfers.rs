@@ -263,24 +263,6 @@ fn piece_bytes(n: usize, total: u64) -> u64 {
     (n as u64 * 16384).min(total)
 }
 
-/// Our side of a raw peer connection to `addr`: the handshake sent and the peer's read.
-fn raw_peer(addr: SocketAddr, info_hash: &[u8; 20], id: u8) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut hs = Vec::with_capacity(68);
-    hs.push(19);
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0x04]);
-    hs.extend_from_slice(info_hash);
-    hs.extend_from_slice(&[id; 20]);
-    s.write_all(&hs).unwrap();
-    let mut theirs = [0u8; 68];
-    s.read_exact(&mut theirs).unwrap();
-    assert_eq!(&theirs[28..48], info_hash);
-    s
-}
-
 /// A peer announcing a 2 GiB frame is dropped at once; a peer that asks for thousands of blocks
 /// and never reads does not stop the seeder from serving a real leecher.
 #[test]
@@ -339,53 +321,6 @@ fn hostile_peers_are_dropped_or_contained_and_the_seeder_goes_on_serving() {
     let (_, _, _) = seed.terminate(Duration::from_secs(20));
     let log = std::fs::read_to_string(&seed_log).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
-}
-
-/// Reads `s` to its end; fails if the peer keeps it open (a read times out) instead.
-fn assert_closed(s: &mut std::net::TcpStream) {
-    use std::io::{ErrorKind, Read};
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut sink = vec![0u8; 1 << 16];
-    loop {
-        match s.read(&mut sink) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("the connection stayed open: {e}"),
-        }
-    }
-}
-
-/// Waits until the log file at `path` has a line containing `text`.
-fn await_log(path: &Path, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {text:?} in the log:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A connection to `addr` once something listens there.
-fn await_listener(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Reads one length-prefixed peer-wire message (`None` at the end of the connection).
-fn read_message(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
 }
 
 /// A peer that claims every piece and answers requests with garbage is banned after its
