@@ -40,6 +40,10 @@ pub struct Pbts {
 pub struct VerifyQueue {
     pub(crate) items: Vec<(PeerKey, Receipt)>,
     pub(crate) running: bool,
+    /// When the oldest waiting receipt arrived.
+    pub(crate) since: Option<Instant>,
+    /// Verify what waits now (shutdown).
+    pub(crate) flush: bool,
 }
 
 /// A peer that speaks the extension.
@@ -63,6 +67,8 @@ pub struct PeerReceipts {
     pub(crate) outbox_armed: bool,
     /// Receipts for it on the signer thread.
     pub(crate) signing: u32,
+    /// Its receipts waiting for verification.
+    pub(crate) unverified: usize,
     /// Both of us are seeds: close once no receipt is pending either way, or at this time.
     pub(crate) close_by: Option<Instant>,
 }
