@@ -275,7 +275,7 @@ fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
     for (u, p) in leechers.iter().zip(procs) {
         let (_, out, err) = p.terminate(Duration::from_secs(30));
         assert!(!err.contains("panicked"), "{err}");
-        let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let s = summary_json(&out);
         assert_eq!(s["receipts"]["signed"], 64, "{}: {s}", u.name);
         assert_eq!(s["receipts"]["bad"], 0, "{s}");
         sent += s["receipts"]["sent"].as_u64().unwrap();
@@ -283,7 +283,7 @@ fn a_pbts_swarm_is_credited_exactly_what_moved_on_the_tracker_and_on_chain() {
     assert!(sent >= 3 * 64);
     let (_, out, err) = seed.terminate(Duration::from_secs(30));
     assert!(!err.contains("panicked"), "{err}");
-    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let s = summary_json(&out);
     assert_eq!(s["receipts"]["bad"], 0, "{s}");
     assert_eq!(s["receipts"]["signed"], 0, "a seeder downloads nothing: {s}");
 }
@@ -399,7 +399,7 @@ fn a_seeder_killed_mid_transfer_has_every_stored_receipt_credited_once() {
     }
     let (_, out, err) = second.terminate(Duration::from_secs(30));
     assert!(!err.contains("panicked"), "{err}");
-    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let s = summary_json(&out);
     assert_eq!(s["receipts"]["bad"], 0, "{s}");
     // Nothing left to report, and each receipt settled once.
     let store = Store::open(&store_path).unwrap();
@@ -445,15 +445,7 @@ fn require_serves_paying_pbts_peers_only() {
     drop(w);
 
     // libtorrent: connected, served nothing.
-    let o = Command::new(PYTHON)
-        .arg(pbts_testkit::LT_CLIENT)
-        .args(["leech"])
-        .arg(&lt_torrent)
-        .arg(work.path().join("lt"))
-        .arg("6")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = lt_leech(&lt_torrent, &work.path().join("lt"), 6);
     assert!(out.contains("timeout: progress 0.00"), "libtorrent: {out}");
 
     // The payer: everything, and the withholder still has no more than before.
@@ -481,19 +473,11 @@ fn prefer_serves_a_libtorrent_leecher() {
     std::fs::copy(&data, seeder.dir.join("data.bin")).unwrap();
     let seed = Proc::spawn(&mut seeder.cmd(&["seed"]));
     tracker.await_seeders(&seeder.passkey, &ih, 1);
-    let o = Command::new(PYTHON)
-        .arg(pbts_testkit::LT_CLIENT)
-        .args(["leech"])
-        .arg(&lt_torrent)
-        .arg(work.path().join("lt"))
-        .arg("60")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = lt_leech(&lt_torrent, &work.path().join("lt"), 60);
     assert!(out.contains("done"), "libtorrent: {out}");
     assert_eq!(std::fs::read(work.path().join("lt/data.bin")).unwrap(), payload(7, SIZE));
     let (_, out, _) = seed.terminate(Duration::from_secs(30));
-    let s: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let s = summary_json(&out);
     // Served without receipts: nothing earned, nothing to report.
     assert_eq!(
         (s["uploaded"].as_u64(), s["receipts"]["earned"].as_u64()),
@@ -601,7 +585,7 @@ fn a_forged_receipt_gets_its_sender_choked() {
     drop(s);
     let (_, out, err) = seed.terminate(Duration::from_secs(30));
     assert!(!err.contains("panicked"), "{err}");
-    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let v = summary_json(&out);
     assert_eq!(
         (v["receipts"]["bad"].as_u64(), v["receipts"]["earned"].as_u64()),
         (Some(1), Some(0)),
@@ -612,4 +596,18 @@ fn a_forged_receipt_gets_its_sender_choked() {
 /// The bytes of [`seed_data`].
 fn data_bytes() -> Vec<u8> {
     payload(7, SIZE)
+}
+
+/// A libtorrent leecher of `torrent` into `dir`, given `secs` seconds; what it printed ("done",
+/// or "timeout: progress P peers N").
+fn lt_leech(torrent: &Path, dir: &Path, secs: u32) -> String {
+    let o = Command::new(PYTHON)
+        .arg(pbts_testkit::LT_CLIENT)
+        .arg("leech")
+        .arg(torrent)
+        .arg(dir)
+        .arg(secs.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }

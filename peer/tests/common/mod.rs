@@ -132,31 +132,30 @@ impl Proc {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                let mut out = String::new();
-                let mut err = String::new();
-                if let Some(mut o) = self.0.stdout.take() {
-                    std::io::Read::read_to_string(&mut o, &mut out).unwrap();
-                }
-                if let Some(mut e) = self.0.stderr.take() {
-                    std::io::Read::read_to_string(&mut e, &mut err).unwrap();
-                }
+                let (out, err) = self.outputs();
                 return (status, out, err);
             }
             if Instant::now() > deadline {
                 let _ = self.0.kill();
                 let _ = self.0.wait();
-                let mut out = String::new();
-                let mut err = String::new();
-                if let Some(mut o) = self.0.stdout.take() {
-                    std::io::Read::read_to_string(&mut o, &mut out).unwrap();
-                }
-                if let Some(mut e) = self.0.stderr.take() {
-                    std::io::Read::read_to_string(&mut e, &mut err).unwrap();
-                }
+                let (out, err) = self.outputs();
                 panic!("{:?} did not finish in {limit:?}:\n{out}\n{err}", self.0);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// What the exited process wrote to its piped stdout and stderr.
+    fn outputs(&mut self) -> (String, String) {
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = self.0.stdout.take() {
+            std::io::Read::read_to_string(&mut o, &mut out).unwrap();
+        }
+        if let Some(mut e) = self.0.stderr.take() {
+            std::io::Read::read_to_string(&mut e, &mut err).unwrap();
+        }
+        (out, err)
     }
 
     /// SIGTERM, then [`Proc::finish`].
@@ -279,6 +278,12 @@ pub fn torrent_for(src: &Path, out: &Path, url: &str, info_hash: &[u8; 20]) {
     assert_eq!(&make_torrent(src, out, url, piece_len), info_hash);
 }
 
+/// The last line of a `pbts-peer --json` run's output: its summary.
+pub fn summary_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no summary in {stdout:?}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+}
+
 /// What a `pbts-peer --json` run reports.
 #[derive(Debug)]
 pub struct Summary {
@@ -291,9 +296,7 @@ pub struct Summary {
 }
 
 pub fn summary(stdout: &str) -> Summary {
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("no summary in {stdout:?}"));
-    let v: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let v = summary_json(stdout);
     Summary {
         complete: v["complete"].as_bool().unwrap(),
         had: v["had"].as_u64().unwrap(),
