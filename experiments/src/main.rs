@@ -74,48 +74,10 @@ enum Cmd {
     },
     /// pbts-peer → pbts-peer against libtorrent → libtorrent: one seeder, one leecher, on
     /// 127.0.0.1 with the data on tmpfs; throughput and CPU-seconds per GiB, alternating runs.
-    VsLibtorrent {
-        /// Torrent size, MiB.
-        #[arg(long, default_value_t = 1024)]
-        size_mib: u64,
-        /// Piece length, KiB.
-        #[arg(long, default_value_t = 1024)]
-        piece_kib: u32,
-        /// Pairs of runs.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// The pbts-peer binary.
-        #[arg(long, default_value = "target/release/pbts-peer")]
-        peer: PathBuf,
-        /// Directory for the data (tmpfs, so the disk is not what is measured).
-        #[arg(long, default_value = "/dev/shm")]
-        dir: PathBuf,
-        /// Output directory for the CSV and the summary.
-        #[arg(long, default_value = "experiments/results")]
-        out: PathBuf,
-    },
+    VsLibtorrent(vs_libtorrent::Plan),
     /// What receipts cost a real download: pbts-peer → pbts-peer with receipts off against
     /// on, alternating, at full speed and at 100 MB/s; beside the original's analytic model.
-    ClientDownloadMeasured {
-        /// Torrent size, MiB.
-        #[arg(long, default_value_t = 1024)]
-        size_mib: u64,
-        /// Piece length, KiB.
-        #[arg(long, default_value_t = 1024)]
-        piece_kib: u32,
-        /// Off/on pairs per speed.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// The pbts-peer binary.
-        #[arg(long, default_value = "target/release/pbts-peer")]
-        peer: PathBuf,
-        /// Directory for the data (tmpfs).
-        #[arg(long, default_value = "/dev/shm")]
-        dir: PathBuf,
-        /// Output directory.
-        #[arg(long, default_value = "experiments/results")]
-        out: PathBuf,
-    },
+    ClientDownloadMeasured(vs_libtorrent::Plan),
     /// Every experiment, in one run.
     Run(Common),
     /// Receipt keygen, signing, verification, aggregation, batches.
@@ -554,25 +516,13 @@ fn main() -> anyhow::Result<()> {
             let plan = Plan { duration, warmup, pbts, tracker_cpu, load_cpus, runs };
             vs_aquatic(&plan, &out, only.as_deref())
         }
-        Cmd::VsLibtorrent { size_mib, piece_kib, runs, peer, dir, out } => {
-            vs_libtorrent::run(&vs_libtorrent::Plan {
-                size_mib,
-                piece_kib,
-                runs: runs.max(1),
-                peer,
-                dir,
-                out,
-            })
+        Cmd::VsLibtorrent(mut plan) => {
+            plan.runs = plan.runs.max(1);
+            vs_libtorrent::run(&plan)
         }
-        Cmd::ClientDownloadMeasured { size_mib, piece_kib, runs, peer, dir, out } => {
-            receipt_cost::run(&receipt_cost::Plan {
-                size_mib,
-                piece_kib,
-                runs: runs.max(1),
-                peer,
-                dir,
-                out,
-            })
+        Cmd::ClientDownloadMeasured(mut plan) => {
+            plan.runs = plan.runs.max(1);
+            receipt_cost::run(&plan)
         }
         Cmd::Run(c) => run_experiments(&ALL, &c),
         Cmd::Receipts(c) => run_experiments(&["receipts"], &c),

@@ -16,25 +16,8 @@ use anyhow::{Context, bail};
 use pbts_engine::config::TrackerMode;
 
 use crate::exp::Tracker;
-use crate::vs_libtorrent::{PYTHON, await_seeder, children_cpu, seeders, write_payload};
+use crate::vs_libtorrent::{PYTHON, Plan, await_seeder, children_cpu, seeders, write_payload};
 use crate::{Killed, cpu_seconds};
-
-/// What to run.
-#[derive(Debug)]
-pub struct Plan {
-    /// Torrent size in MiB.
-    pub size_mib: u64,
-    /// Piece length in KiB.
-    pub piece_kib: u32,
-    /// Pairs of runs (off and on) per speed.
-    pub runs: usize,
-    /// The pbts-peer binary.
-    pub peer: PathBuf,
-    /// Where the data lives (tmpfs).
-    pub dir: PathBuf,
-    /// Where the results go.
-    pub out: PathBuf,
-}
 
 /// One transfer.
 #[derive(Debug, Clone, Copy)]

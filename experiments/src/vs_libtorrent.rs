@@ -20,20 +20,26 @@ use pbts_engine::config::TrackerMode;
 use crate::exp::Tracker;
 use crate::{Killed, cpu_seconds};
 
-/// What to run.
-#[derive(Debug)]
+/// What to run: one seeder → one leecher series (this one and `client-download-measured`).
+#[derive(Debug, clap::Args)]
 pub struct Plan {
-    /// Torrent size in MiB.
+    /// Torrent size, MiB.
+    #[arg(long, default_value_t = 1024)]
     pub size_mib: u64,
-    /// Piece length in KiB.
+    /// Piece length, KiB.
+    #[arg(long, default_value_t = 1024)]
     pub piece_kib: u32,
-    /// Pairs of runs (one of each client per pair).
+    /// Pairs of runs (one of each kind per pair; 0 runs one).
+    #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// The pbts-peer binary.
+    #[arg(long, default_value = "target/release/pbts-peer")]
     pub peer: PathBuf,
-    /// Where the data lives (tmpfs).
+    /// Directory for the data (tmpfs, so the disk is not what is measured).
+    #[arg(long, default_value = "/dev/shm")]
     pub dir: PathBuf,
-    /// Where the CSV goes.
+    /// Output directory for the CSV, the summary and the environment.
+    #[arg(long, default_value = "experiments/results")]
     pub out: PathBuf,
 }
 
