@@ -321,6 +321,15 @@ fn pair(
         std::io::Read::read_to_string(&mut out, &mut summary)?;
     }
     drop(seed);
+    // It said `stopped`: wait until the tracker counts it out, so that the next pair's
+    // `await_seeder` sees its own seeder arrive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seeders(tracker)? > before {
+        if Instant::now() > deadline {
+            bail!("the tracker still counts a stopped seeder");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let verify_ms = serde_json::from_str::<serde_json::Value>(summary.trim())
         .ok()
         .and_then(|v| v["receipts"]["verify_ms_per_receipt"].as_f64());
