@@ -23,17 +23,19 @@
 
 mod env;
 mod exp;
+mod procs;
 mod receipt_cost;
 mod report;
 mod vs_libtorrent;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use procs::{Killed, cpu_seconds};
 
 /// pbts experiments harness.
 #[derive(Parser, Debug)]
@@ -176,32 +178,6 @@ fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
 /// Every experiment, in the order `run` runs them.
 const ALL: [&str; 7] =
     ["receipts", "tee", "client-download", "tracker-overhead", "scalability", "gas", "announce"];
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second())
-}
-
-/// `/proc/<pid>/stat` counts in USER_HZ ticks, which Linux fixes at 100 per second on every
-/// architecture we run on (sysconf(_SC_CLK_TCK) reports the same constant).
-fn ticks_per_second() -> f64 {
-    100.0
-}
 
 fn which(bin: &str) -> anyhow::Result<PathBuf> {
     let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?;

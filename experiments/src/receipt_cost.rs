@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use pbts_engine::config::TrackerMode;
 
 use crate::exp::Tracker;
-use crate::vs_libtorrent::{PYTHON, Plan, await_seeder, children_cpu, seeders, write_payload};
-use crate::{Killed, cpu_seconds};
+use crate::procs::{Killed, children_cpu, cpu_seconds};
+use crate::vs_libtorrent::{PYTHON, Plan, await_seeder, seeders, write_payload};
 
 /// One transfer.
 #[derive(Debug, Clone, Copy)]

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use pbts_engine::config::TrackerMode;
 
 use crate::exp::Tracker;
-use crate::{Killed, cpu_seconds};
+use crate::procs::{Killed, children_cpu, cpu_seconds};
 
 /// What to run: one seeder → one leecher series (this one and `client-download-measured`).
 #[derive(Debug, clap::Args)]
@@ -181,17 +181,6 @@ pub(crate) fn write_payload(path: &Path, size: u64) -> anyhow::Result<()> {
     }
     f.flush()?;
     Ok(())
-}
-
-/// CPU seconds of this process's reaped children so far (`cutime + cstime` of
-/// `/proc/self/stat`): the leecher's, once it has been waited for.
-pub(crate) fn children_cpu() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let cutime: f64 = fields.get(13).context("no cutime")?.parse()?;
-    let cstime: f64 = fields.get(14).context("no cstime")?.parse()?;
-    Ok((cutime + cstime) / crate::ticks_per_second())
 }
 
 fn pbts_pair(
