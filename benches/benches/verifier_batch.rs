@@ -44,7 +44,8 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    for (n, signers) in [(64, 16), (1024, 16), (1024, 1024)] {
+    // 32x1 and 256x1: an uploading pbts-peer's batches (one downloader's receipts at a time).
+    for (n, signers) in [(32, 1), (256, 1), (64, 16), (1024, 16), (1024, 1024)] {
         let batch = receipts(n, signers);
         let id = format!("{n}x{signers}");
         g.throughput(Throughput::Elements(n as u64));

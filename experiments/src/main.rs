@@ -15,7 +15,8 @@
 //! `pdflatex all.tex`), `summary.csv` (all tables, long form), `report.txt`, and `env.json`
 //! (commit and dirty flag, rustc, kernel, CPU model, cores, settings, seed).
 //!
-//! `vs-aquatic` runs pbts and aquatic side by side in separate pinned processes.
+//! `client-download` needs the `pbts-peer` binary beside this one (`cargo build --release -p
+//! pbts-peer`). `vs-aquatic` runs pbts and aquatic side by side in separate pinned processes.
 
 #![forbid(unsafe_code)]
 // A binary: `pub` marks each module's interface to the others, not a crate API.
@@ -86,7 +87,8 @@ enum Cmd {
     Receipts(Common),
     /// Baseline vs TEE-derived keys, attestation generation and verification.
     Tee(Common),
-    /// The download overhead model with measured receipt costs.
+    /// Receipts off against on in real pbts-peer transfers (needs `pbts-peer` next to this
+    /// binary; `--quick`: 16 MiB), and the original's model with the measured signing cost.
     ClientDownload(Common),
     /// End-to-end latency of tracker operations against pbts and anvil.
     TrackerOverhead(Common),
@@ -154,7 +156,7 @@ fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
         let outcome = match *name {
             "receipts" => exp::receipts::run(&settings),
             "tee" => exp::tee::run(&settings)?,
-            "client-download" => exp::download::run(&settings),
+            "client-download" => exp::download::run(&settings)?,
             "tracker-overhead" => exp::overhead::run(&settings)?,
             "scalability" => exp::scalability::run(&settings)?,
             "gas" => exp::gas::run(&settings, &c.out)?,

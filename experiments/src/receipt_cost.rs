@@ -7,7 +7,6 @@
 //! and the original's analytic model at the same speed and piece size (one signature per piece
 //! at the measured signing cost).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use pbts_engine::config::TrackerMode;
 
 use crate::exp::Tracker;
 use crate::procs::{Killed, children_cpu, cpu_seconds};
+use crate::report::{Cell, Raw, Table};
 use crate::vs_libtorrent::{PYTHON, Plan, await_seeder, seeders, write_payload};
 
 /// One transfer.
@@ -92,11 +92,40 @@ impl User {
     }
 }
 
-/// Runs the series and writes `client_download_measured.csv`, a summary and the environment.
+/// Speeds of the series: the seeder's full speed, and capped at 100 MB/s (10^8 bytes/s).
+const SPEEDS: [(&str, Option<&str>); 2] = [("full", None), ("100 MB/s", Some("100000000"))];
+
+/// One transfer of the series.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    speed: &'static str,
+    run: usize,
+    receipts: &'static str,
+    sample: Sample,
+}
+
+/// A measured series: every transfer, in the order run.
+#[derive(Debug)]
+pub struct Series {
+    size: u64,
+    piece_kib: u32,
+    runs: usize,
+    /// Mean ms to sign one receipt here (the model's input).
+    t_sign: f64,
+    rows: Vec<Row>,
+}
+
+/// Runs the transfers: per speed, `plan.runs` pairs of receipts off then on.
 ///
 /// # Errors
 /// pbts-peer or libtorrent's Python module missing, a failed transfer, I/O.
-pub fn run(plan: &Plan) -> anyhow::Result<()> {
+pub fn measure(plan: &Plan) -> anyhow::Result<Series> {
+    if !plan.peer.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build [--release] -p pbts-peer)",
+            plan.peer.display()
+        );
+    }
     let work = tempfile::Builder::new().prefix("pbts-receipt-cost-").tempdir_in(&plan.dir)?;
     let size = plan.size_mib << 20;
     let seed_dir = work.path().join("seed");
@@ -119,130 +148,184 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         bail!("registering the torrent: {status} {}", String::from_utf8_lossy(&body));
     }
     let t_sign = signing_ms();
-
-    let speeds: [(&str, Option<&str>); 2] = [("full", None), ("100 MB/s", Some("100000000"))];
     let mut rows = Vec::new();
-    for (label, cap) in speeds {
-        for run in 0..plan.runs {
+    for (speed, cap) in SPEEDS {
+        for run in 0..plan.runs.max(1) {
             for receipts in ["off", "on"] {
                 let leech = work.path().join(format!("leech-{run}"));
-                let s = pair(plan, &tracker, &seeder, &leecher, &seed_dir, &leech, receipts, cap)?;
+                let sample =
+                    pair(plan, &tracker, &seeder, &leecher, &seed_dir, &leech, receipts, cap)?;
                 eprintln!(
-                    "{label}, run {run}, receipts {receipts}: {:.0} MB/s, {} receipts",
-                    size as f64 / 1e6 / s.seconds,
-                    s.signed
+                    "{speed}, run {run}, receipts {receipts}: {:.0} MB/s, {} receipts",
+                    size as f64 / 1e6 / sample.seconds,
+                    sample.signed
                 );
-                rows.push((label, run, receipts, s));
+                rows.push(Row { speed, run, receipts, sample });
                 std::fs::remove_dir_all(&leech)?;
             }
         }
     }
+    Ok(Series { size, piece_kib: plan.piece_kib, runs: plan.runs.max(1), t_sign, rows })
+}
 
-    std::fs::create_dir_all(&plan.out)?;
-    let gib = size as f64 / f64::from(1u32 << 30);
-    let mut csv = std::fs::File::create(plan.out.join("client_download_measured.csv"))?;
-    writeln!(
-        csv,
-        "speed,run,receipts,bytes,seconds,mb_per_s,leecher_cpu_s_per_gib,seeder_cpu_s_per_gib,\
-         receipts_signed,seeder_verify_ms_per_receipt"
-    )?;
-    for (label, run, receipts, s) in &rows {
-        writeln!(
-            csv,
-            "{label},{run},{receipts},{size},{:.3},{:.1},{:.3},{:.3},{},{}",
-            s.seconds,
-            size as f64 / 1e6 / s.seconds,
-            s.leecher_cpu / gib,
-            s.seeder_cpu / gib,
-            s.signed,
-            s.verify_ms.map_or(String::new(), |v| format!("{v:.4}")),
-        )?;
+impl Series {
+    fn gib(&self) -> f64 {
+        self.size as f64 / f64::from(1u32 << 30)
     }
-    let pieces = size.div_ceil(u64::from(plan.piece_kib) * 1024);
-    let mut summary = format!(
-        "{} MiB, {} KiB pieces ({pieces} receipts), {} off/on pairs per speed on 127.0.0.1 \
-         (tmpfs); signing {t_sign:.3} ms per receipt (mean of 50)\n",
-        plan.size_mib, plan.piece_kib, plan.runs
-    );
-    let mut table = crate::report::Table::new(
-        "client_download_measured",
-        "Client download with receipts, measured",
-        &format!(
-            "pbts-peer to pbts-peer, {} MiB in {} KiB pieces on 127.0.0.1 (tmpfs), receipts off \
-             against on in alternating pairs (medians of {}); model: the original's analytic \
-             overhead at the same speed with the measured {t_sign:.3} ms per signature",
-            plan.size_mib, plan.piece_kib, plan.runs
-        ),
-        &[
-            "speed",
-            "off (MB/s)",
-            "on (MB/s)",
-            "cost (%)",
-            "model (%)",
-            "leecher CPU-s/GiB off/on",
-            "seeder CPU-s/GiB off/on",
-            "verify (ms/receipt)",
-        ],
-    );
-    for (label, _) in speeds {
-        let of = |r: &str| -> Vec<Sample> {
-            rows.iter().filter(|x| x.0 == label && x.2 == r).map(|x| x.3).collect()
-        };
-        let (off, on) = (of("off"), of("on"));
-        // Per pair: throughput on / off.
-        let mut ratios: Vec<f64> =
-            off.iter().zip(&on).map(|(a, b)| a.seconds / b.seconds).collect();
-        ratios.sort_by(f64::total_cmp);
-        let med = |v: &[Sample], f: &dyn Fn(&Sample) -> f64| {
-            let mut x: Vec<f64> = v.iter().map(f).collect();
-            x.sort_by(f64::total_cmp);
-            x[x.len() / 2]
-        };
-        let mbps = |s: &Sample| size as f64 / 1e6 / s.seconds;
-        // `+ 0.0` turns a negative zero into a zero.
-        let cost = (1.0 - ratios[ratios.len() / 2]) * 100.0 + 0.0;
-        let seeder_extra_ms =
-            (med(&on, &|s| s.seeder_cpu) - med(&off, &|s| s.seeder_cpu)) * 1e3 / pieces as f64;
-        let leecher_extra_ms =
-            (med(&on, &|s| s.leecher_cpu) - med(&off, &|s| s.leecher_cpu)) * 1e3 / pieces as f64;
-        let speed = med(&off, &mbps);
-        let verify = med(&on, &|s| s.verify_ms.unwrap_or(f64::NAN));
-        let model = pieces as f64 * t_sign / 1e3 / (size as f64 / 1e6 / speed) * 100.0;
-        summary.push_str(&format!(
-            "{label}: off {:.0} MB/s, on {:.0} MB/s; throughput cost of receipts (median of \
-             per-pair ratios) {cost:.1} % (range {:.1} to {:.1} %); CPU-s/GiB leecher {:.2} -> \
-             {:.2}, seeder {:.2} -> {:.2}; extra CPU per receipt: leecher {leecher_extra_ms:.3} \
-             ms, seeder {seeder_extra_ms:.3} ms (of which BLS verification {verify:.3} ms); the \
-             original's model at {speed:.0} MB/s: {model:.2} %\n",
-            speed,
-            med(&on, &mbps),
-            (1.0 - ratios[ratios.len() - 1]) * 100.0,
-            (1.0 - ratios[0]) * 100.0,
-            med(&off, &|s| s.leecher_cpu) / gib,
-            med(&on, &|s| s.leecher_cpu) / gib,
-            med(&off, &|s| s.seeder_cpu) / gib,
-            med(&on, &|s| s.seeder_cpu) / gib,
-        ));
-        use crate::report::Cell;
-        table.row(vec![
-            Cell::from(label),
-            Cell::num(speed, 0),
-            Cell::num(med(&on, &mbps), 0),
-            Cell::num(cost, 1),
-            Cell::num(model, 1),
-            Cell::from(format!(
-                "{:.2} / {:.2}",
+
+    fn pieces(&self) -> u64 {
+        self.size.div_ceil(u64::from(self.piece_kib) * 1024)
+    }
+
+    /// One line per transfer.
+    fn csv(&self) -> String {
+        let mut csv = String::from(
+            "speed,run,receipts,bytes,seconds,mb_per_s,leecher_cpu_s_per_gib,\
+             seeder_cpu_s_per_gib,receipts_signed,seeder_verify_ms_per_receipt\n",
+        );
+        for Row { speed, run, receipts, sample: s } in &self.rows {
+            csv.push_str(&format!(
+                "{speed},{run},{receipts},{},{:.3},{:.1},{:.3},{:.3},{},{}\n",
+                self.size,
+                s.seconds,
+                self.size as f64 / 1e6 / s.seconds,
+                s.leecher_cpu / self.gib(),
+                s.seeder_cpu / self.gib(),
+                s.signed,
+                s.verify_ms.map_or(String::new(), |v| format!("{v:.4}")),
+            ));
+        }
+        csv
+    }
+
+    /// The raw samples, for `pbts-experiments run`'s `client_download_raw.csv`.
+    pub fn raw(&self) -> Raw {
+        let mut raw = Raw::default();
+        for (speed, _) in SPEEDS {
+            for receipts in ["off", "on"] {
+                let of = |f: &dyn Fn(&Sample) -> f64| -> Vec<f64> {
+                    self.rows
+                        .iter()
+                        .filter(|r| r.speed == speed && r.receipts == receipts)
+                        .map(|r| f(&r.sample))
+                        .collect()
+                };
+                let param = format!("{speed}, receipts {receipts}");
+                let size = self.size as f64;
+                raw.add("throughput", &param, &of(&|s| size / 1e6 / s.seconds), "MB/s");
+                raw.add("leecher CPU", &param, &of(&|s| s.leecher_cpu), "s");
+                raw.add("seeder CPU", &param, &of(&|s| s.seeder_cpu), "s");
+            }
+        }
+        raw
+    }
+
+    /// The table (one row per speed: medians, the per-pair cost, the model) and its summary.
+    pub fn table(&self, id: &str) -> (Table, String) {
+        let (size, pieces, gib, t_sign) = (self.size, self.pieces(), self.gib(), self.t_sign);
+        let size_mib = size >> 20;
+        let mut summary = format!(
+            "{size_mib} MiB, {} KiB pieces ({pieces} receipts), {} off/on pairs per speed on \
+             127.0.0.1 (tmpfs); signing {t_sign:.3} ms per receipt (mean of 50)\n",
+            self.piece_kib, self.runs
+        );
+        let mut table = Table::new(
+            id,
+            "Client download with receipts, measured",
+            &format!(
+                "pbts-peer to pbts-peer, {size_mib} MiB in {} KiB pieces on 127.0.0.1 (tmpfs), \
+                 receipts off against on in alternating pairs (medians of {}); model: the \
+                 original's analytic overhead at the same speed with the measured {t_sign:.3} ms \
+                 per signature",
+                self.piece_kib, self.runs
+            ),
+            &[
+                "speed",
+                "off (MB/s)",
+                "on (MB/s)",
+                "cost (%)",
+                "model (%)",
+                "leecher CPU-s/GiB off",
+                "leecher CPU-s/GiB on",
+                "seeder CPU-s/GiB off",
+                "seeder CPU-s/GiB on",
+                "verify (ms/receipt)",
+            ],
+        );
+        for (label, _) in SPEEDS {
+            let of = |r: &str| -> Vec<Sample> {
+                self.rows
+                    .iter()
+                    .filter(|x| x.speed == label && x.receipts == r)
+                    .map(|x| x.sample)
+                    .collect()
+            };
+            let (off, on) = (of("off"), of("on"));
+            // Per pair: throughput on / off.
+            let mut ratios: Vec<f64> =
+                off.iter().zip(&on).map(|(a, b)| a.seconds / b.seconds).collect();
+            ratios.sort_by(f64::total_cmp);
+            let med = |v: &[Sample], f: &dyn Fn(&Sample) -> f64| {
+                let mut x: Vec<f64> = v.iter().map(f).collect();
+                x.sort_by(f64::total_cmp);
+                x[x.len() / 2]
+            };
+            let mbps = |s: &Sample| size as f64 / 1e6 / s.seconds;
+            // `+ 0.0` turns a negative zero into a zero.
+            let cost = (1.0 - ratios[ratios.len() / 2]) * 100.0 + 0.0;
+            let seeder_extra_ms =
+                (med(&on, &|s| s.seeder_cpu) - med(&off, &|s| s.seeder_cpu)) * 1e3 / pieces as f64;
+            let leecher_extra_ms = (med(&on, &|s| s.leecher_cpu) - med(&off, &|s| s.leecher_cpu))
+                * 1e3
+                / pieces as f64;
+            let speed = med(&off, &mbps);
+            // A run whose seeder verified nothing (it cannot be: every piece is receipted)
+            // would say 0, not NaN.
+            let verify = med(&on, &|s| s.verify_ms.unwrap_or(0.0));
+            let model = pieces as f64 * t_sign / 1e3 / (size as f64 / 1e6 / speed) * 100.0;
+            summary.push_str(&format!(
+                "{label}: off {:.0} MB/s, on {:.0} MB/s; throughput cost of receipts (median of \
+                 per-pair ratios) {cost:.1} % (range {:.1} to {:.1} %); CPU-s/GiB leecher {:.2} \
+                 -> {:.2}, seeder {:.2} -> {:.2}; extra CPU per receipt: leecher \
+                 {leecher_extra_ms:.3} ms, seeder {seeder_extra_ms:.3} ms (of which BLS \
+                 verification {verify:.3} ms); the original's model at {speed:.0} MB/s: \
+                 {model:.2} %\n",
+                speed,
+                med(&on, &mbps),
+                (1.0 - ratios[ratios.len() - 1]) * 100.0,
+                (1.0 - ratios[0]) * 100.0,
                 med(&off, &|s| s.leecher_cpu) / gib,
-                med(&on, &|s| s.leecher_cpu) / gib
-            )),
-            Cell::from(format!(
-                "{:.2} / {:.2}",
+                med(&on, &|s| s.leecher_cpu) / gib,
                 med(&off, &|s| s.seeder_cpu) / gib,
-                med(&on, &|s| s.seeder_cpu) / gib
-            )),
-            Cell::num(verify, 3),
-        ]);
+                med(&on, &|s| s.seeder_cpu) / gib,
+            ));
+            table.row(vec![
+                Cell::from(label),
+                Cell::num(speed, 0),
+                Cell::num(med(&on, &mbps), 0),
+                Cell::num(cost, 1),
+                Cell::num(model, 1),
+                Cell::num(med(&off, &|s| s.leecher_cpu) / gib, 2),
+                Cell::num(med(&on, &|s| s.leecher_cpu) / gib, 2),
+                Cell::num(med(&off, &|s| s.seeder_cpu) / gib, 2),
+                Cell::num(med(&on, &|s| s.seeder_cpu) / gib, 2),
+                Cell::num(verify, 3),
+            ]);
+        }
+        (table, summary)
     }
+}
+
+/// Runs the series and writes `client_download_measured.csv`, a summary, the LaTeX table and
+/// the environment.
+///
+/// # Errors
+/// As [`measure`], and I/O.
+pub fn run(plan: &Plan) -> anyhow::Result<()> {
+    let series = measure(plan)?;
+    std::fs::create_dir_all(&plan.out)?;
+    std::fs::write(plan.out.join("client_download_measured.csv"), series.csv())?;
+    let (table, summary) = series.table("client_download_measured");
     std::fs::write(plan.out.join("client_download_measured_summary.txt"), &summary)?;
     std::fs::write(plan.out.join("client_download_measured.tex"), table.latex())?;
     let env = crate::env::capture(

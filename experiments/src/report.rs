@@ -227,6 +227,11 @@ impl Raw {
         }
     }
 
+    /// Moves `other`'s samples after these.
+    pub fn append(&mut self, mut other: Self) {
+        self.rows.append(&mut other.rows);
+    }
+
     fn csv(&self) -> String {
         let mut out = String::from("case,param,iteration,value,unit\n");
         for (case, param, i, v, unit) in &self.rows {

@@ -6,12 +6,13 @@
 use std::path::Path;
 
 /// The tables a run must produce.
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "receipts_operations",
     "receipts_aggregation",
     "receipts_batches",
     "tee_operations",
     "client_download",
+    "client_download_model",
     "tracker_overhead",
     "scalability",
     "gas_operations",
