@@ -212,11 +212,15 @@ pub struct StorageConfig {
     /// much accounting; admin writes are always durable before they are acknowledged.
     /// Default 2000.
     pub flush_interval_ms: u64,
+    /// On a graceful stop (SIGTERM), write every swarm to `swarms.snapshot` in the data
+    /// directory, and load it at the next start if it is younger than the peer timeout, so
+    /// a restart keeps the swarms and their accounting baselines. Default true.
+    pub swarm_snapshot: bool,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { data_dir: PathBuf::from("./data"), flush_interval_ms: 2000 }
+        Self { data_dir: PathBuf::from("./data"), flush_interval_ms: 2000, swarm_snapshot: true }
     }
 }
 
@@ -727,6 +731,8 @@ grace_bytes = {grace}
 data_dir = "{data_dir}"
 # Milliseconds between batched writes of announce statistics.
 flush_interval_ms = {flush}
+# Keep the swarms across a graceful restart (swarms.snapshot in data_dir).
+swarm_snapshot = {swarm_snapshot}
 
 [admin]
 # Loopback clients may use /admin/* without a token.
@@ -834,6 +840,7 @@ max_pending_verifications = {tee_pending}
             grace = d.ratio.grace_bytes,
             data_dir = d.storage.data_dir.display(),
             flush = d.storage.flush_interval_ms,
+            swarm_snapshot = d.storage.swarm_snapshot,
             loopback = d.admin.allow_loopback,
             token_env = d.admin.token_env,
             window = d.receipts.window_secs,

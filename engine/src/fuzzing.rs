@@ -35,7 +35,13 @@ pub const TARGETS: &[Target] = &[
     ("passkey_path", passkey_path),
     ("hex_b64", hex_b64),
     ("http_connection", http_connection),
+    ("swarm_snapshot", swarm_snapshot),
 ];
+
+/// A swarm snapshot file as start-up reads it (see `swarm::table::snapshot::harness`).
+pub fn swarm_snapshot(data: &[u8]) {
+    crate::swarm::table::snapshot::harness(data);
+}
 
 /// The HTTP connection loop's buffering and pipelining: the first byte picks read sizes for
 /// the rest, a client's byte stream; however the stream is split, the same requests come out,

@@ -218,6 +218,10 @@ impl Server {
         if self.cleaner.join().is_err() {
             failures.push("cleaner-01 panicked".to_owned());
         }
+        // Nothing changes the swarms any more: the cores and the cleaner have stopped.
+        if self.state.config.storage.swarm_snapshot {
+            save_swarms(&self.state);
+        }
         if let Some(outbox) = self.outbox
             && outbox.join().is_err()
         {
@@ -361,6 +365,9 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         registered.insert(ih, info);
     }
     let instance_id = db.instance_id().context("read instance id")?;
+    if config.storage.swarm_snapshot {
+        restore_swarms(&config, &swarms, &accounts, &instance_id);
+    }
     let overrides = db.overrides();
     if overrides != Overrides::default() {
         tracing::info!("settings changed through POST /config are in force: {overrides:?}");
@@ -461,6 +468,92 @@ pub fn start(mut config: Config) -> anyhow::Result<Server> {
         handles.push(handle);
     }
     Ok(Server { state, addrs, cores: handles, store, cleaner, outbox, events, events_tx })
+}
+
+/// Loads the swarm snapshot a graceful stop left, if any (see [`swarm::table::snapshot`]). A
+/// loaded or stale file is removed: a later crash must not bring back baselines that have
+/// moved on. A bad one is renamed `*.refused` and the tracker starts with empty swarms.
+fn restore_swarms(config: &Config, swarms: &SwarmTable, accounts: &Accounts, instance_id: &str) {
+    use swarm::table::snapshot;
+    let path = snapshot::path_in(&config.storage.data_dir);
+    let started = Instant::now();
+    let at = snapshot::Restore {
+        instance_id,
+        now: clock::Uptime(0),
+        unix_now: clock::unix_now(),
+        peer_timeout: config.tracker.peer_timeout_secs,
+    };
+    let loaded = swarms.load_snapshot(&path, &at, |id| {
+        accounts.by_id(id).is_some_and(|u| {
+            u.active_peers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        })
+    });
+    let remove = |path: &std::path::Path| {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove {}: {e}; remove it by hand", path.display());
+        }
+    };
+    match loaded {
+        Ok(None) => {}
+        Ok(Some(s)) => {
+            tracing::info!(
+                "restored {} peers in {} swarms from {} (written {} s ago, {} peers expired or \
+                 skipped) in {} ms",
+                s.peers,
+                s.torrents,
+                path.display(),
+                s.age_secs,
+                s.skipped,
+                started.elapsed().as_millis()
+            );
+            remove(&path);
+        }
+        Err(e) if e.is_refusal() => {
+            let mut aside = path.clone().into_os_string();
+            aside.push(".refused");
+            tracing::warn!(
+                "refusing the swarm snapshot {}: {e}; starting with empty swarms (the file is \
+                 kept as {})",
+                path.display(),
+                std::path::Path::new(&aside).display()
+            );
+            if let Err(e) = std::fs::rename(&path, &aside) {
+                tracing::warn!("cannot rename {}: {e}", path.display());
+            }
+        }
+        Err(e @ swarm::SnapshotError::Stale { .. }) => {
+            tracing::info!("ignoring the swarm snapshot {}: {e}", path.display());
+            remove(&path);
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the swarm snapshot {}: {e}; starting with empty swarms",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Writes every swarm to the snapshot file (at the end of a graceful stop).
+fn save_swarms(state: &State) {
+    let path = swarm::table::snapshot::path_in(&state.config.storage.data_dir);
+    let started = Instant::now();
+    let now = clock::Uptime::since(state.start);
+    match state.swarms.write_snapshot(&path, &state.instance_id, now, clock::unix_now()) {
+        Ok(s) => tracing::info!(
+            "wrote {} peers in {} swarms to {} ({} bytes) in {} ms",
+            s.peers,
+            s.torrents,
+            path.display(),
+            s.bytes,
+            started.elapsed().as_millis()
+        ),
+        Err(e) => tracing::error!(
+            "cannot write the swarm snapshot {}: {e}; the swarms start empty next time",
+            path.display()
+        ),
+    }
 }
 
 /// Checks that this process may use io_uring, which every serving core needs, before any

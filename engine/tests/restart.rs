@@ -1,5 +1,6 @@
 //! Users, passkeys, per-user stats and snatch counts survive SIGKILL (after the batched flush)
-//! and SIGTERM (immediately: shutdown flushes) of the real `pbts` binary.
+//! and SIGTERM (immediately: shutdown flushes) of the real `pbts` binary; swarms survive
+//! SIGTERM (the swarm snapshot).
 
 #![allow(clippy::unwrap_used)]
 
@@ -220,4 +221,110 @@ fn keygen_makes_a_registrable_key_on_the_client() {
     let again = again.unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).starts_with("pbts keygen: create "));
+}
+
+/// SIGTERM, then waits (bounded) for a clean exit.
+fn terminate(mut p: Proc) {
+    let status = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let mut exited = None;
+    wait_for_secs(10, || {
+        exited = p.child.try_wait().unwrap();
+        exited.is_some()
+    });
+    assert!(exited.unwrap().success(), "graceful shutdown exits 0");
+}
+
+/// The compact peers of an announce answer, as a set of (port) on 127.0.0.1, and its counts.
+fn compact_peers(body: &[u8]) -> (Vec<u16>, String) {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let at = body.windows(7).position(|w| w == b"5:peers").map(|i| i + 7);
+    let Some(at) = at else { return (Vec::new(), text) };
+    let colon = at + body[at..].iter().position(|&b| b == b':').unwrap();
+    let n: usize = std::str::from_utf8(&body[at..colon]).unwrap().parse().unwrap();
+    let list = &body[colon + 1..colon + 1 + n];
+    let mut ports: Vec<u16> = list
+        .chunks_exact(6)
+        .map(|c| {
+            assert_eq!(&c[..4], &[127, 0, 0, 1]);
+            u16::from_be_bytes([c[4], c[5]])
+        })
+        .collect();
+    ports.sort_unstable();
+    (ports, text)
+}
+
+/// Peers announced before a SIGTERM restart are handed to a new announcer after it, without
+/// announcing again, and their accounting baselines are kept; a corrupt snapshot is refused
+/// with a log line and the tracker starts with empty swarms.
+#[test]
+fn swarms_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::spawn(dir.path(), "");
+    let (status, _, body) =
+        http_request(p.addr, "POST", "/admin/users", Some(r#"{"name":"carol"}"#));
+    assert_eq!(status, 201);
+    let pk = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["passkey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _, _) = http_request(
+        p.addr,
+        "POST",
+        "/admin/torrents",
+        Some(&format!(r#"{{"info_hash":"{}"}}"#, const_hex::encode(IH))),
+    );
+    assert_eq!(status, 201);
+    let announce = |addr, port: u16, extra: &str| {
+        let pid = format!("-TR3000-{port:012}");
+        let q = format!("info_hash={}&peer_id={pid}&port={port}&compact=1{extra}", pct(&IH));
+        get_body(addr, &format!("/{pk}/announce?{q}"))
+    };
+    announce(p.addr, 7001, "&left=100&event=started&uploaded=0&downloaded=0");
+    announce(p.addr, 7002, "&left=0&event=started&uploaded=0&downloaded=0");
+    announce(p.addr, 7001, "&left=100&uploaded=500&downloaded=0");
+    terminate(p);
+    let snapshot = dir.path().join("data").join("swarms.snapshot");
+    assert!(snapshot.exists(), "a graceful stop writes the snapshot");
+    let log = std::fs::read_to_string(log_path(dir.path())).unwrap();
+    assert!(log.contains("wrote 2 peers in 1 swarms to "), "{log}");
+
+    let p = Proc::spawn(dir.path(), "");
+    assert!(!snapshot.exists(), "a loaded snapshot is consumed");
+    let log = std::fs::read_to_string(log_path(dir.path())).unwrap();
+    assert!(log.contains("restored 2 peers in 1 swarms from "), "{log}");
+    // A newcomer gets both peers, though neither announced since the restart.
+    let (ports, text) = compact_peers(&announce(p.addr, 7003, "&left=100&event=started"));
+    assert_eq!(ports, [7001, 7002], "{text}");
+    assert!(text.starts_with("d8:completei1e10:downloadedi0e"), "{text}");
+    assert!(text.contains("10:incompletei2e"), "{text}");
+    // The baseline survived: 500 then 800 uploaded is 800 in all, not 1300.
+    announce(p.addr, 7001, "&left=100&uploaded=800&downloaded=0");
+    terminate(p);
+    assert_eq!(user(Proc::spawn(dir.path(), "").addr, "carol")["uploaded"], 800);
+    // That start restored the swarm again, and the SIGKILL (drop) above wrote nothing.
+    assert!(!snapshot.exists());
+
+    // A corrupt snapshot: refused, kept aside, empty swarms.
+    let p = Proc::spawn(dir.path(), "");
+    announce(p.addr, 7001, "&left=100&uploaded=900&downloaded=0");
+    terminate(p);
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let p = Proc::spawn(dir.path(), "");
+    let log = std::fs::read_to_string(log_path(dir.path())).unwrap();
+    assert!(
+        log.contains(&format!(
+            "refusing the swarm snapshot {}: checksum mismatch: the file is corrupt; starting \
+             with empty swarms (the file is kept as {}.refused)",
+            snapshot.display(),
+            snapshot.display()
+        )),
+        "{log}"
+    );
+    assert!(dir.path().join("data/swarms.snapshot.refused").exists());
+    let (ports, text) = compact_peers(&announce(p.addr, 7004, "&left=100&event=started"));
+    assert_eq!(ports, [] as [u16; 0], "{text}");
 }

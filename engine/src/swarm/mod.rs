@@ -4,4 +4,5 @@
 
 pub mod table;
 
+pub use table::snapshot::{SnapshotError, SnapshotStats};
 pub use table::{AnnounceInput, AnnounceOutcome, Credit, PeerAnnounce, SelectedPeers, SwarmTable};

@@ -43,6 +43,8 @@ use rand::Rng;
 
 use crate::clock::Uptime;
 
+pub mod snapshot;
+
 /// Peers per family stored without a hash index (linear scan is faster below this).
 const INLINE_PEERS: usize = 16;
 

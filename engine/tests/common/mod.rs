@@ -163,6 +163,15 @@ pub fn metric(addr: SocketAddr, series: &str) -> u64 {
 }
 
 /// A `pbts` process, killed on drop.
+/// Where [`Proc`] appends the log (stderr) of every process it starts in `dir`.
+pub fn log_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("pbts.log")
+}
+
+fn log_file(dir: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(log_path(dir)).unwrap()
+}
+
 pub struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
@@ -202,7 +211,7 @@ impl Proc {
             .arg(&config)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file(dir))
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
