@@ -32,7 +32,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the tracker (the default command).
-    Serve,
+    Serve {
+        /// Benchmarks only: answer UDP with no swarm state (connection ids checked, every
+        /// announce answered with no peers): the ceiling `pbts-experiments vs-aquatic`
+        /// measures the tracker against.
+        #[arg(long, hide = true)]
+        udp_ceiling: bool,
+    },
     /// Make a BLS12-381 key pair on this machine for POST /register: prints private_key,
     /// public_key and proof_of_possession as JSON.
     Keygen {
@@ -61,8 +67,8 @@ pub fn main() -> ExitCode {
         print!("{}", Config::default_toml());
         return ExitCode::SUCCESS;
     }
-    let (name, result) = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => ("pbts", serve(cli.config)),
+    let (name, result) = match cli.command.unwrap_or(Command::Serve { udp_ceiling: false }) {
+        Command::Serve { udp_ceiling } => ("pbts", serve(cli.config, udp_ceiling)),
         Command::Keygen { out } => ("pbts keygen", keygen(out)),
         Command::Chain(ChainCommand::DeployFactory) => {
             ("pbts chain deploy-factory", deploy_factory(cli.config))
@@ -147,7 +153,7 @@ fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
 /// a clean stop takes well under a second.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
 
-fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+fn serve(path: Option<PathBuf>, udp_ceiling: bool) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -157,7 +163,8 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         // Colours only on a terminal: journald, Docker and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = Config::load(path.as_deref())?;
+    let mut config = Config::load(path.as_deref())?;
+    config.network.udp_ceiling = udp_ceiling;
     let mode = config.tracker.mode;
     let data_dir = config.storage.data_dir.clone();
     let server = crate::start(config)?;
@@ -200,7 +207,7 @@ mod tests {
         let c = parse(&["-c", "a.toml"]).unwrap();
         assert_eq!(c.config, Some(PathBuf::from("a.toml")));
         let c = parse(&["serve", "--config", "b.toml"]).unwrap();
-        assert!(matches!(c.command, Some(Command::Serve)));
+        assert!(matches!(c.command, Some(Command::Serve { udp_ceiling: false })));
         assert_eq!(c.config, Some(PathBuf::from("b.toml")));
         let c = parse(&["keygen", "-o", "k.json"]).unwrap();
         assert!(

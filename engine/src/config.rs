@@ -87,6 +87,10 @@ pub struct NetworkConfig {
     pub request_timeout_secs: u64,
     /// Header carrying the real client IP when behind a trusted reverse proxy. Default `none`.
     pub proxy_header: ProxyHeader,
+    /// Benchmarks only (`pbts serve --udp-ceiling`, never from a file): UDP answers with no
+    /// swarm state, the harness's ceiling.
+    #[serde(skip)]
+    pub udp_ceiling: bool,
 }
 
 impl Default for NetworkConfig {
@@ -106,6 +110,7 @@ impl Default for NetworkConfig {
             idle_timeout_secs: 60,
             request_timeout_secs: 10,
             proxy_header: ProxyHeader::None,
+            udp_ceiling: false,
         }
     }
 }

@@ -316,6 +316,28 @@ fn udp_connect_announce_scrape_v4_and_v6() {
     }
 }
 
+/// `pbts serve --udp-ceiling` (the benchmark ceiling): the same connection ids, no swarm.
+#[test]
+fn udp_ceiling_answers_without_a_swarm() {
+    let srv = TestServer::start(TrackerMode::Private, |c| c.network.udp_ceiling = true);
+    let a = Udp::new(srv.v4);
+    let conn = a.connect();
+    for port in [6881, 6882] {
+        let resp = a.exchange(&udp_announce(conn, port, 0, AnnounceEvent::Started, b""));
+        // action 1, txid, interval 1800, no leechers, no seeders, no peers: not even the first.
+        assert_eq!(resp, [0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    let mut scrape = Vec::new();
+    udp::write_scrape_request(&mut scrape, conn, TransactionId(9), &[InfoHash(IH)]);
+    assert_eq!(a.exchange(&scrape), [0, 0, 0, 2, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    a.expect_silence(
+        &udp_announce(ConnectionId(42), 6881, 0, AnnounceEvent::None, b""),
+        Duration::from_millis(200),
+    );
+    // And the real tracker kept nothing.
+    assert_eq!(srv.server.as_ref().unwrap().state().swarms.totals().peers_v4, 0);
+}
+
 #[test]
 fn udp_bad_connection_id_and_garbage_get_no_answer() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});

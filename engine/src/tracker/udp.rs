@@ -146,3 +146,34 @@ pub(crate) fn handle(
         }
     }
 }
+
+/// The benchmark ceiling (`pbts serve --udp-ceiling`): the same decoding, connection ids and
+/// reply encoding as [`handle`], but no swarm: every announce is answered with no peers and
+/// zero counts, every scrape with zeros. What the socket loop costs on its own.
+pub(crate) fn handle_stateless(
+    core: &Core,
+    datagram: &[u8],
+    src: SocketAddr,
+    now: Uptime,
+    out: &mut Vec<u8>,
+) {
+    let ip = canonical_ip(src.ip());
+    let validator = &core.state.validator;
+    match wire::parse_request(datagram) {
+        Ok(Request::Connect { transaction_id }) => {
+            wire::write_connect(out, transaction_id, validator.make(ip, now));
+        }
+        Ok(Request::Announce(a)) if validator.check(a.connection_id, ip, now) => {
+            wire::write_announce_head(out, a.transaction_id, core.interval(), 0, 0);
+        }
+        Ok(Request::Scrape { connection_id, transaction_id, info_hashes })
+            if validator.check(connection_id, ip, now) =>
+        {
+            wire::write_scrape_head(out, transaction_id);
+            for _ in info_hashes.chunks_exact(20) {
+                wire::write_scrape_entry(out, 0, 0, 0);
+            }
+        }
+        _ => {}
+    }
+}

@@ -15,7 +15,7 @@ use pbts_proto::udp as wire;
 use crate::metrics::Counter;
 use crate::state::Core;
 use crate::sys::{RecvBatch, SendBatch};
-use crate::tracker::udp::handle;
+use crate::tracker::udp::{handle, handle_stateless};
 
 /// Serves `socket` until the executor stops.
 pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usize) {
@@ -25,6 +25,7 @@ pub(crate) async fn run_udp_worker(core: Rc<Core>, socket: UdpSocket, batch: usi
     let mut out = Vec::with_capacity(batch * 512);
     let mut replies = Vec::with_capacity(batch);
     let mut peek = [0u8; 1];
+    let handle = if core.state.config.network.udp_ceiling { handle_stateless } else { handle };
     loop {
         let n = match rx.recv(fd) {
             Ok(n) => n,
