@@ -53,6 +53,29 @@ fn one_seeder_and_one_leecher_at_6881(srv: &TestServer) -> Vec<u8> {
     want
 }
 
+/// Port 0 (a client without a listening port) is accepted and counted, over HTTP and UDP, and
+/// never handed out: nobody could connect to it.
+#[test]
+fn port_zero_is_counted_and_never_handed_out() {
+    let srv = TestServer::start(TrackerMode::Open, |_| {});
+    let q = announce_query(&IH, &peer_id(1), 0, "&left=100&event=started&compact=1");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    assert!(
+        body.starts_with(b"d8:completei0e10:downloadedi0e"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let u = Udp::new(srv.v4);
+    let conn = u.connect();
+    let resp = u.exchange(&udp_announce(conn, 0, 100, AnnounceEvent::Started, b""));
+    // A second port-0 peer from the same address takes the same key (127.0.0.1, 0): still one.
+    assert_eq!(resp, [0, 0, 0, 1, 1, 2, 3, 4, 0, 0, 7, 8, 0, 0, 0, 1, 0, 0, 0, 0]);
+    let q = announce_query(&IH, &peer_id(2), 6881, "&left=100&event=started&compact=1");
+    let body = get_body(srv.v4, &format!("/announce?{q}"));
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("10:incompletei2e") && text.contains("5:peers0:"), "{text}");
+}
+
 #[test]
 fn http_compact_announce_exact_bytes() {
     let srv = TestServer::start(TrackerMode::Open, |_| {});

@@ -9,7 +9,7 @@
 //! | key | parsed as | absent |
 //! |---|---|---|
 //! | `info_hash`, `peer_id` | percent-decoded, exactly 20 bytes | error |
-//! | `port` | decimal 1..=65535 | error |
+//! | `port` | decimal 0..=65535 (0: no listening port, see [`AnnounceRequest::port`]) | error |
 //! | `uploaded`, `downloaded` | decimal `u64` | 0 |
 //! | `left` | decimal `u64` | `None` |
 //! | `event` | `""`, `started`, `stopped`, `completed`, `paused` | none |
@@ -58,7 +58,7 @@ pub enum QueryError {
     },
     /// No `port` parameter.
     MissingPort,
-    /// `port` is not a decimal number in 1..=65535.
+    /// `port` is not a decimal number in 0..=65535.
     InvalidPort,
     /// A numeric parameter is empty, not plain decimal digits, or overflows `u64`.
     InvalidNumber {
@@ -90,7 +90,7 @@ impl QueryError {
             Self::MissingPeerId => "missing peer_id",
             Self::InvalidPeerId { .. } => "invalid peer_id: expected 20 bytes",
             Self::MissingPort => "missing port",
-            Self::InvalidPort => "invalid port: expected a number from 1 to 65535",
+            Self::InvalidPort => "invalid port: expected a number from 0 to 65535",
             Self::InvalidNumber { param } => match param {
                 "uploaded" => "invalid uploaded: expected a decimal number",
                 "downloaded" => "invalid downloaded: expected a decimal number",
@@ -275,7 +275,9 @@ pub struct AnnounceRequest {
     pub info_hash: InfoHash,
     /// The announcing peer.
     pub peer_id: PeerId,
-    /// The peer's listening port, 1..=65535.
+    /// The peer's listening port. 0 means it has none (incoming connections off): it is still
+    /// counted and accounted, and may fetch peers to connect out to, but nobody can connect to
+    /// it, so the tracker never hands it out.
     pub port: u16,
     /// Bytes uploaded this session, as claimed by the client (0 when absent).
     pub uploaded: u64,
@@ -462,7 +464,6 @@ pub fn parse_announce(query: &[u8]) -> Result<AnnounceRequest, QueryError> {
             b"port" if port.is_none() => {
                 let p = parse_u64(v)
                     .and_then(|p| u16::try_from(p).ok())
-                    .filter(|&p| p != 0)
                     .ok_or(QueryError::InvalidPort)?;
                 port = Some(p);
             }
@@ -832,20 +833,20 @@ mod tests {
         b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb",
         Err(QueryError::MissingPort, "missing port")
     );
-    case!(
-        port_zero,
-        b"port=0",
-        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
-    );
+    #[test]
+    fn port_zero_is_a_peer_without_a_listening_port() {
+        let q = b"info_hash=aaaaaaaaaaaaaaaaaaaa&peer_id=bbbbbbbbbbbbbbbbbbbb&port=0";
+        assert_eq!(parse_announce(q).map(|r| r.port), Ok(0));
+    }
     case!(
         port_too_big,
         b"port=65536",
-        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
+        Err(QueryError::InvalidPort, "invalid port: expected a number from 0 to 65535")
     );
     case!(
         port_negative,
         b"port=-1",
-        Err(QueryError::InvalidPort, "invalid port: expected a number from 1 to 65535")
+        Err(QueryError::InvalidPort, "invalid port: expected a number from 0 to 65535")
     );
     case!(
         uploaded_negative,

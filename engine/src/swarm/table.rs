@@ -28,6 +28,8 @@
 //!
 //! # Invariants
 //! - A peer is keyed by `(ip, port)` within its family; a new `peer_id` on the same key replaces it.
+//! - A peer with port 0 (no listening port) is stored, counted and accounted, and never handed
+//!   out. (Two such clients behind one address share the key `(ip, 0)`.)
 //! - `seeders` / `leechers` counters equal the number of stored peers with / without `left == 0`.
 //! - Accounting deltas are never negative: a counter that went backwards (client restart) counts
 //!   from zero again.
@@ -150,7 +152,8 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
         let (tail, head) = self.addrs.split_at(start);
         let mut ids = ids;
         for (k, &a) in head.iter().chain(tail).enumerate() {
-            if exclude == Some(a) {
+            // Port 0: a peer without a listening port, which nobody can connect to.
+            if exclude == Some(a) || a.1 == 0 {
                 continue;
             }
             out.push(a);
@@ -673,6 +676,19 @@ mod tests {
         assert!(out.v6.is_empty());
         let (_, out) = announce(&s, &input(1, "10.0.0.3", 4));
         assert_eq!((out.v4.len(), out.v6.len()), (2, 1));
+    }
+
+    #[test]
+    fn port_zero_is_counted_but_never_handed_out() {
+        let s = SwarmTable::new();
+        announce(&s, &input(1, "10.0.0.1", 0));
+        announce(&s, &input(1, "10.0.0.2", 6881));
+        let (o, out) = announce(&s, &input(1, "10.0.0.3", 6882));
+        assert_eq!(o.incomplete, 3);
+        assert_eq!(out.v4, [("10.0.0.2".parse().unwrap(), 6881)]);
+        // It gets peers itself.
+        let (_, out) = announce(&s, &input(1, "10.0.0.1", 0));
+        assert_eq!(out.v4.len(), 2);
     }
 
     #[test]
