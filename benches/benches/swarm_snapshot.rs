@@ -46,7 +46,7 @@ fn table() -> SwarmTable {
                 numwant: 0,
                 now: Uptime(1),
                 valid_until: Uptime(3600),
-                user: Some(n % 5000),
+                user: Some(n % 5000 + 1),
                 durable_snatches: false,
                 admit_new: true,
                 max_peers_per_ip: 0,

@@ -40,8 +40,9 @@ pub struct Plan {
     pub out: PathBuf,
 }
 
-/// Requests in flight per window.
-const WINDOW: usize = 512;
+/// Requests in flight per window (the replies must fit the default socket receive buffer,
+/// ~200 KiB, at about 1 KiB of kernel accounting per small datagram).
+const WINDOW: usize = 128;
 /// Source addresses the peers come from (127.0.0.1 to 127.0.0.N): each torrent's peers differ
 /// by address and port.
 const SOURCES: u8 = 8;
@@ -87,7 +88,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     }
     let aquatic =
         which("aquatic_udp").context("aquatic_udp not found: cargo install aquatic_udp")?;
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::Builder::new().prefix("pbts-memory-").tempdir()?;
     let mut samples = Vec::new();
     for round in 0..plan.runs.max(1) {
         let order = if round % 2 == 0 {
@@ -157,7 +158,8 @@ fn one(
             cmd.arg(aquatic).arg("-c").arg(&cfg);
         }
     }
-    let mut child = Killed(cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?);
+    let log = std::fs::File::create(dir.join(format!("{}-{port}.log", tracker.name())))?;
+    let mut child = Killed(cmd.stdout(Stdio::piped()).stderr(log).spawn()?);
     if tracker == Tracker::Pbts {
         let mut line = String::new();
         BufReader::new(child.0.stdout.take().context("stdout")?).read_line(&mut line)?;
@@ -203,6 +205,8 @@ impl Source {
                 let conn = ConnectionId(u64::from_be_bytes(buf[8..16].try_into()?));
                 return Ok(Self { socket, conn });
             }
+            // Refused at once (ICMP) while the tracker is still starting: give it time.
+            std::thread::sleep(Duration::from_millis(100));
         }
         bail!("no answer to a UDP connect from {ip}")
     }

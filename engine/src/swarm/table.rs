@@ -37,6 +37,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU32;
 
 use ahash::RandomState;
 use dashmap::DashMap;
@@ -62,9 +63,20 @@ struct PeerInfo {
     snatched: bool,
     /// Seconds since server start after which the peer is expired.
     valid_until: Uptime,
-    user: Option<UserId>,
+    /// The owner (user ids start at 1, so `None` costs no extra word: 48 bytes in all).
+    user: Option<NonZeroU32>,
     last_uploaded: u64,
     last_downloaded: u64,
+}
+
+/// How a [`PeerInfo`] keeps a [`UserId`] (0 is never assigned; it would read as no owner).
+fn owner(user: Option<UserId>) -> Option<NonZeroU32> {
+    user.and_then(NonZeroU32::new)
+}
+
+/// The [`UserId`] of a stored owner.
+fn user_id(owner: Option<NonZeroU32>) -> Option<UserId> {
+    owner.map(NonZeroU32::get)
 }
 
 /// Position of each `(ip, port)` in a [`PeerMap`]'s vectors.
@@ -101,6 +113,13 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
     }
 
     fn push(&mut self, addr: (I, u16), info: PeerInfo) {
+        // Grow by half (at least 4) instead of doubling: most swarms are small and never
+        // shrink back, so doubling would leave up to half of every peer vector empty.
+        if self.addrs.len() == self.addrs.capacity() {
+            let extra = (self.addrs.len() / 2).max(4);
+            self.addrs.reserve_exact(extra);
+            self.info.reserve_exact(extra);
+        }
         let i = self.addrs.len();
         self.addrs.push(addr);
         self.info.push(info);
@@ -174,7 +193,7 @@ impl<I: Copy + Eq + Hash> PeerMap<I> {
         while i < self.addrs.len() {
             if self.info[i].valid_until < now {
                 let p = self.swap_remove(i);
-                owners.extend(p.user);
+                owners.extend(user_id(p.user));
                 if p.seeder { s += 1 } else { l += 1 }
             } else {
                 i += 1;
@@ -513,11 +532,12 @@ fn upsert<I: Copy + Eq + Hash>(
     seeder: bool,
 ) -> Change {
     let mut change = Change::default();
+    let user = owner(input.user);
     let found = map.find(ip, input.peer.port);
     match (found, input.peer.event) {
         (Some(i), AnnounceEvent::Stopped) => {
             let p = map.swap_remove(i);
-            if p.user == input.user {
+            if p.user == user {
                 change.credit = Credit {
                     uploaded: delta(input.peer.uploaded, p.last_uploaded),
                     downloaded: delta(input.peer.downloaded, p.last_downloaded),
@@ -526,12 +546,12 @@ fn upsert<I: Copy + Eq + Hash>(
             // aria2 with --seed-time=0 goes straight from leeching to `stopped` with left=0.
             change.snatch = !p.snatched && !p.seeder && seeder;
             change.removed = Some(p.seeder);
-            change.left = p.user;
+            change.left = user_id(p.user);
         }
         (None, AnnounceEvent::Stopped) => {}
         (Some(i), event) => {
             let p = &mut map.info[i];
-            if p.user == input.user {
+            if p.user == user {
                 change.credit = Credit {
                     uploaded: delta(input.peer.uploaded, p.last_uploaded),
                     downloaded: delta(input.peer.downloaded, p.last_downloaded),
@@ -549,11 +569,11 @@ fn upsert<I: Copy + Eq + Hash>(
             p.seeder = seeder;
             p.peer_id = input.peer.peer_id;
             p.valid_until = input.valid_until;
-            if p.user != input.user {
-                change.left = p.user;
-                change.joined = input.user;
+            if p.user != user {
+                change.left = user_id(p.user);
+                change.joined = user_id(user);
             }
-            p.user = input.user;
+            p.user = user;
             p.last_uploaded = input.peer.uploaded;
             p.last_downloaded = input.peer.downloaded;
         }
@@ -583,14 +603,14 @@ fn upsert<I: Copy + Eq + Hash>(
                     peer_id: input.peer.peer_id,
                     seeder,
                     valid_until: input.valid_until,
-                    user: input.user,
+                    user,
                     last_uploaded: input.peer.uploaded,
                     last_downloaded: input.peer.downloaded,
                     snatched: change.snatch,
                 },
             );
             change.added = Some(seeder);
-            change.joined = input.user;
+            change.joined = user_id(user);
         }
     }
     change
@@ -639,6 +659,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<PeerMap<Ipv4Addr>>(), 56);
         assert_eq!(std::mem::size_of::<(Ipv4Addr, u16)>(), 6);
         assert_eq!(std::mem::size_of::<Swarm>(), 80);
+        assert_eq!(std::mem::size_of::<PeerInfo>(), 48);
     }
 
     #[test]

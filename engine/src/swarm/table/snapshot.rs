@@ -181,7 +181,7 @@ fn peer_record<A>(addr: A, port: u16, p: &PeerInfo, now: Uptime) -> Option<PeerR
         seeder: p.seeder,
         snatched: p.snatched,
         remaining,
-        user: p.user,
+        user: super::user_id(p.user),
         last_uploaded: p.last_uploaded,
         last_downloaded: p.last_downloaded,
     })
@@ -442,9 +442,9 @@ where
     if map.find(ip, port).is_some() {
         return false;
     }
-    let user = p.user.as_ref().map(|u| u.to_native());
+    let user = super::owner(p.user.as_ref().map(|u| u.to_native()));
     if let Some(u) = user
-        && !restore_owner(u)
+        && !restore_owner(u.get())
     {
         return false;
     }
