@@ -18,10 +18,6 @@ fn user(addr: SocketAddr, name: &str) -> serde_json::Value {
     serde_json::from_slice(&body).unwrap()
 }
 
-fn wait_for(f: impl FnMut() -> bool) {
-    wait_for_secs(5, f);
-}
-
 fn wait_for_secs(secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -80,16 +76,7 @@ fn state_survives_kill_and_restart() {
     // The passkey still works; new stats, then SIGTERM at once: shutdown flushes them.
     announce(p.addr, "&left=0&event=started&uploaded=0&downloaded=0");
     announce(p.addr, "&left=0&uploaded=4096&downloaded=0");
-    let mut p = p;
-    // SAFETY-free: send SIGTERM through the kill command.
-    let status = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
-    assert!(status.success());
-    let mut exited = None;
-    wait_for(|| {
-        exited = p.child.try_wait().unwrap();
-        exited.is_some()
-    });
-    assert!(exited.unwrap().success(), "graceful shutdown exits 0");
+    terminate(p, 5);
 
     let p = Proc::spawn(dir.path(), "");
     let u = user(p.addr, "alice");
@@ -223,12 +210,12 @@ fn keygen_makes_a_registrable_key_on_the_client() {
     assert!(String::from_utf8_lossy(&again.stderr).starts_with("pbts keygen: create "));
 }
 
-/// SIGTERM, then waits (bounded) for a clean exit.
-fn terminate(mut p: Proc) {
+/// SIGTERM (through the kill command), then waits up to `secs` for a clean exit.
+fn terminate(mut p: Proc, secs: u64) {
     let status = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
     assert!(status.success());
     let mut exited = None;
-    wait_for_secs(10, || {
+    wait_for_secs(secs, || {
         exited = p.child.try_wait().unwrap();
         exited.is_some()
     });
@@ -283,7 +270,7 @@ fn swarms_survive_a_graceful_restart() {
     announce(p.addr, 7001, "&left=100&event=started&uploaded=0&downloaded=0");
     announce(p.addr, 7002, "&left=0&event=started&uploaded=0&downloaded=0");
     announce(p.addr, 7001, "&left=100&uploaded=500&downloaded=0");
-    terminate(p);
+    terminate(p, 10);
     let snapshot = dir.path().join("data").join("swarms.snapshot");
     assert!(snapshot.exists(), "a graceful stop writes the snapshot");
     let log = std::fs::read_to_string(log_path(dir.path())).unwrap();
@@ -300,7 +287,7 @@ fn swarms_survive_a_graceful_restart() {
     assert!(text.contains("10:incompletei2e"), "{text}");
     // The baseline survived: 500 then 800 uploaded is 800 in all, not 1300.
     announce(p.addr, 7001, "&left=100&uploaded=800&downloaded=0");
-    terminate(p);
+    terminate(p, 10);
     assert_eq!(user(Proc::spawn(dir.path(), "").addr, "carol")["uploaded"], 800);
     // That start restored the swarm again, and the SIGKILL (drop) above wrote nothing.
     assert!(!snapshot.exists());
@@ -308,7 +295,7 @@ fn swarms_survive_a_graceful_restart() {
     // A corrupt snapshot: refused, kept aside, empty swarms.
     let p = Proc::spawn(dir.path(), "");
     announce(p.addr, 7001, "&left=100&uploaded=900&downloaded=0");
-    terminate(p);
+    terminate(p, 10);
     let mut bytes = std::fs::read(&snapshot).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;

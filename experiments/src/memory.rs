@@ -16,6 +16,7 @@ use pbts_proto::udp::{self, AnnounceRequest, ConnectionId, TransactionId};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
 use crate::procs::Killed;
+use crate::vs_aquatic::which;
 
 /// What to run.
 #[derive(Debug, clap::Args)]
@@ -339,14 +340,6 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
         .trim()
         .parse()?;
     Ok(kib * 1024)
-}
-
-fn which(bin: &str) -> anyhow::Result<PathBuf> {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?;
-    if !out.status.success() {
-        bail!("{bin} is not on PATH");
-    }
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
 fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {

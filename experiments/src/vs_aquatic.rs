@@ -250,7 +250,8 @@ impl Tools {
     }
 }
 
-fn which(bin: &str) -> anyhow::Result<PathBuf> {
+/// The path of `bin` on PATH.
+pub(crate) fn which(bin: &str) -> anyhow::Result<PathBuf> {
     let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output()?;
     if !out.status.success() {
         bail!("not on PATH");
