@@ -24,6 +24,7 @@
 
 mod env;
 mod exp;
+mod latency;
 mod memory;
 mod procs;
 mod receipt_cost;
@@ -53,6 +54,9 @@ enum Cmd {
     /// Resident memory per peer, pbts against aquatic_udp: 1M peers in 100k torrents announced
     /// over UDP, alternating rounds.
     Memory(memory::Plan),
+    /// UDP announce latency (p50/p99/p99.9) at 50 % and 90 % of the maximum load, pbts against
+    /// aquatic_udp and the stateless ceiling, open loop, rotating rounds.
+    Latency(latency::Plan),
     /// pbts-peer → pbts-peer against libtorrent → libtorrent: one seeder, one leecher, on
     /// 127.0.0.1 with the data on tmpfs; throughput and CPU-seconds per GiB, alternating runs.
     VsLibtorrent(vs_libtorrent::Plan),
@@ -163,6 +167,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::VsAquatic(plan) => vs_aquatic::run(&plan),
         Cmd::Memory(plan) => memory::run(&plan),
+        Cmd::Latency(plan) => latency::run(&plan),
         Cmd::VsLibtorrent(mut plan) => {
             plan.runs = plan.runs.max(1);
             vs_libtorrent::run(&plan)

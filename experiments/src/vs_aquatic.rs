@@ -68,7 +68,7 @@ pub struct Plan {
 
 /// A tracker under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tracker {
+pub(crate) enum Tracker {
     Pbts,
     Ceiling,
     AquaticUdp,
@@ -77,7 +77,7 @@ enum Tracker {
 }
 
 impl Tracker {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Pbts => "pbts",
             Self::Ceiling => "ceiling",
@@ -218,12 +218,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
 }
 
 /// The binaries.
-struct Tools {
-    aquatic_udp: Option<PathBuf>,
-    aquatic_udp_load: Option<PathBuf>,
-    aquatic_http: Option<PathBuf>,
-    opentracker: Option<PathBuf>,
-    wrk: Option<PathBuf>,
+pub(crate) struct Tools {
+    pub(crate) aquatic_udp: Option<PathBuf>,
+    pub(crate) aquatic_udp_load: Option<PathBuf>,
+    pub(crate) aquatic_http: Option<PathBuf>,
+    pub(crate) opentracker: Option<PathBuf>,
+    pub(crate) wrk: Option<PathBuf>,
 }
 
 impl Tools {
@@ -297,64 +297,7 @@ impl Bench<'_> {
     }
 
     fn start(&self, tracker: Tracker, port: u16) -> anyhow::Result<Killed> {
-        let cpu = self.plan.tracker_cpu;
-        let addr = format!("\"127.0.0.1:{port}\"");
-        let path = |p: &Path| p.to_str().map(str::to_owned).context("a non-UTF-8 path");
-        match tracker {
-            Tracker::Pbts | Tracker::Ceiling => {
-                let cfg = self.dir.join(format!("pbts-{port}.toml"));
-                let data = self.dir.join(format!("data-{port}"));
-                std::fs::write(
-                    &cfg,
-                    format!(
-                        "[network]\nlisten = [\"127.0.0.1:{port}\"]\ncores = 1\nfirst_cpu = {cpu}\n\
-                         [tracker]\nmode = \"open\"\n[ratio]\nenabled = false\n\
-                         [limits]\nmax_peers_per_ip_per_swarm = 0\n\
-                         [storage]\ndata_dir = \"{}\"\nswarm_snapshot = false\n",
-                        data.display()
-                    ),
-                )?;
-                let mut args = vec!["serve".to_owned(), "-c".to_owned(), path(&cfg)?];
-                if tracker == Tracker::Ceiling {
-                    args.push("--udp-ceiling".to_owned());
-                }
-                let mut h = spawn_pinned(cpu, &self.plan.pbts, &args, Stdio::piped())?;
-                let mut line = String::new();
-                BufReader::new(h.0.stdout.take().context("stdout")?).read_line(&mut line)?;
-                if line.is_empty() {
-                    bail!("pbts did not start (run it by hand with {} to see why)", cfg.display());
-                }
-                Ok(h)
-            }
-            Tracker::AquaticUdp | Tracker::AquaticHttp => {
-                let bin = required(if tracker == Tracker::AquaticUdp {
-                    &self.tools.aquatic_udp
-                } else {
-                    &self.tools.aquatic_http
-                })?;
-                let cfg = self.dir.join(format!("{}-{port}.toml", tracker.name()));
-                std::fs::write(&cfg, config_from(bin, &[("address", addr)])?)?;
-                spawn_pinned(cpu, bin, &["-c".to_owned(), path(&cfg)?], Stdio::null())
-            }
-            Tracker::Opentracker => {
-                let bin = required(&self.tools.opentracker)?;
-                // It chroots into -d, so the whitelist path is inside it.
-                let args = [
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-P",
-                    &port.to_string(),
-                    "-d",
-                    &path(self.dir)?,
-                    "-w",
-                    "/whitelist",
-                ]
-                .map(str::to_owned);
-                spawn_pinned(cpu, bin, &args, Stdio::null())
-            }
-        }
+        start(tracker, port, self.plan.tracker_cpu, &self.plan.pbts, self.tools, self.dir)
     }
 
     /// aquatic's UDP load tester: (responses, seconds, errors).
@@ -401,6 +344,75 @@ impl Bench<'_> {
 
 /// aquatic_udp_load_test's report: (responses, seconds, 0). It runs a little longer than its
 /// configured duration, and averages over the time it ran.
+/// Starts `tracker` on 127.0.0.1:`port` (UDP and TCP), pinned to `cpu`, with its files in
+/// `dir`; pbts and the ceiling answer once they print their first line.
+pub(crate) fn start(
+    tracker: Tracker,
+    port: u16,
+    cpu: usize,
+    pbts: &Path,
+    tools: &Tools,
+    dir: &Path,
+) -> anyhow::Result<Killed> {
+    let addr = format!("\"127.0.0.1:{port}\"");
+    let path = |p: &Path| p.to_str().map(str::to_owned).context("a non-UTF-8 path");
+    match tracker {
+        Tracker::Pbts | Tracker::Ceiling => {
+            let cfg = dir.join(format!("pbts-{port}.toml"));
+            let data = dir.join(format!("data-{port}"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[network]\nlisten = [\"127.0.0.1:{port}\"]\ncores = 1\nfirst_cpu = {cpu}\n\
+                     [tracker]\nmode = \"open\"\n[ratio]\nenabled = false\n\
+                     [limits]\nmax_peers_per_ip_per_swarm = 0\n\
+                     [storage]\ndata_dir = \"{}\"\nswarm_snapshot = false\n",
+                    data.display()
+                ),
+            )?;
+            let mut args = vec!["serve".to_owned(), "-c".to_owned(), path(&cfg)?];
+            if tracker == Tracker::Ceiling {
+                args.push("--udp-ceiling".to_owned());
+            }
+            let mut h = spawn_pinned(cpu, pbts, &args, Stdio::piped())?;
+            let mut line = String::new();
+            BufReader::new(h.0.stdout.take().context("stdout")?).read_line(&mut line)?;
+            if line.is_empty() {
+                bail!("pbts did not start (run it by hand with {} to see why)", cfg.display());
+            }
+            Ok(h)
+        }
+        Tracker::AquaticUdp | Tracker::AquaticHttp => {
+            let bin = required(if tracker == Tracker::AquaticUdp {
+                &tools.aquatic_udp
+            } else {
+                &tools.aquatic_http
+            })?;
+            let cfg = dir.join(format!("{}-{port}.toml", tracker.name()));
+            std::fs::write(&cfg, config_from(bin, &[("address", addr)])?)?;
+            spawn_pinned(cpu, bin, &["-c".to_owned(), path(&cfg)?], Stdio::null())
+        }
+        Tracker::Opentracker => {
+            let bin = required(&tools.opentracker)?;
+            // It chroots into -d, so the whitelist path is inside it.
+            let args = [
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-P",
+                &port.to_string(),
+                "-d",
+                &path(dir)?,
+                "-w",
+                "/whitelist",
+            ]
+            .map(str::to_owned);
+            spawn_pinned(cpu, bin, &args, Stdio::null())
+        }
+    }
+}
+
 fn parse_udp_load(text: &str) -> anyhow::Result<(f64, f64, u64)> {
     let value = |prefix: &str| {
         text.lines().find_map(|l| {
@@ -495,7 +507,7 @@ fn spawn_pinned(cpu: usize, bin: &Path, args: &[String], stdout: Stdio) -> anyho
     Ok(Killed(child))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let u = std::net::UdpSocket::bind(l.local_addr()?)?;
     Ok(u.local_addr()?.port())
@@ -538,7 +550,7 @@ fn wait_for_tcp(port: u16) -> anyhow::Result<()> {
 }
 
 /// Waits until a BEP 15 connect request on `port` is answered.
-fn wait_for_udp(port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_for_udp(port: u16) -> anyhow::Result<()> {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut req = 0x0417_2710_1980u64.to_be_bytes().to_vec();
@@ -557,7 +569,7 @@ fn wait_for_udp(port: u16) -> anyhow::Result<()> {
 }
 
 /// Median, min and max.
-fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }

@@ -34,12 +34,17 @@ pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
             }
         };
         let m = core.metrics();
-        if m.open_connections.load(Ordering::Relaxed) >= max {
-            m.inc(Counter::HttpConnectionsRefused);
-            drop(stream);
-            continue;
-        }
-        let Some(slot) = IpSlot::take(&core, &stream) else {
+        // One getpeername per connection: the slot and the requests' client address share it.
+        let peer = match stream.peer_addr() {
+            Ok(peer) if m.open_connections.load(Ordering::Relaxed) < max => peer,
+            // Reset by the client before it was accepted, or the core is full.
+            _ => {
+                m.inc(Counter::HttpConnectionsRefused);
+                drop(stream);
+                continue;
+            }
+        };
+        let Some(slot) = IpSlot::take(&core, peer.ip()) else {
             m.inc(Counter::HttpConnectionsRefused);
             drop(stream);
             continue;
@@ -48,7 +53,7 @@ pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
         m.open_connections.fetch_add(1, Ordering::Relaxed);
         let core = core.clone();
         glommio::spawn_local(async move {
-            serve_connection(&core, stream).await;
+            serve_connection(&core, stream, peer).await;
             drop(slot);
             core.metrics().open_connections.fetch_sub(1, Ordering::Relaxed);
         })
@@ -65,12 +70,12 @@ struct IpSlot {
 impl IpSlot {
     /// Counts `stream` against its address; `None` when the address has all its connections
     /// open already. Behind a proxy every peer is the proxy: nothing is counted.
-    fn take(core: &Rc<Core>, stream: &TcpStream) -> Option<Self> {
+    fn take(core: &Rc<Core>, peer: IpAddr) -> Option<Self> {
         let state = &core.state;
         if state.config.network.proxy_header != ProxyHeader::None {
             return Some(Self { core: core.clone(), ip: None });
         }
-        let ip = canonical_ip(stream.peer_addr().ok()?.ip());
+        let ip = canonical_ip(peer);
         let mut open = state.connections_per_ip.entry(ip).or_insert(0);
         if *open as usize >= state.config.network.max_connections_per_ip {
             return None;
@@ -107,9 +112,11 @@ enum Next {
     Close,
 }
 
-async fn serve_connection(core: &Core, mut stream: TcpStream) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_nodelay(true);
+async fn serve_connection(core: &Core, mut stream: TcpStream, peer: SocketAddr) {
+    // Nagle's algorithm only holds back a write while an earlier one is unacknowledged, so the
+    // first response always leaves at once: TCP_NODELAY is set before the second (a
+    // connection-per-request client never costs the system call).
+    let (mut wrote, mut nodelay) = (false, false);
     let net = &core.state.config.network;
     let idle = Duration::from_secs(net.idle_timeout_secs);
     let request_timeout = Duration::from_secs(net.request_timeout_secs);
@@ -201,19 +208,25 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
         }
         let output_full = out.len() >= MAX_PENDING_OUTPUT;
         if !out.is_empty() {
+            if wrote && !nodelay {
+                let _ = stream.set_nodelay(true);
+                nodelay = true;
+            }
             if let Err(e) = stream.write_all(&out).await {
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     core.metrics().inc(Counter::HttpTimeouts);
                 }
                 return;
             }
+            wrote = true;
             out.clear();
             if out.capacity() > SHRINK_ABOVE {
                 out = Vec::with_capacity(1024);
             }
         }
         if close {
-            let _ = stream.close().await;
+            // Dropping the stream closes it: the kernel sends what is buffered, then FIN (a
+            // shutdown first would be one more system call for the same packets).
             return;
         }
         input.consume(consumed);
@@ -267,7 +280,6 @@ async fn serve_connection(core: &Core, mut stream: TcpStream) {
                     too_large(core, &mut out, allowed - limits.max_header_bytes);
                 }
                 let _ = stream.write_all(&out).await;
-                let _ = stream.close().await;
                 return;
             }
         }
