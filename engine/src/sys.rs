@@ -13,6 +13,38 @@ pub(crate) fn adopt_listener(socket: socket2::Socket) -> TcpListener {
     unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
+/// Accepts a queued connection on a non-blocking listening socket without blocking and without
+/// io_uring: one `accept4` system call. `Ok(None)` when no connection is queued. The new socket
+/// is non-blocking and close-on-exec; the peer address comes with it.
+pub(crate) fn accept_nonblocking(
+    listener: &socket2::Socket,
+) -> std::io::Result<Option<(std::net::TcpStream, std::net::SocketAddr)>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut storage = zeroed_storage();
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are valid and writable for the call, and `len` holds the
+    // storage's size, so the kernel writes at most that many bytes of address.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            (&raw mut storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+    }
+    // SAFETY: accept4 returned a new, open socket descriptor that nothing else owns; the
+    // TcpStream becomes its only owner and closes it on drop.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = from_storage(&storage).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "accepted a non-IP peer address")
+    })?;
+    Ok(Some((stream, peer)))
+}
+
 /// (soft, hard) RLIMIT_MEMLOCK in bytes (`u64::MAX` for unlimited).
 pub(crate) fn memlock_limit() -> std::io::Result<(u64, u64)> {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -20,30 +20,45 @@ use crate::metrics::Counter;
 use crate::state::{Client, Core};
 use crate::tracker::{self, split_passkey_path};
 
-/// Accepts connections until the executor stops.
-pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
+/// Accepts connections until the executor stops: queued ones with one plain `accept4` each
+/// (`plain` is a non-blocking duplicate of the listener), and only when none is queued through
+/// glommio, which waits in the ring.
+pub(crate) async fn run_http_worker(core: Rc<Core>, plain: socket2::Socket, listener: TcpListener) {
     let max = core.state.config.network.max_connections_per_core as u64;
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!("accept: {e:#}");
-                // Out of descriptors and similar: back off instead of spinning.
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let accepted = match crate::sys::accept_nonblocking(&plain) {
+            Ok(Some((stream, peer))) => Ok(Some((Conn::Plain(stream), peer))),
+            // Polling the listener here instead (as the UDP loop polls its socket) measured no
+            // better per CPU-second under a connection-per-request load: it parks.
+            Ok(None) => match listener.accept().await {
+                // Reset by the client between accept and getpeername: nothing to serve.
+                Ok(stream) => Ok(stream.peer_addr().ok().map(|peer| (Conn::Ring(stream), peer))),
+                Err(e) => Err(std::io::Error::from(e)),
+            },
+            Err(e) => Err(e),
         };
         let m = core.metrics();
-        // One getpeername per connection: the slot and the requests' client address share it.
-        let peer = match stream.peer_addr() {
-            Ok(peer) if m.open_connections.load(Ordering::Relaxed) < max => peer,
-            // Reset by the client before it was accepted, or the core is full.
-            _ => {
-                m.inc(Counter::HttpConnectionsRefused);
-                drop(stream);
+        let (stream, peer) = match accepted {
+            Ok(Some(accepted)) => accepted,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!("accept: {e:#}");
+                // Out of descriptors or memory: back off instead of spinning. (A connection
+                // reset while queued is only skipped.)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
                 continue;
             }
         };
+        if m.open_connections.load(Ordering::Relaxed) >= max {
+            m.inc(Counter::HttpConnectionsRefused);
+            drop(stream);
+            continue;
+        }
         let Some(slot) = IpSlot::take(&core, peer.ip()) else {
             m.inc(Counter::HttpConnectionsRefused);
             drop(stream);
@@ -59,6 +74,81 @@ pub(crate) async fn run_http_worker(core: Rc<Core>, listener: TcpListener) {
         })
         .detach();
     }
+}
+
+/// A connection's socket. One accepted with a plain `accept4` is read and written with plain
+/// non-blocking calls while they succeed: a connection-per-request client's request is usually
+/// queued by the time it is accepted, and its response fits the send buffer, so it is served
+/// with four system calls and no io_uring work at all. The first call that would block hands
+/// the socket to glommio (made blocking again, registered with the ring), where it stays.
+enum Conn {
+    Plain(std::net::TcpStream),
+    Ring(TcpStream),
+    /// Only while being handed over.
+    Gone,
+}
+
+impl Conn {
+    /// The glommio stream (converting a plain socket first), with `timeouts` set.
+    fn ring(&mut self, timeouts: Timeouts) -> std::io::Result<&mut TcpStream> {
+        if let Self::Plain(_) = self {
+            let Self::Plain(plain) = std::mem::replace(self, Self::Gone) else { unreachable!() };
+            // glommio's own calls pass MSG_DONTWAIT; its ring operations expect a blocking
+            // socket.
+            plain.set_nonblocking(false)?;
+            *self = Self::Ring(TcpStream::from(socket2::Socket::from(plain)));
+        }
+        match self {
+            Self::Ring(stream) => {
+                stream.set_write_timeout(timeouts.write)?;
+                stream.set_read_timeout(timeouts.read)?;
+                Ok(stream)
+            }
+            _ => Err(std::io::Error::other("connection lost while handed to glommio")),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8], timeouts: Timeouts) -> std::io::Result<usize> {
+        if let Self::Plain(plain) = self {
+            match std::io::Read::read(plain, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+        }
+        self.ring(timeouts)?.read(buf).await
+    }
+
+    async fn write_all(&mut self, mut buf: &[u8], timeouts: Timeouts) -> std::io::Result<()> {
+        if let Self::Plain(plain) = self {
+            while !buf.is_empty() {
+                match std::io::Write::write(plain, buf) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => buf = &buf[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if buf.is_empty() {
+                return Ok(());
+            }
+        }
+        self.ring(timeouts)?.write_all(buf).await
+    }
+
+    fn set_nodelay(&self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(plain) => plain.set_nodelay(true),
+            Self::Ring(stream) => Ok(stream.set_nodelay(true)?),
+            Self::Gone => Ok(()),
+        }
+    }
+}
+
+/// The timeouts a connection's reads and writes wait for (glommio's; a plain call never waits).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    read: Option<Duration>,
+    write: Option<Duration>,
 }
 
 /// One of a client address's `network.max_connections_per_ip` connections, given back on drop.
@@ -112,7 +202,7 @@ enum Next {
     Close,
 }
 
-async fn serve_connection(core: &Core, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(core: &Core, mut stream: Conn, peer: SocketAddr) {
     // Nagle's algorithm only holds back a write while an earlier one is unacknowledged, so the
     // first response always leaves at once: TCP_NODELAY is set before the second (a
     // connection-per-request client never costs the system call).
@@ -122,9 +212,7 @@ async fn serve_connection(core: &Core, mut stream: TcpStream, peer: SocketAddr) 
     let request_timeout = Duration::from_secs(net.request_timeout_secs);
     // A client must take its responses as promptly as it must send a request: one that never
     // reads is closed instead of holding its buffers forever.
-    if stream.set_write_timeout(Some(request_timeout)).is_err() {
-        return;
-    }
+    let mut timeouts = Timeouts { read: None, write: Some(request_timeout) };
     // Loopback admins may upload .torrent files (up to 8 MiB) and anyone may POST a receipt
     // report (1 KiB per receipt); every other body stays small, so 16k idle connections cannot
     // pin gigabytes of buffers. The parser accepts the largest limit; the buffer grows past
@@ -209,10 +297,10 @@ async fn serve_connection(core: &Core, mut stream: TcpStream, peer: SocketAddr) 
         let output_full = out.len() >= MAX_PENDING_OUTPUT;
         if !out.is_empty() {
             if wrote && !nodelay {
-                let _ = stream.set_nodelay(true);
+                let _ = stream.set_nodelay();
                 nodelay = true;
             }
-            if let Err(e) = stream.write_all(&out).await {
+            if let Err(e) = stream.write_all(&out, timeouts).await {
                 if e.kind() == std::io::ErrorKind::TimedOut {
                     core.metrics().inc(Counter::HttpTimeouts);
                 }
@@ -279,14 +367,12 @@ async fn serve_connection(core: &Core, mut stream: TcpStream, peer: SocketAddr) 
                 } else {
                     too_large(core, &mut out, allowed - limits.max_header_bytes);
                 }
-                let _ = stream.write_all(&out).await;
+                let _ = stream.write_all(&out, timeouts).await;
                 return;
             }
         }
-        if stream.set_read_timeout(Some(timeout)).is_err() {
-            return;
-        }
-        match stream.read(input.spare()).await {
+        timeouts.read = Some(timeout);
+        match stream.read(input.spare(), timeouts).await {
             Ok(0) => return,
             Ok(n) => {
                 if started.is_none() {

@@ -90,8 +90,13 @@ pub(crate) async fn run_socket_worker(
     for (udp, tcp) in sockets {
         let udp = glommio::net::UdpSocket::from(udp);
         tasks.push(glommio::spawn_local(udp::run_udp_worker(core.clone(), udp, batch)));
+        // Queued connections are taken with plain non-blocking accept4 calls on a duplicate
+        // (O_NONBLOCK is shared by both descriptors); glommio's listener waits when none is.
+        let plain = tcp.try_clone().context("duplicate the TCP listener")?;
+        plain.set_nonblocking(true).context("make the TCP listener non-blocking")?;
         let listener = crate::sys::adopt_listener(tcp);
-        tasks.push(glommio::spawn_local(http::run_http_worker(core.clone(), listener)));
+        let worker = http::run_http_worker(core.clone(), plain, listener);
+        tasks.push(glommio::spawn_local(worker));
     }
     let flush_every = Duration::from_millis(core.state.config.storage.flush_interval_ms);
     let mut last_flush = Instant::now();
