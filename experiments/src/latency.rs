@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use pbts_proto::udp::{self, AnnounceRequest, ConnectionId, TransactionId};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
-use crate::procs::{Killed, cpu_seconds};
+use crate::procs::{Killed, cpu_split};
 use crate::report::{Cell, Table};
 use crate::vs_aquatic::{Tools, Tracker, free_port, spread, start, wait_for_udp, which};
 
@@ -82,6 +82,8 @@ struct Sample {
     answered_per_s: f64,
     /// Tracker CPU-seconds per second of the phase.
     tracker_busy: f64,
+    /// The share of that CPU time spent in the kernel.
+    kernel_share: f64,
     sent: u64,
     answered: u64,
     errors: u64,
@@ -169,19 +171,39 @@ fn phases(
     load.fill()?;
     let pid = handle.0.id();
     let secs = Duration::from_secs(plan.duration);
-    let cpu0 = cpu_seconds(pid)?;
+    let cpu0 = cpu_split(pid)?;
     let max = load.closed_loop(secs)?;
-    let busy = (cpu_seconds(pid)? - cpu0) / max.seconds;
+    let cpu = Cpu::since(cpu0, cpu_split(pid)?, max.seconds);
     let rate = max.answered as f64 / max.seconds;
-    let mut out = vec![max.sample(tracker, round, None, rate, busy)];
+    let mut out = vec![max.sample(tracker, round, None, rate, cpu)];
     for &f in &plan.fractions {
         std::thread::sleep(Duration::from_millis(500));
-        let cpu0 = cpu_seconds(pid)?;
+        let cpu0 = cpu_split(pid)?;
         let m = load.open_loop(rate * f, secs)?;
-        let busy = (cpu_seconds(pid)? - cpu0) / m.seconds;
-        out.push(m.sample(tracker, round, Some(f), rate * f, busy));
+        let cpu = Cpu::since(cpu0, cpu_split(pid)?, m.seconds);
+        out.push(m.sample(tracker, round, Some(f), rate * f, cpu));
     }
     Ok(out)
+}
+
+/// A tracker's CPU use over a phase.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    /// CPU-seconds per second.
+    busy: f64,
+    /// The kernel's share of them.
+    kernel_share: f64,
+}
+
+impl Cpu {
+    fn since((user0, sys0): (f64, f64), (user1, sys1): (f64, f64), seconds: f64) -> Self {
+        let (user, sys) = (user1 - user0, sys1 - sys0);
+        let total = user + sys;
+        Self {
+            busy: total / seconds,
+            kernel_share: if total > 0.0 { sys / total } else { f64::NAN },
+        }
+    }
 }
 
 /// What one phase measured.
@@ -200,7 +222,7 @@ impl Measured {
         round: usize,
         fraction: Option<f64>,
         offered: f64,
-        tracker_busy: f64,
+        cpu: Cpu,
     ) -> Sample {
         let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
         Sample {
@@ -209,7 +231,8 @@ impl Measured {
             fraction,
             offered_per_s: if fraction.is_some() { offered } else { f64::NAN },
             answered_per_s: self.answered as f64 / self.seconds,
-            tracker_busy,
+            tracker_busy: cpu.busy,
+            kernel_share: cpu.kernel_share,
             sent: self.sent,
             answered: self.answered,
             errors: self.errors,
@@ -481,19 +504,20 @@ impl<'a> Generator<'a> {
 fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&plan.out)?;
     let mut csv = String::from(
-        "tracker,round,load,offered_per_s,answered_per_s,tracker_cpu_busy,sent,answered,errors,\
-         lost,p50_us,p99_us,p999_us,max_us\n",
+        "tracker,round,load,offered_per_s,answered_per_s,tracker_cpu_busy,kernel_share,sent,\
+         answered,errors,lost,p50_us,p99_us,p999_us,max_us\n",
     );
     let label = |f: Option<f64>| f.map_or("max".to_owned(), |f| format!("{:.0}%", f * 100.0));
     for s in samples {
         csv.push_str(&format!(
-            "{},{},{},{:.0},{:.0},{:.3},{},{},{},{},{:.1},{:.1},{:.1},{:.1}\n",
+            "{},{},{},{:.0},{:.0},{:.3},{:.3},{},{},{},{},{:.1},{:.1},{:.1},{:.1}\n",
             s.tracker.name(),
             s.round,
             label(s.fraction),
             s.offered_per_s,
             s.answered_per_s,
             s.tracker_busy,
+            s.kernel_share,
             s.sent,
             s.answered,
             s.errors,
@@ -523,7 +547,7 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
             "One core per tracker; medians of {rounds} rounds. Load: the closed-loop maximum \
              and open-loop fractions of it; latency in microseconds from when a request was due"
         ),
-        &["tracker", "load", "answers/s", "tracker CPU", "p50", "p99", "p99.9", "lost"],
+        &["tracker", "load", "answers/s", "CPU", "kernel", "p50", "p99", "p99.9", "lost"],
     );
     let mut loads: Vec<Option<f64>> = vec![None];
     loads.extend(plan.fractions.iter().map(|&f| Some(f)));
@@ -538,17 +562,20 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
             let med = |f: fn(&Sample) -> f64| spread(v.iter().map(|s| f(s)).collect());
             let (rate, rlo, rhi) = med(|s| s.answered_per_s);
             let (busy, _, _) = med(|s| s.tracker_busy);
+            let (kernel, _, _) = med(|s| s.kernel_share);
             let (p50, lo50, hi50) = med(|s| s.p50);
             let (p99, lo99, hi99) = med(|s| s.p99);
             let (p999, lo999, hi999) = med(|s| s.p999);
             let lost: u64 = v.iter().map(|s| s.sent.saturating_sub(s.answered + s.errors)).sum();
             let sent: u64 = v.iter().map(|s| s.sent).sum();
             summary.push_str(&format!(
-                "  {:>4}: {rate:>8.0} answers/s ({rlo:.0} to {rhi:.0}), tracker CPU {:.0} %, \
+                "  {:>4}: {rate:>8.0} answers/s ({rlo:.0} to {rhi:.0}), tracker CPU {:.0} % ({:.0} % \
+                 of it in the kernel), \
                  p50 {p50:.1} us ({lo50:.1} to {hi50:.1}), p99 {p99:.1} us ({lo99:.1} to \
                  {hi99:.1}), p99.9 {p999:.1} us ({lo999:.1} to {hi999:.1}), {lost} of {sent} lost\n",
                 label(load),
-                busy * 100.0
+                busy * 100.0,
+                kernel * 100.0
             ));
             if load.is_none() && busy < 0.9 {
                 summary.push_str(
@@ -561,6 +588,7 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
                 Cell::from(label(load)),
                 Cell::num(rate, 0),
                 Cell::from(format!("{:.0}%", busy * 100.0)),
+                Cell::from(format!("{:.0}%", kernel * 100.0)),
                 Cell::num(p50, 1),
                 Cell::num(p99, 1),
                 Cell::num(p999, 1),

@@ -16,13 +16,19 @@ impl Drop for Killed {
 
 /// utime + stime of a process, in seconds.
 pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// (utime, stime) of a process, in seconds: its CPU time in user space and in the kernel.
+pub(crate) fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let after = stat.rsplit_once(')').context("malformed /proc stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse()?;
-    let stime: f64 = fields[12].parse()?;
-    Ok((utime + stime) / ticks_per_second())
+    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime / ticks_per_second(), stime / ticks_per_second()))
 }
 
 /// `/proc/<pid>/stat` counts in USER_HZ ticks, which Linux fixes at 100 per second on every

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rand::{Rng, SeedableRng};
 
-use crate::procs::{Killed, cpu_seconds};
+use crate::procs::{Killed, cpu_seconds, cpu_split};
 use crate::report::{Cell, Table};
 
 /// Torrents in the HTTP load (the whitelist opentracker needs).
@@ -52,7 +52,8 @@ pub struct Plan {
     /// CPU(s) for the load generator (taskset list).
     #[arg(long, default_value = "1")]
     pub load_cpus: String,
-    /// Rounds (each runs every contender of every series once).
+    /// Rounds (each runs every contender of every series once; 0 with `--flamegraphs`: only
+    /// those).
     #[arg(long, default_value_t = 7)]
     pub runs: usize,
     /// Only these series (comma-separated: udp, http, http-close).
@@ -64,6 +65,11 @@ pub struct Plan {
     /// Seconds of discarded warm-up per contender before the first round.
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
+    /// After the rounds, one more (unmeasured) run per contender under `perf record` (kernel
+    /// and user stacks): `flame_<series>_<tracker>.svg` and the user/kernel split in
+    /// `flame_split.csv`. Needs perf and inferno (`cargo install inferno`).
+    #[arg(long)]
+    pub flamegraphs: bool,
 }
 
 /// A tracker under test.
@@ -176,6 +182,13 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         bail!("--udp-mix must be announce or mixed, not {}", plan.udp_mix);
     }
     let tools = Tools::find(plan, &series)?;
+    if plan.flamegraphs {
+        for bin in ["perf", "inferno-collapse-perf", "inferno-flamegraph"] {
+            which(bin).with_context(|| {
+                format!("--flamegraphs needs {bin} (perf from Debian, cargo install inferno)")
+            })?;
+        }
+    }
     let dir = tempfile::tempdir()?;
     let hashes = http_hashes(7);
     std::fs::write(dir.path().join("whitelist"), whitelist(&hashes))?;
@@ -191,7 +204,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         }
     }
     let mut samples = Vec::new();
-    for round in 0..plan.runs.max(1) {
+    for round in 0..plan.runs {
         for &s in &series {
             let c = s.contenders();
             for k in 0..c.len() {
@@ -214,7 +227,34 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             }
         }
     }
-    write(plan, &series, &samples)
+    if plan.runs > 0 {
+        write(plan, &series, &samples)?;
+    } else if !plan.flamegraphs {
+        bail!("--runs 0 measures nothing: it is for --flamegraphs alone");
+    }
+    if plan.flamegraphs {
+        std::fs::create_dir_all(&plan.out)?;
+        let mut csv = String::from("series,tracker,user_s,kernel_s,kernel_share\n");
+        for &s in &series {
+            for &t in s.contenders() {
+                let (user, kernel) = bench.profile(s, t, plan.duration)?;
+                let share = kernel / (user + kernel);
+                eprintln!(
+                    "profiled {:<10} {:<12} user {user:.2} s, kernel {kernel:.2} s ({:.0} % kernel)",
+                    s.name(),
+                    t.name(),
+                    share * 100.0
+                );
+                csv.push_str(&format!(
+                    "{},{},{user:.2},{kernel:.2},{share:.3}\n",
+                    s.name(),
+                    t.name()
+                ));
+            }
+        }
+        std::fs::write(plan.out.join("flame_split.csv"), csv)?;
+    }
+    Ok(())
 }
 
 /// The binaries.
@@ -248,6 +288,25 @@ impl Tools {
             wrk: need(http, "wrk", "apt-get install wrk")?,
         })
     }
+}
+
+/// `input` through `bin`'s standard input; its standard output.
+fn pipe(bin: &str, args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut child = Command::new(which(bin).with_context(|| format!("{bin} not found"))?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let input = input.to_vec();
+    // Written from a thread: the child's output must be read while it is fed.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output()?;
+    writer.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    if !out.status.success() {
+        bail!("{bin} failed");
+    }
+    Ok(out.stdout)
 }
 
 /// The path of `bin` on PATH.
@@ -294,6 +353,47 @@ impl Bench<'_> {
         let tracker_cpu = cpu_seconds(pid)? - cpu0;
         drop(handle);
         Ok(Sample { series, round, tracker, responses, seconds, tracker_cpu, errors })
+    }
+
+    /// One unmeasured run of `tracker` under `series`' load with `perf record` attached: writes
+    /// its flamegraph and returns its (user, kernel) CPU-seconds.
+    fn profile(&self, series: Series, tracker: Tracker, secs: u64) -> anyhow::Result<(f64, f64)> {
+        let port = free_port()?;
+        let handle = self.start(tracker, port)?;
+        match series {
+            Series::Udp => wait_for_udp(port)?,
+            _ => wait_for_tcp(port)?,
+        }
+        let pid = handle.0.id();
+        let data = self.dir.join(format!("perf-{}-{}.data", series.name(), tracker.name()));
+        let mut perf = Killed(
+            Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-p", &pid.to_string()])
+                .arg("-o")
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("start perf record")?,
+        );
+        let (user0, sys0) = cpu_split(pid)?;
+        match series {
+            Series::Udp => self.udp_load(port, secs)?,
+            Series::Http => self.http_load(port, secs, false)?,
+            Series::HttpClose => self.http_load(port, secs, true)?,
+        };
+        let (user1, sys1) = cpu_split(pid)?;
+        // perf writes its file when interrupted.
+        Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status()?;
+        perf.0.wait()?;
+        drop(handle);
+        let script = Command::new("perf").arg("script").arg("-i").arg(&data).output()?;
+        let folded = pipe("inferno-collapse-perf", &[], &script.stdout)?;
+        let title = format!("{} under the {} load", tracker.name(), series.name());
+        let svg = pipe("inferno-flamegraph", &["--title", &title], &folded)?;
+        let name = format!("flame_{}_{}.svg", series.name(), tracker.name());
+        std::fs::write(self.plan.out.join(name), svg)?;
+        Ok((user1 - user0, sys1 - sys0))
     }
 
     fn start(&self, tracker: Tracker, port: u16) -> anyhow::Result<Killed> {
