@@ -57,6 +57,13 @@ enum Cmd {
     /// UDP announce latency (p50/p99/p99.9) at 50 % and 90 % of the maximum load, pbts against
     /// aquatic_udp and the stateless ceiling, open loop, rotating rounds.
     Latency(latency::Plan),
+    /// The connection-per-request floor `vs-aquatic` runs as a contender (see
+    /// `vs_aquatic::http_floor`).
+    #[command(hide = true)]
+    HttpFloor {
+        #[arg(long)]
+        port: u16,
+    },
     /// pbts-peer → pbts-peer against libtorrent → libtorrent: one seeder, one leecher, on
     /// 127.0.0.1 with the data on tmpfs; throughput and CPU-seconds per GiB, alternating runs.
     VsLibtorrent(vs_libtorrent::Plan),
@@ -168,6 +175,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::VsAquatic(plan) => vs_aquatic::run(&plan),
         Cmd::Memory(plan) => memory::run(&plan),
         Cmd::Latency(plan) => latency::run(&plan),
+        Cmd::HttpFloor { port } => vs_aquatic::http_floor(port),
         Cmd::VsLibtorrent(mut plan) => {
             plan.runs = plan.runs.max(1);
             vs_libtorrent::run(&plan)

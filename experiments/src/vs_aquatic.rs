@@ -80,6 +80,9 @@ pub(crate) enum Tracker {
     AquaticUdp,
     AquaticHttp,
     Opentracker,
+    /// The connection-per-request floor: [`http_floor`], a blocking accept, read, write and
+    /// close with no tracker behind it.
+    HttpFloor,
 }
 
 impl Tracker {
@@ -90,6 +93,7 @@ impl Tracker {
             Self::AquaticUdp => "aquatic_udp",
             Self::AquaticHttp => "aquatic_http",
             Self::Opentracker => "opentracker",
+            Self::HttpFloor => "floor",
         }
     }
 }
@@ -116,8 +120,9 @@ impl Series {
     fn contenders(self) -> &'static [Tracker] {
         match self {
             Self::Udp => &[Tracker::Pbts, Tracker::AquaticUdp, Tracker::Ceiling],
-            Self::Http | Self::HttpClose => {
-                &[Tracker::Pbts, Tracker::AquaticHttp, Tracker::Opentracker]
+            Self::Http => &[Tracker::Pbts, Tracker::AquaticHttp, Tracker::Opentracker],
+            Self::HttpClose => {
+                &[Tracker::Pbts, Tracker::AquaticHttp, Tracker::Opentracker, Tracker::HttpFloor]
             }
         }
     }
@@ -130,10 +135,17 @@ impl Series {
                 (Tracker::Pbts, Tracker::Ceiling),
                 (Tracker::AquaticUdp, Tracker::Ceiling),
             ],
-            Self::Http | Self::HttpClose => &[
+            Self::Http => &[
                 (Tracker::Pbts, Tracker::AquaticHttp),
                 (Tracker::Pbts, Tracker::Opentracker),
                 (Tracker::AquaticHttp, Tracker::Opentracker),
+            ],
+            Self::HttpClose => &[
+                (Tracker::Pbts, Tracker::AquaticHttp),
+                (Tracker::Pbts, Tracker::Opentracker),
+                (Tracker::AquaticHttp, Tracker::Opentracker),
+                (Tracker::Pbts, Tracker::HttpFloor),
+                (Tracker::Opentracker, Tracker::HttpFloor),
             ],
         }
     }
@@ -287,6 +299,41 @@ impl Tools {
             opentracker: need(http, "opentracker", "apt-get install opentracker")?,
             wrk: need(http, "wrk", "apt-get install wrk")?,
         })
+    }
+}
+
+/// The `http-floor` subcommand: answers every HTTP request on 127.0.0.1:`port` with one fixed
+/// announce response and closes the connection, one connection at a time with blocking calls
+/// (accept, read until the head ends, write, close): the least a server can do per connection,
+/// so what the kernel's TCP set-up and tear-down cost by themselves.
+///
+/// # Errors
+/// The port cannot be bound.
+pub fn http_floor(port: u16) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    let body = b"d8:completei1e10:incompletei0e8:intervali1800e5:peers6:\x7f\0\0\x01\x1a\xe1e";
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    let mut buf = [0u8; 8192];
+    loop {
+        let Ok((mut stream, _)) = listener.accept() else { continue };
+        let mut n = 0;
+        while n < buf.len() {
+            match stream.read(&mut buf[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                let _ = stream.write_all(&response);
+                break;
+            }
+        }
     }
 }
 
@@ -491,6 +538,11 @@ pub(crate) fn start(
             let cfg = dir.join(format!("{}-{port}.toml", tracker.name()));
             std::fs::write(&cfg, config_from(bin, &[("address", addr)])?)?;
             spawn_pinned(cpu, bin, &["-c".to_owned(), path(&cfg)?], Stdio::null())
+        }
+        Tracker::HttpFloor => {
+            let me = std::env::current_exe().context("this binary's path")?;
+            let args = ["http-floor".to_owned(), "--port".to_owned(), port.to_string()];
+            spawn_pinned(cpu, &me, &args, Stdio::null())
         }
         Tracker::Opentracker => {
             let bin = required(&tools.opentracker)?;

@@ -63,7 +63,7 @@ struct Image {
     v6: Vec<PeerRecord<[u8; 16]>>,
 }
 
-#[derive(Archive, Serialize)]
+#[derive(Archive, Serialize, Clone)]
 struct SwarmRecord {
     info_hash: [u8; 20],
     snatches: u32,
@@ -351,6 +351,15 @@ impl SwarmTable {
         };
         claimed("IPv4", sum(|s| s.v4.to_native()), image.v4.len())?;
         claimed("IPv6", sum(|s| s.v6.to_native()), image.v6.len())?;
+        // We write each swarm once: a torrent twice is a made-up file, refused before anything
+        // is restored (merging would double its counts).
+        let mut seen = std::collections::HashSet::with_capacity(image.swarms.len());
+        if let Some(twice) = image.swarms.iter().find(|s| !seen.insert(s.info_hash)) {
+            return Err(SnapshotError::Malformed(format!(
+                "torrent {} appears twice",
+                const_hex::encode(twice.info_hash)
+            )));
+        }
 
         // `age < peer_timeout <= u32::MAX`.
         let age32 = u32::try_from(age).unwrap_or(u32::MAX);
@@ -810,6 +819,26 @@ mod tests {
         let stats = t.load_snapshot(&path, &at(WRITTEN), |_| true).unwrap().unwrap();
         assert_eq!((stats.peers, stats.skipped), (2, 1));
         assert_eq!(t.scrape(&InfoHash([9; 20])).map(|s| s.incomplete), Some(2));
+    }
+
+    /// `fuzz/regressions/swarm_snapshot/torrent_twice`: two records of one torrent were merged
+    /// into one swarm but counted as two (and the second's snatches replaced the first's).
+    #[test]
+    fn a_torrent_twice_is_refused_before_anything_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_in(dir.path());
+        let mut twice = image(1, vec![peer([10, 0, 0, 1], 1), peer([10, 0, 0, 2], 1)]);
+        let again = twice.swarms[0].clone();
+        twice.swarms.push(again);
+        write_file(&path, &twice).unwrap();
+        let t = SwarmTable::new();
+        let e = t.load_snapshot(&path, &at(WRITTEN), |_| true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed: torrent 0909090909090909090909090909090909090909 appears twice"
+        );
+        assert!(e.is_refusal());
+        assert_eq!(t.totals(), super::super::SwarmTotals::default());
     }
 
     /// Writes the fuzz seed (`PBTS_WRITE_FUZZ_SEEDS=1 cargo test -p pbts-engine --lib
