@@ -67,6 +67,16 @@ const COUNTERS: [(Counter, &str, &str, &str); 17] = [
     (Counter::UdpPanics, "pbts_panics_total", "udp", "datagram"),
 ];
 
+/// The counter families of [`COUNTERS`], in the order `/metrics` lists them, with their help.
+const FAMILIES: [(&str, &str); 6] = [
+    ("pbts_requests_total", "Requests answered, by protocol and kind"),
+    ("pbts_responses_error_total", "Error responses sent, by protocol and kind"),
+    ("pbts_dropped_total", "Datagrams dropped unanswered"),
+    ("pbts_connections_total", "HTTP connections accepted, refused and timed out"),
+    ("pbts_announces_rejected_total", "Announces rejected, by reason"),
+    ("pbts_panics_total", "Requests whose handler panicked (the core kept serving)"),
+];
+
 /// Process-wide values `/metrics` reads when asked (from the swarms, the accounts, the store
 /// and the receipt pipeline). Names and help texts are fixed here, once; a name ending in
 /// `_total` is a counter, any other a gauge.
@@ -179,24 +189,31 @@ impl Metrics {
     }
 
     /// Prometheus text exposition of every counter per core, plus the given process-wide
-    /// values (counters when their name ends in `_total`, gauges otherwise).
+    /// values (counters when their name ends in `_total`, gauges otherwise). Each family has
+    /// one HELP and one TYPE line, then all its samples: Prometheus refuses a scrape that
+    /// names a family twice.
     pub fn render(&self, values: &[(Stat, u64)]) -> String {
         let mut out = String::new();
-        let mut last = "";
-        for (c, name, protocol, kind) in COUNTERS {
-            if name != last {
-                let _ = writeln!(out, "# TYPE {name} counter");
-                last = name;
-            }
-            for (i, m) in self.cores.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{protocol=\"{protocol}\",kind=\"{kind}\",worker=\"{i}\"}} {}",
-                    m.get(c)
-                );
+        for (family, help) in FAMILIES {
+            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+            for (c, name, protocol, kind) in COUNTERS {
+                if name != family {
+                    continue;
+                }
+                for (i, m) in self.cores.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{protocol=\"{protocol}\",kind=\"{kind}\",worker=\"{i}\"}} {}",
+                        m.get(c)
+                    );
+                }
             }
         }
-        let _ = writeln!(out, "# TYPE pbts_http_open_connections gauge");
+        let _ = writeln!(
+            out,
+            "# HELP pbts_http_open_connections Open HTTP connections\n\
+             # TYPE pbts_http_open_connections gauge"
+        );
         for (i, m) in self.cores.iter().enumerate() {
             let _ = writeln!(
                 out,
@@ -224,6 +241,31 @@ mod tests {
             assert_eq!(*c as usize, i);
         }
         assert_eq!(std::mem::align_of::<CoreMetrics>(), 128);
+    }
+
+    /// Every family once, its samples together: a second TYPE line for one name, or a family
+    /// split by another, makes Prometheus refuse the whole scrape.
+    #[test]
+    fn render_lists_each_family_once_with_all_its_samples() {
+        let text = Metrics::new(2).render(&[(Stat::Torrents, 0), (Stat::ReceiptsAccepted, 0)]);
+        let mut seen = Vec::new();
+        let mut current = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(!seen.contains(&name), "{name} typed twice");
+                seen.push(name);
+                current = name;
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(name, current, "{line} outside its family");
+            }
+        }
+        for (_, family, ..) in COUNTERS {
+            assert!(seen.contains(&family), "{family} missing");
+        }
+        assert_eq!(seen.len(), FAMILIES.len() + 1 + 2);
+        assert_eq!(text.matches("# HELP ").count(), seen.len());
     }
 
     #[test]
