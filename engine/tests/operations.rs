@@ -1,6 +1,8 @@
 //! What operators deploy beside the binary: the Grafana dashboard must query only metrics the
 //! tracker serves, and the Prometheus example must scrape where it serves them.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;
