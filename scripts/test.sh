@@ -18,8 +18,8 @@ step() {
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-# Debian packages: real BitTorrent clients for the end-to-end tests (aria2c, python3-libtorrent)
-# and LaTeX for the experiments' tables.
+# Debian packages: real BitTorrent clients for the end-to-end tests (aria2c, python3-libtorrent),
+# LaTeX for the experiments' tables, systemd-analyze and strace for the systemd unit's test.
 step "system packages"
 need_apt=()
 command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
@@ -27,6 +27,10 @@ command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
 # pdflatex with booktabs, for the experiments' LaTeX tables.
 command -v pdflatex >/dev/null 2>&1 || need_apt+=(texlive-latex-base)
 command -v kpsewhich >/dev/null 2>&1 && kpsewhich booktabs.sty >/dev/null 2>&1 || need_apt+=(texlive-latex-recommended)
+# systemd-analyze (verifies deploy/systemd/pbts.service and expands its syscall filter) and
+# strace (the calls pbts makes, checked against that filter).
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     $SUDO apt-get update -qq

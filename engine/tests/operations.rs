@@ -99,3 +99,191 @@ fn the_prometheus_example_scrapes_the_metrics_path() {
     assert!(config.contains("\"127.0.0.1:8000\""), "{config}");
     assert_eq!(pbts_engine::config::Config::default().network.listen[0].port(), 8000);
 }
+
+/// `systemd-analyze syscall-filter` for `set`, groups expanded: the system calls it names.
+fn syscall_set(set: &str, out: &mut BTreeSet<String>) {
+    let listed = std::process::Command::new("systemd-analyze")
+        .args(["syscall-filter", set])
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test.sh installs it)");
+    assert!(listed.status.success(), "systemd-analyze syscall-filter {set}");
+    for line in String::from_utf8(listed.stdout).unwrap().lines() {
+        // Members are indented; headers and comments are not.
+        let member = line.trim();
+        if !line.starts_with(' ') || member.is_empty() || member.starts_with('#') {
+            continue;
+        }
+        if member.starts_with('@') {
+            syscall_set(member, out);
+        } else {
+            out.insert(member.to_owned());
+        }
+    }
+}
+
+/// The unit passes `systemd-analyze verify` without a warning, and its system call filter
+/// allows every call pbts makes while it starts, serves UDP and HTTP (plain and through the
+/// ring), writes its database and stops on SIGTERM with a swarm snapshot (traced with strace:
+/// this machine's PID 1 is not systemd, so the unit cannot be started for real).
+#[test]
+fn the_systemd_unit_verifies_and_its_filter_allows_every_call_pbts_makes() {
+    let unit = deploy("systemd/pbts.service");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pbts.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/pbts", env!("CARGO_BIN_EXE_pbts"))).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/test.sh installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(verify.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+
+    // The filter, as the unit states it.
+    let mut allowed = BTreeSet::new();
+    let mut denied = BTreeSet::new();
+    for line in unit.lines() {
+        let Some(rule) = line.strip_prefix("SystemCallFilter=") else { continue };
+        let (set, words) = match rule.strip_prefix('~') {
+            Some(rest) => (&mut denied, rest),
+            None => (&mut allowed, rule),
+        };
+        for word in words.split_whitespace() {
+            if word.starts_with('@') {
+                syscall_set(word, set);
+            } else {
+                set.insert(word.to_owned());
+            }
+        }
+    }
+    assert!(allowed.contains("io_uring_setup") && allowed.contains("recvmmsg"));
+
+    // pbts under strace, through everything it does. A machine that forbids ptrace (some
+    // container sandboxes) cannot run this half: said plainly, not failed.
+    let probe = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "true"])
+        .output()
+        .expect("strace (Debian's strace package; scripts/test.sh installs it)");
+    if !probe.status.success() {
+        eprintln!(
+            "SKIPPED the syscall half: strace cannot trace here ({})",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        );
+        return;
+    }
+    let config = dir.path().join("pbts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nlisten = [\"127.0.0.1:0\"]\ncores = 1\nfirst_cpu = -1\n\
+             io_memory_kib = 256\n[tracker]\nmode = \"open\"\n\
+             [storage]\ndata_dir = \"{}\"\nflush_interval_ms = 50\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let trace = dir.path().join("trace");
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_pbts"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("strace (Debian's strace package; scripts/test.sh installs it)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(strace.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("pbts listening on udp://")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("pbts under strace said {line:?}"))
+        .parse()
+        .unwrap();
+    // UDP connect and announce; HTTP on a new connection each, and twice on one (the second
+    // read waits in the ring); an admin write that the store commits.
+    let udp = common::Udp::new(addr);
+    let conn = udp.connect();
+    let mut req = Vec::new();
+    pbts_proto::udp::write_announce_request(
+        &mut req,
+        &pbts_proto::udp::AnnounceRequest {
+            connection_id: conn,
+            transaction_id: pbts_proto::udp::TransactionId(1),
+            info_hash: pbts_proto::InfoHash([3; 20]),
+            peer_id: pbts_proto::PeerId([4; 20]),
+            downloaded: 0,
+            left: 0,
+            uploaded: 0,
+            event: pbts_proto::AnnounceEvent::Started,
+            ip: std::net::Ipv4Addr::UNSPECIFIED,
+            key: 0,
+            num_want: None,
+            port: 6881,
+            url_data: b"",
+        },
+    );
+    assert_eq!(udp.exchange(&req)[..4], [0, 0, 0, 1]);
+    let q = common::announce_query(&[5; 20], &[6; 20], 6881, "&left=0");
+    assert!(get_body(addr, &format!("/announce?{q}")).starts_with(b"d8:complete"));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let mut buf = Vec::new();
+    for close in ["", "Connection: close\r\n"] {
+        let req = format!("GET /health HTTP/1.1\r\nHost: x\r\n{close}\r\n");
+        std::io::Write::write_all(&mut stream, req.as_bytes()).unwrap();
+        let resp = common::read_response(&mut stream, &mut buf);
+        assert_eq!(common::split_response(&resp).0, 200);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, _, _) =
+        common::http_request(addr, "POST", "/admin/users", Some(r#"{"name":"ops"}"#));
+    assert_eq!(status, 201);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SIGTERM to pbts (the traced process: the first pid in the trace), then strace ends.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let pid = text.split_whitespace().next().unwrap();
+    let killed = std::process::Command::new("kill").args(["-TERM", pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while strace.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "pbts did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(dir.path().join("data/swarms.snapshot").exists(), "no swarm snapshot written");
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut used = BTreeSet::new();
+    for line in text.lines() {
+        // "<pid> name(...", "<pid> <... name resumed>...", or signal and exit lines.
+        let rest = line.split_once(' ').map_or("", |(_, r)| r.trim_start());
+        let rest = rest.strip_prefix("<... ").unwrap_or(rest);
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        let follows = rest[name.len()..].chars().next();
+        if !name.is_empty() && matches!(follows, Some('(' | ' ')) {
+            used.insert(name);
+        }
+    }
+    for needed in
+        ["io_uring_setup", "io_uring_enter", "recvmmsg", "sendmmsg", "accept4", "fdatasync"]
+    {
+        assert!(used.contains(needed), "the workload never called {needed}: {used:?}");
+    }
+    // `exit` and `resumed` fragments are not calls a filter sees differently; execve is the
+    // exec of pbts itself (allowed by @system-service as well).
+    let refused: Vec<&String> =
+        used.iter().filter(|s| !allowed.contains(*s) || denied.contains(*s)).collect();
+    assert!(refused.is_empty(), "the unit's filter refuses {refused:?}");
+}
