@@ -113,6 +113,9 @@ struct Common {
 }
 
 fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
+    if names.iter().any(|n| NEED_ANVIL.contains(n)) {
+        pbts_testkit::anvil::ensure_installed()?;
+    }
     let (iterations, duration) = if c.quick {
         (c.iterations.min(5), c.duration.min(1.0))
     } else {
@@ -170,8 +173,19 @@ fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
 const ALL: [&str; 7] =
     ["receipts", "tee", "client-download", "tracker-overhead", "scalability", "gas", "announce"];
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Errors end the run with one line (the cause chain joined by colons), never a backtrace.
+fn main() {
+    if let Err(e) = dispatch(Cli::parse().command) {
+        eprintln!("pbts-experiments: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The experiments that start a dev chain.
+const NEED_ANVIL: [&str; 2] = ["tracker-overhead", "gas"];
+
+fn dispatch(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::VsAquatic(plan) => vs_aquatic::run(&plan),
         Cmd::Memory(plan) => memory::run(&plan),
         Cmd::Latency(plan) => latency::run(&plan),

@@ -115,3 +115,39 @@ fn quick_run_writes_every_table() {
     let report = std::fs::read_to_string(d.join("report.txt")).unwrap();
     assert!(report.contains("Batch verification") && report.contains("Announce throughput"));
 }
+
+/// A configuration mistake ends the run with one line naming it: no backtrace, even with
+/// RUST_BACKTRACE set, and exit status 1.
+#[test]
+fn configuration_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    /// Arguments, environment, the line expected.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 3] = [
+        (
+            &["vs-aquatic", "--pbts", "/nonexistent/pbts"],
+            &[],
+            "/nonexistent/pbts not found (cargo build --release -p pbts-engine)",
+        ),
+        (
+            &["gas", "--quick", "--out"],
+            &[("PBTS_ANVIL", "/nonexistent/anvil")],
+            "configuration: PBTS_ANVIL is /nonexistent/anvil, which does not run",
+        ),
+        (
+            &["latency", "--fractions", "2"],
+            &[],
+            "--fractions are fractions of the maximum load: each in (0, 1]",
+        ),
+    ];
+    for (args, env, said) in cases {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pbts-experiments"));
+        cmd.args(args).env("RUST_BACKTRACE", "1").envs(env.iter().copied());
+        if args.last() == Some(&"--out") {
+            cmd.arg(dir.path());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("pbts-experiments: {said}\n"));
+    }
+}

@@ -36,6 +36,67 @@ pub fn anvil_path() -> PathBuf {
     if npm.exists() { npm } else { PathBuf::from("anvil") }
 }
 
+/// The repository's `chain/` directory (its npm lock file pins anvil).
+pub fn chain_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chain");
+    dir.canonicalize().unwrap_or(dir)
+}
+
+/// Makes sure an anvil binary exists: `$PBTS_ANVIL`, `chain/node_modules`, or `anvil` on
+/// `PATH`; otherwise installs it from `chain/`'s lock file with `npm ci` (as the test script
+/// does), saying so on standard error.
+///
+/// # Errors
+/// Neither anvil nor npm is there, or `npm ci` failed: one line saying what to do.
+pub fn ensure_installed() -> Result<PathBuf, ChainError> {
+    let runs = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let path = anvil_path();
+    if runs(&path) {
+        return Ok(path);
+    }
+    if std::env::var_os("PBTS_ANVIL").is_some() {
+        return Err(ChainError::Config(format!(
+            "PBTS_ANVIL is {}, which does not run",
+            path.display()
+        )));
+    }
+    let chain = chain_dir();
+    eprintln!("anvil not found: installing it from {}/package-lock.json (npm ci)", chain.display());
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+        .arg(&chain)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| {
+            ChainError::Config(format!(
+                "anvil is not installed and npm cannot run ({e}): install Node.js and npm, or set \
+                 PBTS_ANVIL to an anvil binary"
+            ))
+        })?;
+    if !npm.success() {
+        return Err(ChainError::Config(format!(
+            "npm ci in {} failed ({npm}): run it by hand to see why, or set PBTS_ANVIL",
+            chain.display()
+        )));
+    }
+    let path = anvil_path();
+    if runs(&path) {
+        Ok(path)
+    } else {
+        Err(ChainError::Config(format!(
+            "npm ci installed no runnable anvil at {} (is this linux-amd64?): set PBTS_ANVIL",
+            path.display()
+        )))
+    }
+}
+
 /// A running anvil.
 #[derive(Debug)]
 pub struct Anvil {
