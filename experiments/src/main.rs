@@ -24,6 +24,7 @@
 
 mod env;
 mod exp;
+mod figure;
 mod latency;
 mod memory;
 mod procs;
@@ -160,7 +161,10 @@ fn run_experiments(names: &[&str], c: &Common) -> anyhow::Result<()> {
         outcomes.push(outcome);
     }
     bar.finish_and_clear();
-    report::write_run(&c.out, &outcomes, &env)?;
+    let tables: Vec<&report::Table> = outcomes.iter().flat_map(|o| o.tables.iter()).collect();
+    let figures = figure::from_tables(&tables);
+    let figures_tex = figure::write_all(&c.out.join("tables"), &figures)?;
+    report::write_run(&c.out, &outcomes, &env, &figures_tex)?;
     eprintln!(
         "wrote {} tables to {}",
         outcomes.iter().map(|o| o.tables.len()).sum::<usize>(),

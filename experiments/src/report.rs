@@ -256,7 +256,12 @@ pub struct Outcome {
 ///
 /// # Errors
 /// File system errors.
-pub fn write_run(out: &Path, outcomes: &[Outcome], env: &serde_json::Value) -> anyhow::Result<()> {
+pub fn write_run(
+    out: &Path,
+    outcomes: &[Outcome],
+    env: &serde_json::Value,
+    figures_tex: &str,
+) -> anyhow::Result<()> {
     let tables_dir = out.join("tables");
     std::fs::create_dir_all(&tables_dir)
         .with_context(|| format!("create {}", tables_dir.display()))?;
@@ -290,6 +295,7 @@ pub fn write_run(out: &Path, outcomes: &[Outcome], env: &serde_json::Value) -> a
             report.push('\n');
         }
     }
+    all_tex.push_str(figures_tex);
     all_tex.push_str("\\end{document}\n");
     std::fs::write(tables_dir.join("all.tex"), all_tex)?;
     std::fs::write(out.join("summary.csv"), summary)?;

@@ -20,6 +20,14 @@ const TABLES: [&str; 11] = [
     "announce",
 ];
 
+/// The figures a run must draw beside the tables (SVG and PNG).
+const FIGURES: [&str; 4] = [
+    "fig_announce_throughput",
+    "fig_announce_latency",
+    "fig_receipt_verification",
+    "fig_client_download",
+];
+
 /// Splits one CSV line (quoted fields may hold commas and doubled quotes).
 fn fields(line: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -82,6 +90,16 @@ fn quick_run_writes_every_table() {
     let all = std::fs::read_to_string(d.join("tables/all.tex")).unwrap();
     for id in TABLES {
         assert!(all.contains(&format!("\\input{{{id}.tex}}")), "all.tex includes {id}");
+    }
+    for id in FIGURES {
+        let svg = std::fs::read_to_string(d.join(format!("tables/{id}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{id}.svg");
+        assert!(svg.ends_with("</svg>\n") && svg.contains("<polyline") | svg.contains("<rect x="));
+        let png = std::fs::read(d.join(format!("tables/{id}.png"))).unwrap();
+        // The signature, then IHDR with the figure's 720 x 420 pixels.
+        assert_eq!(&png[..16], b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", "{id}.png");
+        assert_eq!(&png[16..24], &[0, 0, 2, 208, 0, 0, 1, 164], "{id}.png size");
+        assert!(all.contains(&format!("\\includegraphics[width=\\linewidth]{{{id}.png}}")));
     }
     assert!(all.contains("\\usepackage{booktabs}"));
     for raw in
