@@ -26,6 +26,9 @@ use crate::tracker::{self, split_passkey_path};
 pub(crate) async fn run_http_worker(core: Rc<Core>, plain: socket2::Socket, listener: TcpListener) {
     let max = core.state.config.network.max_connections_per_core as u64;
     loop {
+        // A queued connection is taken (or refused) without awaiting anything: under a flood
+        // of them this loop must still let the connections it spawned, and the UDP loop, run.
+        glommio::yield_if_needed().await;
         let accepted = match crate::sys::accept_nonblocking(&plain) {
             Ok(Some((stream, peer))) => Ok(Some((Conn::Plain(stream), peer))),
             // Polling the listener here instead (as the UDP loop polls its socket) measured no
