@@ -94,10 +94,11 @@ enum Conn {
 impl Conn {
     /// The glommio stream (converting a plain socket first), with `timeouts` set.
     fn ring(&mut self, timeouts: Timeouts) -> std::io::Result<&mut TcpStream> {
-        if let Self::Plain(_) = self {
-            let Self::Plain(plain) = std::mem::replace(self, Self::Gone) else { unreachable!() };
+        if matches!(self, Self::Plain(_))
+            && let Self::Plain(plain) = std::mem::replace(self, Self::Gone)
+        {
             // glommio's own calls pass MSG_DONTWAIT; its ring operations expect a blocking
-            // socket.
+            // socket. (On an error here the connection stays `Gone` and is closed.)
             plain.set_nonblocking(false)?;
             *self = Self::Ring(TcpStream::from(socket2::Socket::from(plain)));
         }
@@ -161,8 +162,8 @@ struct IpSlot {
 }
 
 impl IpSlot {
-    /// Counts `stream` against its address; `None` when the address has all its connections
-    /// open already. Behind a proxy every peer is the proxy: nothing is counted.
+    /// Counts a connection from `peer`; `None` when the address has all its connections open
+    /// already. Behind a proxy every peer is the proxy: nothing is counted.
     fn take(core: &Rc<Core>, peer: IpAddr) -> Option<Self> {
         let state = &core.state;
         if state.config.network.proxy_header != ProxyHeader::None {
