@@ -22,6 +22,7 @@ use hdrhistogram::Histogram;
 use pbts_proto::udp::{self, AnnounceRequest, ConnectionId, TransactionId};
 use pbts_proto::{AnnounceEvent, InfoHash, PeerId};
 
+use crate::memory::udp_connect;
 use crate::procs::{Killed, cpu_split};
 use crate::report::{Cell, Table};
 use crate::vs_aquatic::{Tools, Tracker, free_port, spread, start, wait_for_udp, which};
@@ -274,22 +275,9 @@ impl<'a> Generator<'a> {
         }
         socket.connect(target)?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut buf = [0u8; 64];
-        for _ in 0..50 {
-            let mut req = Vec::new();
-            udp::write_connect_request(&mut req, TransactionId(1));
-            socket.send(&req)?;
-            if let Ok(n) = socket.recv(&mut buf)
-                && n == 16
-                && buf[..4] == [0, 0, 0, 0]
-            {
-                let conn = ConnectionId(u64::from_be_bytes(buf[8..16].try_into()?));
-                socket.set_nonblocking(true)?;
-                return Ok(Self { plan, socket, conn });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("no answer to a UDP connect from {target}")
+        let conn = udp_connect(&socket, target)?;
+        socket.set_nonblocking(true)?;
+        Ok(Self { plan, socket, conn })
     }
 
     /// Request `i`: peer `i % peers`, its torrent `peer % torrents`; transaction id `i`.

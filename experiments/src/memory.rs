@@ -194,23 +194,35 @@ impl Source {
         let socket = UdpSocket::bind((ip, 0))?;
         socket.connect(target)?;
         socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let mut buf = [0u8; 64];
-        for _ in 0..50 {
-            let mut req = Vec::new();
-            udp::write_connect_request(&mut req, TransactionId(1));
-            socket.send(&req)?;
-            if let Ok(n) = socket.recv(&mut buf)
-                && n == 16
-                && buf[..4] == [0, 0, 0, 0]
-            {
-                let conn = ConnectionId(u64::from_be_bytes(buf[8..16].try_into()?));
-                return Ok(Self { socket, conn });
-            }
-            // Refused at once (ICMP) while the tracker is still starting: give it time.
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("no answer to a UDP connect from {ip}")
+        let conn = udp_connect(&socket, ip)?;
+        Ok(Self { socket, conn })
     }
+}
+
+/// A BEP 15 connect on `socket` (connected, with a read timeout), sent until answered, up to
+/// 50 times: the connection id. `from` names the sender in the error.
+///
+/// # Errors
+/// No answer, or I/O.
+pub(crate) fn udp_connect(
+    socket: &UdpSocket,
+    from: impl std::fmt::Display,
+) -> anyhow::Result<ConnectionId> {
+    let mut buf = [0u8; 64];
+    for _ in 0..50 {
+        let mut req = Vec::new();
+        udp::write_connect_request(&mut req, TransactionId(1));
+        socket.send(&req)?;
+        if let Ok(n) = socket.recv(&mut buf)
+            && n == 16
+            && buf[..4] == [0, 0, 0, 0]
+        {
+            return Ok(ConnectionId(u64::from_be_bytes(buf[8..16].try_into()?)));
+        }
+        // Refused at once (ICMP) while the tracker is still starting: give it time.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no answer to a UDP connect from {from}")
 }
 
 fn info_hash(t: u32) -> InfoHash {

@@ -384,33 +384,39 @@ impl Bench<'_> {
         round: usize,
         secs: u64,
     ) -> anyhow::Result<Sample> {
-        let port = free_port()?;
-        let handle = self.start(tracker, port)?;
-        match series {
-            Series::Udp => wait_for_udp(port)?,
-            _ => wait_for_tcp(port)?,
-        }
+        let (handle, port) = self.started(series, tracker)?;
         let pid = handle.0.id();
         let cpu0 = cpu_seconds(pid)?;
-        let (responses, seconds, errors) = match series {
-            Series::Udp => self.udp_load(port, secs)?,
-            Series::Http => self.http_load(port, secs, false)?,
-            Series::HttpClose => self.http_load(port, secs, true)?,
-        };
+        let (responses, seconds, errors) = self.load(series, port, secs)?;
         let tracker_cpu = cpu_seconds(pid)? - cpu0;
         drop(handle);
         Ok(Sample { series, round, tracker, responses, seconds, tracker_cpu, errors })
     }
 
-    /// One unmeasured run of `tracker` under `series`' load with `perf record` attached: writes
-    /// its flamegraph and returns its (user, kernel) CPU-seconds.
-    fn profile(&self, series: Series, tracker: Tracker, secs: u64) -> anyhow::Result<(f64, f64)> {
+    /// `tracker` started on a free port and answering `series`' protocol there.
+    fn started(&self, series: Series, tracker: Tracker) -> anyhow::Result<(Killed, u16)> {
         let port = free_port()?;
         let handle = self.start(tracker, port)?;
         match series {
             Series::Udp => wait_for_udp(port)?,
             _ => wait_for_tcp(port)?,
         }
+        Ok((handle, port))
+    }
+
+    /// `series`' load against `port` for `secs`: (responses, seconds, errors).
+    fn load(&self, series: Series, port: u16, secs: u64) -> anyhow::Result<(f64, f64, u64)> {
+        match series {
+            Series::Udp => self.udp_load(port, secs),
+            Series::Http => self.http_load(port, secs, false),
+            Series::HttpClose => self.http_load(port, secs, true),
+        }
+    }
+
+    /// One unmeasured run of `tracker` under `series`' load with `perf record` attached: writes
+    /// its flamegraph and returns its (user, kernel) CPU-seconds.
+    fn profile(&self, series: Series, tracker: Tracker, secs: u64) -> anyhow::Result<(f64, f64)> {
+        let (handle, port) = self.started(series, tracker)?;
         let pid = handle.0.id();
         let data = self.dir.join(format!("perf-{}-{}.data", series.name(), tracker.name()));
         let mut perf = Killed(
@@ -424,11 +430,7 @@ impl Bench<'_> {
                 .context("start perf record")?,
         );
         let (user0, sys0) = cpu_split(pid)?;
-        match series {
-            Series::Udp => self.udp_load(port, secs)?,
-            Series::Http => self.http_load(port, secs, false)?,
-            Series::HttpClose => self.http_load(port, secs, true)?,
-        };
+        self.load(series, port, secs)?;
         let (user1, sys1) = cpu_split(pid)?;
         // perf writes its file when interrupted.
         Command::new("kill").args(["-INT", &perf.0.id().to_string()]).status()?;
