@@ -19,7 +19,8 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 # Debian packages: real BitTorrent clients for the end-to-end tests (aria2c, python3-libtorrent),
-# LaTeX for the experiments' tables, systemd-analyze and strace for the systemd unit's test.
+# LaTeX for the experiments' tables, systemd-analyze and strace for the systemd unit's test,
+# Docker and debootstrap for the container test.
 step "system packages"
 need_apt=()
 command -v aria2c >/dev/null 2>&1 || need_apt+=(aria2)
@@ -31,10 +32,36 @@ command -v kpsewhich >/dev/null 2>&1 && kpsewhich booktabs.sty >/dev/null 2>&1 |
 # strace (the calls pbts makes, checked against that filter).
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+# The container test (engine/tests/containers.rs): a Docker daemon it starts itself, and
+# debootstrap for its base image (no image registry is reachable here).
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need_apt+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# `docker compose` (v2) for compose.yaml. Debian bookworm packages only compose 1.29; trixie's
+# docker-compose 2.x is a static binary that installs on bookworm, so it is fetched from there
+# (signed by the same archive keyring) when this release has no 2.x.
+if ! /usr/bin/docker compose version >/dev/null 2>&1; then
+    compose_version=$(apt-cache policy docker-compose | awk '/Candidate:/ {print $2}')
+    if [ "${compose_version%%.*}" -ge 2 ] 2>/dev/null; then
+        echo "installing: docker-compose $compose_version"
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-compose >/dev/null
+    else
+        echo "installing: docker-compose 2.x from Debian trixie"
+        trixie=$(mktemp -d)
+        mkdir -p "$trixie/lists/partial"
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" >"$trixie/sources.list"
+        apt_trixie=(-o "Dir::Etc::SourceList=$trixie/sources.list" -o Dir::Etc::SourceParts=/dev/null
+            -o "Dir::State::Lists=$trixie/lists" -o APT::Sandbox::User=root)
+        $SUDO apt-get "${apt_trixie[@]}" update -qq
+        (cd "$trixie" && $SUDO apt-get "${apt_trixie[@]}" download -qq docker-compose)
+        DEBIAN_FRONTEND=noninteractive $SUDO dpkg -i "$trixie"/docker-compose_*.deb >/dev/null
+        rm -rf "$trixie"
+    fi
+    /usr/bin/docker compose version
 fi
 
 step "python packages"

@@ -1,5 +1,6 @@
-//! The command line (clap): `pbts [serve]`, `pbts keygen`, `pbts chain deploy-factory`, with
-//! `-c FILE` for the configuration anywhere and `--print-config`.
+//! The command line (clap): `pbts [serve]`, `pbts health`, `pbts keygen`,
+//! `pbts chain deploy-factory`, with `-c FILE` for the configuration anywhere and
+//! `--print-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 const ENVIRONMENT: &str = "\
+PBTS_CONFIG names the configuration file when -c does not.
 Environment overrides: PBTS_MODE, PBTS_CORES, PBTS_DATA_DIR, PBTS_LISTEN, PORT, MIN_RATIO,
 MAX_PEERS, PBTS_PUBLIC_URL, RPC, FACTORY, REPUTATION_ADDRESS, TEE_MODE; the chain key is read
 from PK0 (chain.key_env) or chain.key_file; RUST_LOG sets the log filter (default info).";
@@ -20,7 +22,7 @@ from PK0 (chain.key_env) or chain.key_file; RUST_LOG sets the log filter (defaul
 #[command(name = "pbts", version, after_help = ENVIRONMENT)]
 struct Cli {
     /// Configuration file (TOML); what it leaves out takes the defaults (`--print-config`).
-    #[arg(short, long, value_name = "FILE", global = true)]
+    #[arg(short, long, value_name = "FILE", global = true, env = "PBTS_CONFIG")]
     config: Option<PathBuf>,
     /// Print the default configuration as commented TOML and exit.
     #[arg(short, long)]
@@ -39,6 +41,15 @@ enum Command {
         #[arg(long, hide = true)]
         udp_ceiling: bool,
     },
+    /// Check a running tracker (a container's HEALTHCHECK, with no curl): `GET /health` must
+    /// answer 200 with status "healthy" and a UDP connect must be answered; exits 1 with the
+    /// reason otherwise.
+    Health {
+        /// Where to check (ip:port); default: the first `network.listen` address, with an
+        /// unspecified ip (0.0.0.0, ::) taken as loopback.
+        #[arg(value_name = "ADDR")]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Make a BLS12-381 key pair on this machine for POST /register: prints private_key,
     /// public_key and proof_of_possession as JSON.
     Keygen {
@@ -55,8 +66,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ChainCommand {
     /// Deploy a ReputationFactory through chain.rpc_url (RPC) with the tracker's key (PK0);
-    /// with -c, write its address into FILE as chain.factory_address (comments kept).
-    DeployFactory,
+    /// with -c, write its address into FILE as chain.factory_address (comments kept; FILE is
+    /// made from the defaults if it does not exist).
+    DeployFactory {
+        /// Deploy only if chain.factory_address (or FACTORY) names no contract on the chain:
+        /// running it again (a compose one-shot on every `up`) keeps the factory it made.
+        #[arg(long)]
+        keep_existing: bool,
+    },
 }
 
 /// Entry point of the `pbts` binary.
@@ -69,9 +86,10 @@ pub fn main() -> ExitCode {
     }
     let (name, result) = match cli.command.unwrap_or(Command::Serve { udp_ceiling: false }) {
         Command::Serve { udp_ceiling } => ("pbts", serve(cli.config, udp_ceiling)),
+        Command::Health { addr } => ("pbts health", health(cli.config, addr)),
         Command::Keygen { out } => ("pbts keygen", keygen(out)),
-        Command::Chain(ChainCommand::DeployFactory) => {
-            ("pbts chain deploy-factory", deploy_factory(cli.config))
+        Command::Chain(ChainCommand::DeployFactory { keep_existing }) => {
+            ("pbts chain deploy-factory", deploy_factory(cli.config, keep_existing))
         }
     };
     match result {
@@ -116,17 +134,32 @@ fn keygen(out: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// `pbts chain deploy-factory`: replaces PBTS's `deploy_factory.sh` (forge create and a `.env`
 /// rewrite) with one command that needs neither forge nor jq.
-fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(path.as_deref())?;
+fn deploy_factory(path: Option<PathBuf>, keep_existing: bool) -> anyhow::Result<()> {
+    // A named file that does not exist yet is made from the defaults (a fresh volume).
+    let exists = path.as_deref().is_some_and(std::path::Path::exists);
+    let config = Config::load(path.as_deref().filter(|_| exists))?;
     let chain = &config.chain;
     anyhow::ensure!(chain.is_enabled(), "no RPC endpoint: set chain.rpc_url or RPC");
     let key = chain.load_key(|name| std::env::var(name).ok())?;
     let handle = pbts_chain::ChainHandle::start(chain.clone(), key)?;
+    if keep_existing && !chain.factory_address.is_empty() {
+        let configured = pbts_chain::config::parse_address(&chain.factory_address)?;
+        let code = pbts_chain::worker::wait(&handle.code_at(configured))?;
+        if !code.is_empty() {
+            println!("{configured}");
+            eprintln!("ReputationFactory at {configured} is deployed: kept");
+            return Ok(());
+        }
+        eprintln!("no contract at chain.factory_address {configured}: deploying one");
+    }
     let deployed = pbts_chain::worker::wait(&handle.deploy_factory())?;
     let address = deployed.address.to_string();
     if let Some(path) = path {
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        let text = if exists {
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?
+        } else {
+            Config::default_toml()
+        };
         let mut doc: toml_edit::DocumentMut =
             text.parse().with_context(|| format!("parse {}", path.display()))?;
         if !doc.contains_table("chain") {
@@ -145,6 +178,78 @@ fn deploy_factory(path: Option<PathBuf>) -> anyhow::Result<()> {
         "ReputationFactory deployed at {address} (tx {}, {} gas)",
         deployed.tx.tx_hash, deployed.tx.gas_used
     );
+    Ok(())
+}
+
+/// `pbts health`: a client of the tracker's own two protocols, so a container image needs no
+/// curl and "healthy" means both answer (HTTP alone could hide a UDP side that serves nothing).
+fn health(path: Option<PathBuf>, addr: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    let addr = match addr {
+        Some(addr) => addr,
+        None => {
+            let config = Config::load(path.as_deref())?;
+            let mut addr =
+                *config.network.listen.first().context("network.listen names no address")?;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr.ip() {
+                    IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                    IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            addr
+        }
+    };
+
+    let url = format!("http://{addr}/health");
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("connect to {url}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .with_context(|| format!("send to {url}"))?;
+    let mut response = Vec::new();
+    stream.take(64 * 1024).read_to_end(&mut response).with_context(|| format!("read {url}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) =
+        text.split_once("\r\n\r\n").with_context(|| format!("{url}: incomplete response"))?;
+    let status = head.lines().next().unwrap_or_default();
+    anyhow::ensure!(status.starts_with("HTTP/1.1 200 "), "{url} answered {status:?}");
+    let said: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("{url} answered {body:?}"))?;
+    anyhow::ensure!(said["status"] == "healthy", "{url} says status {}", said["status"]);
+
+    let udp = std::net::UdpSocket::bind(match addr {
+        std::net::SocketAddr::V4(_) => (IpAddr::from(Ipv4Addr::UNSPECIFIED), 0),
+        std::net::SocketAddr::V6(_) => (IpAddr::from(Ipv6Addr::UNSPECIFIED), 0),
+    })
+    .context("bind a UDP socket")?;
+    udp.connect(addr).with_context(|| format!("udp://{addr}"))?;
+    udp.set_read_timeout(Some(TIMEOUT / 3))?;
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => pbts_proto::udp::AddressFamily::V4,
+        std::net::SocketAddr::V6(_) => pbts_proto::udp::AddressFamily::V6,
+    };
+    let tx = pbts_proto::udp::TransactionId(std::process::id() ^ 0x7062_7473);
+    let mut request = Vec::new();
+    pbts_proto::udp::write_connect_request(&mut request, tx);
+    let mut buf = [0u8; 2048];
+    // Three tries: a datagram may be lost; an answer to another transaction is not ours.
+    let answered = (0..3).any(|_| {
+        udp.send(&request).is_ok()
+            && udp.recv(&mut buf).is_ok_and(|n| {
+                matches!(
+                    pbts_proto::udp::parse_response(&buf[..n], family),
+                    Ok(pbts_proto::udp::Response::Connect { transaction_id, .. })
+                        if transaction_id == tx
+                )
+            })
+    });
+    anyhow::ensure!(answered, "udp://{addr} did not answer a connect");
+    println!("healthy: {url} and udp://{addr} answer");
     Ok(())
 }
 
@@ -214,8 +319,22 @@ mod tests {
             matches!(c.command, Some(Command::Keygen { out: Some(ref p) }) if p.as_os_str() == "k.json")
         );
         let c = parse(&["chain", "deploy-factory", "-c", "c.toml"]).unwrap();
-        assert!(matches!(c.command, Some(Command::Chain(ChainCommand::DeployFactory))));
+        assert!(matches!(
+            c.command,
+            Some(Command::Chain(ChainCommand::DeployFactory { keep_existing: false }))
+        ));
         assert_eq!(c.config, Some(PathBuf::from("c.toml")));
+        let c = parse(&["chain", "deploy-factory", "--keep-existing"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Some(Command::Chain(ChainCommand::DeployFactory { keep_existing: true }))
+        ));
+        let c = parse(&["health", "127.0.0.1:9"]).unwrap();
+        assert!(matches!(c.command, Some(Command::Health { addr: Some(a) }) if a.port() == 9));
+        assert!(matches!(
+            parse(&["health"]).unwrap().command,
+            Some(Command::Health { addr: None })
+        ));
         assert!(parse(&["--print-config"]).unwrap().print_config);
         let e = parse(&["--bogus"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);

@@ -572,18 +572,31 @@ fn ensure_io_uring() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.trim().parse::<u8>().ok())
         .filter(|&v| v > 0);
+    // "Seccomp: 2" in /proc/self/status: a filter is installed (Docker, systemd, a sandbox).
+    let filtered = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status.lines().any(|l| l.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
+    });
     let cause = match (e.raw_os_error(), disabled) {
         (_, Some(v)) => format!(
             "the kernel disables it (kernel.io_uring_disabled = {v}): set it to 0 \
              (sysctl -w kernel.io_uring_disabled=0)"
         ),
-        (Some(libc::ENOSYS), _) => "this kernel has no io_uring (Linux 5.8 or later built with \
-             CONFIG_IO_URING is needed; gVisor does not provide it)"
+        (Some(libc::EPERM | libc::EACCES | libc::ENOSYS), None) if filtered => {
+            "a seccomp filter blocks it: Docker 25 and later block io_uring in their default \
+             profile, so run the container with pbts's profile (`security_opt: \
+             [seccomp=deploy/docker/seccomp.json]`, as compose.yaml does) or another that allows \
+             io_uring_setup, io_uring_enter and io_uring_register; under systemd, \
+             SystemCallFilter= must allow those three"
+                .to_owned()
+        }
+        (Some(libc::ENOSYS), None) => "this kernel has no io_uring (Linux 5.8 or later built \
+             with CONFIG_IO_URING is needed; gVisor does not provide it)"
             .to_owned(),
-        _ => "a seccomp filter blocks it: Docker 25 and later block io_uring in their default \
-             profile, so run the container with `security_opt: [seccomp=unconfined]` or with a \
-             seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register; \
-             under systemd, SystemCallFilter= must allow those three"
+        (Some(libc::ENOMEM), None) => "the kernel refused the ring's memory (RLIMIT_MEMLOCK on \
+             kernels before 5.12: raise ulimit -l, LimitMEMLOCK= or the container's memlock)"
+            .to_owned(),
+        _ => "the kernel refused the ring (a security module or a container runtime may block \
+             io_uring)"
             .to_owned(),
     };
     bail!("io_uring is unavailable (io_uring_setup: {e}); pbts serves through io_uring: {cause}")

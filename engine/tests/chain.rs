@@ -482,3 +482,51 @@ fn deploy_factory_command_writes_the_config() {
     let code = wait(&chain(&anvil).code_at(deployed)).unwrap();
     assert_eq!(code, pbts_chain::bindings::ReputationFactory::DEPLOYED_BYTECODE);
 }
+
+/// `--keep-existing` (compose's one-shot on every `up`): a file that does not exist is made from
+/// the defaults; a configured address with no contract behind it is replaced; a deployed
+/// factory is kept.
+#[test]
+fn deploy_factory_keep_existing_deploys_once() {
+    let anvil = Anvil::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fresh/pbts.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let key = key_file(dir.path(), 0);
+    let deploy = |factory: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pbts"));
+        cmd.args(["chain", "deploy-factory", "--keep-existing"])
+            .env("PBTS_CONFIG", &config)
+            .env("RPC", anvil.url())
+            .env("PK0", std::fs::read_to_string(&key).unwrap().trim());
+        if let Some(f) = factory {
+            cmd.env("FACTORY", f);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{err}");
+        (String::from_utf8(out.stdout).unwrap().trim().to_owned(), err)
+    };
+    let (first, said) = deploy(None);
+    assert!(said.contains(&format!("ReputationFactory deployed at {first}")), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with(&pbts_engine::config::Config::default_toml()[..40]), "{text}");
+    assert!(text.contains(&format!("factory_address = \"{first}\"")), "{text}");
+
+    let (again, said) = deploy(None);
+    assert_eq!(again, first);
+    assert_eq!(said, format!("ReputationFactory at {first} is deployed: kept\n"));
+
+    let nothing = "0x00000000000000000000000000000000000000aa";
+    let (replaced, said) = deploy(Some(nothing));
+    assert_ne!(replaced, first);
+    assert!(
+        said.starts_with(&format!(
+            "no contract at chain.factory_address {}: deploying one\n",
+            nothing.parse::<Address>().unwrap()
+        )),
+        "{said}"
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!("factory_address = \"{replaced}\"")), "{text}");
+}

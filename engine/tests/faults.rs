@@ -233,9 +233,9 @@ fn without_io_uring_start_up_fails_with_the_cause_and_the_fix() {
         err.lines().last().unwrap(),
         "pbts: io_uring is unavailable (io_uring_setup: Operation not permitted (os error 1)); \
          pbts serves through io_uring: a seccomp filter blocks it: Docker 25 and later block \
-         io_uring in their default profile, so run the container with \
-         `security_opt: [seccomp=unconfined]` or with a seccomp profile that allows \
-         io_uring_setup, io_uring_enter and io_uring_register; under systemd, SystemCallFilter= \
-         must allow those three"
+         io_uring in their default profile, so run the container with pbts's profile \
+         (`security_opt: [seccomp=deploy/docker/seccomp.json]`, as compose.yaml does) or another \
+         that allows io_uring_setup, io_uring_enter and io_uring_register; under systemd, \
+         SystemCallFilter= must allow those three"
     );
 }

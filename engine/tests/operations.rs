@@ -121,12 +121,13 @@ fn syscall_set(set: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The unit passes `systemd-analyze verify` without a warning, and its system call filter
-/// allows every call pbts makes while it starts, serves UDP and HTTP (plain and through the
-/// ring), writes its database and stops on SIGTERM with a swarm snapshot (traced with strace:
-/// this machine's PID 1 is not systemd, so the unit cannot be started for real).
+/// The unit passes `systemd-analyze verify` without a warning, and its system call filter and
+/// Docker's seccomp profile (which allows nothing the unit refuses) allow every call pbts makes
+/// while it starts, serves UDP and HTTP (plain and through the ring), writes its database and
+/// stops on SIGTERM with a swarm snapshot (traced with strace: this machine's PID 1 is not
+/// systemd, so the unit cannot be started for real; the container test runs the profile).
 #[test]
-fn the_systemd_unit_verifies_and_its_filter_allows_every_call_pbts_makes() {
+fn the_systemd_unit_verifies_and_its_filter_and_the_seccomp_profile_allow_every_call_pbts_makes() {
     let unit = deploy("systemd/pbts.service");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pbts.service");
@@ -161,6 +162,26 @@ fn the_systemd_unit_verifies_and_its_filter_allows_every_call_pbts_makes() {
         }
     }
     assert!(allowed.contains("io_uring_setup") && allowed.contains("recvmmsg"));
+
+    // Docker's profile allows the same set: nothing the unit refuses, and io_uring.
+    let profile: serde_json::Value = serde_json::from_str(&deploy("docker/seccomp.json")).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(profile["defaultErrnoRet"], libc::EPERM);
+    let rules = profile["syscalls"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "one allow list, no argument filters");
+    assert_eq!(rules[0]["action"], "SCMP_ACT_ALLOW");
+    let docker: BTreeSet<String> = rules[0]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    let unit: BTreeSet<String> = allowed.difference(&denied).cloned().collect();
+    let beyond: Vec<&String> = docker.difference(&unit).collect();
+    assert!(beyond.is_empty(), "seccomp.json allows what the unit refuses: {beyond:?}");
+    for needed in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(docker.contains(needed), "seccomp.json must allow {needed}");
+    }
 
     // pbts under strace, through everything it does. A machine that forbids ptrace (some
     // container sandboxes) cannot run this half: said plainly, not failed.
@@ -283,7 +304,8 @@ fn the_systemd_unit_verifies_and_its_filter_allows_every_call_pbts_makes() {
     }
     // `exit` and `resumed` fragments are not calls a filter sees differently; execve is the
     // exec of pbts itself (allowed by @system-service as well).
-    let refused: Vec<&String> =
-        used.iter().filter(|s| !allowed.contains(*s) || denied.contains(*s)).collect();
+    let refused: Vec<&String> = used.difference(&unit).collect();
     assert!(refused.is_empty(), "the unit's filter refuses {refused:?}");
+    let refused: Vec<&String> = used.difference(&docker).collect();
+    assert!(refused.is_empty(), "seccomp.json refuses {refused:?}");
 }
