@@ -21,6 +21,7 @@ ARG RUST_IMAGE=rust:1.95-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
+# The full rust image, not -slim: glommio's build script runs git and liburing's configure.
 FROM ${RUST_IMAGE} AS compile-pbts
 WORKDIR /src
 COPY . .
@@ -31,8 +32,13 @@ RUN cargo build --release --locked -p pbts-engine --bin pbts \
 FROM ${NODE_IMAGE} AS compile-anvil
 WORKDIR /chain
 COPY chain/package.json chain/package-lock.json ./
+# The binary comes in a per-platform optional package; where npm skips it (an older Node than
+# the package's engines field asks for), the package's postinstall downloads it beside itself.
 RUN npm ci --no-audit --no-fund --loglevel=error \
-    && install -D -m 0755 node_modules/@foundry-rs/anvil-linux-*/bin/anvil /out/anvil
+    && for f in node_modules/@foundry-rs/anvil-linux-*/bin/anvil node_modules/@foundry-rs/anvil/anvil; do \
+         if [ -x "$f" ]; then install -D -m 0755 "$f" /out/anvil && break; fi; \
+       done \
+    && /out/anvil --version
 
 FROM scratch AS binaries-compile
 COPY --from=compile-pbts /out/pbts /pbts
@@ -46,7 +52,7 @@ FROM binaries-${BINARIES} AS binaries
 # The dev chain for compose.yaml: anvil on 0.0.0.0:8545, chain id 31337, its state kept in
 # /var/lib/anvil (a volume) so a deployed factory survives a restart.
 FROM ${RUNTIME_IMAGE} AS anvil
-RUN useradd --no-create-home --uid 10002 --user-group --home-dir /var/lib/anvil --shell /usr/sbin/nologin anvil \
+RUN useradd --no-create-home --no-log-init --uid 10002 --user-group --home-dir /var/lib/anvil --shell /usr/sbin/nologin anvil \
     && install -d -o anvil -g anvil -m 0700 /var/lib/anvil
 COPY --from=binaries /anvil /usr/local/bin/anvil
 USER anvil
@@ -62,8 +68,8 @@ CMD ["--state", "/var/lib/anvil/state.json"]
 FROM ${RUNTIME_IMAGE} AS pbts
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --no-create-home --uid 10001 --user-group --home-dir /var/lib/pbts --shell /usr/sbin/nologin pbts \
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
+    && useradd --no-create-home --no-log-init --uid 10001 --user-group --home-dir /var/lib/pbts --shell /usr/sbin/nologin pbts \
     && install -d -o pbts -g pbts -m 0700 /var/lib/pbts \
     && install -d -o pbts -g pbts -m 0755 /etc/pbts
 COPY --from=binaries /pbts /usr/local/bin/pbts
