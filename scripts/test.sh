@@ -41,6 +41,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# Prometheus and promtool: the example configuration and alert rules run against a live
+# tracker (the node exporter it recommends is not needed).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "installing: prometheus"
+    [ ${#need_apt[@]} -gt 0 ] || $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 # `docker compose` (v2) for compose.yaml. Debian bookworm packages only compose 1.29; trixie's
 # docker-compose 2.x is a static binary that installs on bookworm, so it is fetched from there
 # (signed by the same archive keyring) when this release has no 2.x.

@@ -1,5 +1,7 @@
 //! What operators deploy beside the binary: the Grafana dashboard must query only metrics the
-//! tracker serves, and the Prometheus example must scrape where it serves them.
+//! tracker serves, a real Prometheus with the example configuration and alert rules must scrape
+//! a live tracker and answer every panel's query, and the systemd unit and Docker's seccomp
+//! profile must allow what pbts does.
 
 #![allow(clippy::unwrap_used)]
 
@@ -90,14 +92,161 @@ fn the_dashboard_queries_only_metrics_the_tracker_serves() {
     }
 }
 
+/// Percent-encodes a PromQL query for a URL.
+fn query_param(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An HTTP/1.0 GET (Go's server then sends the body whole, never chunked); status and body.
+fn get_http10(addr: std::net::SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    write!(stream, "GET {target} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]);
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response[split + 4..].to_vec())
+}
+
+/// GET on Prometheus's HTTP API; its JSON answer.
+fn prometheus_api(addr: std::net::SocketAddr, target: &str) -> serde_json::Value {
+    let (status, body) = get_http10(addr, target);
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("{target}: {status} {}", String::from_utf8_lossy(&body)));
+    assert_eq!(status, 200, "{target}: {json}");
+    json
+}
+
+/// A real Prometheus (Debian's package) with the example configuration and alert rules scrapes
+/// a live tracker: the exposition is accepted (a family split over two TYPE lines once made
+/// Prometheus refuse every scrape), every dashboard query returns data, every rule evaluates.
 #[test]
-fn the_prometheus_example_scrapes_the_metrics_path() {
+fn prometheus_scrapes_a_live_tracker_and_every_panel_and_rule_evaluates() {
     let config = deploy("prometheus/prometheus.yml");
     assert!(config.contains("metrics_path: /metrics\n"), "{config}");
-    assert!(config.contains("job_name: pbts\n"), "{config}");
-    // The default listen port of the tracker.
+    // The example points at the tracker's default port.
     assert!(config.contains("\"127.0.0.1:8000\""), "{config}");
     assert_eq!(pbts_engine::config::Config::default().network.listen[0].port(), 8000);
+
+    let srv = TestServer::start(TrackerMode::Open, |_| {});
+    let q = common::announce_query(&[1; 20], &[2; 20], 6881, "&left=0");
+    assert!(get_body(srv.v4, &format!("/announce?{q}")).starts_with(b"d8:complete"));
+
+    // The committed files with the target, the intervals and the listen address made local.
+    let dir = tempfile::tempdir().unwrap();
+    let instance = srv.v4.to_string();
+    let local = config
+        .replace("\"127.0.0.1:8000\"", &format!("\"{instance}\""))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
+    assert_ne!(local, config);
+    std::fs::write(dir.path().join("prometheus.yml"), &local).unwrap();
+    std::fs::write(dir.path().join("pbts-alerts.yml"), deploy("prometheus/pbts-alerts.yml"))
+        .unwrap();
+    let check = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(dir.path().join("prometheus.yml"))
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    let port = pbts_testkit::anvil::free_port().unwrap();
+    let api: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _prometheus = Kill(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={api}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus (Debian's prometheus package; scripts/test.sh installs it)"),
+    );
+    let log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let eventually = |what: &str, ok: &mut dyn FnMut() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what} within 60 s; log:\n{}", log());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    eventually("Prometheus ready", &mut || {
+        std::net::TcpStream::connect(api).is_ok() && get_http10(api, "/-/ready").0 == 200
+    });
+
+    // The target is up, with no scrape error; then three more scrapes, so rates have points.
+    let mut target = serde_json::Value::Null;
+    eventually("the pbts target scraped", &mut || {
+        target = prometheus_api(api, "/api/v1/targets")["data"]["activeTargets"][0].clone();
+        target["health"] == "up"
+    });
+    assert_eq!(target["lastError"], "", "{target}");
+    assert_eq!(target["labels"]["job"], "pbts");
+    assert_eq!(target["labels"]["instance"], instance.as_str());
+    let scrapes = |api| {
+        let q = query_param("count_over_time(up{job=\"pbts\"}[1m])");
+        let r = prometheus_api(api, &format!("/api/v1/query?query={q}"));
+        r["data"]["result"][0]["value"][1].as_str().unwrap_or("0").parse::<u32>().unwrap()
+    };
+    eventually("four scrapes", &mut || scrapes(api) >= 4);
+
+    // Every dashboard query, with Grafana's variables filled in, returns data.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&deploy("grafana/pbts-dashboard.json")).unwrap();
+    let mut all = Vec::new();
+    exprs(&dashboard["panels"], &mut all);
+    for expr in &all {
+        let promql = expr.replace("$instance", &instance).replace("$__rate_interval", "1m");
+        assert!(!promql.contains('$'), "a variable left in {promql}");
+        let r = prometheus_api(api, &format!("/api/v1/query?query={}", query_param(&promql)));
+        assert_eq!(r["status"], "success", "{promql}: {r}");
+        let result = r["data"]["result"].as_array().unwrap();
+        assert!(!result.is_empty(), "no data for the panel query {promql}");
+    }
+    let peers = query_param(&format!("sum(pbts_peers_v4{{instance=\"{instance}\"}})"));
+    let r = prometheus_api(api, &format!("/api/v1/query?query={peers}"));
+    assert_eq!(r["data"]["result"][0]["value"][1], "1", "{r}");
+
+    // Every alert rule evaluates, and none fires against a healthy tracker.
+    let mut rules = Vec::new();
+    eventually("rules evaluated", &mut || {
+        let r = prometheus_api(api, "/api/v1/rules");
+        rules = r["data"]["groups"][0]["rules"].as_array().cloned().unwrap_or_default();
+        !rules.is_empty() && rules.iter().all(|r| r["lastEvaluation"] != "0001-01-01T00:00:00Z")
+    });
+    let names: Vec<&str> = rules.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "PbtsDown",
+            "PbtsPanicked",
+            "PbtsStoreFailing",
+            "PbtsConnectionsRefused",
+            "PbtsErrorsHigh"
+        ]
+    );
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+        assert_eq!(rule["state"], "inactive", "{rule}");
+    }
 }
 
 /// `systemd-analyze syscall-filter` for `set`, groups expanded: the system calls it names.
