@@ -31,6 +31,43 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// Runs `cmd` to completion with its output captured, killing it after `limit`: a stalled
+/// mirror or daemon fails the test instead of hanging it.
+fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    // Drained on threads of their own: a full pipe would stall the command.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// How long one docker, compose or debootstrap command may take.
+const COMMAND_LIMIT: Duration = Duration::from_secs(300);
+
 /// A `dockerd` of this test's own; stopped (and its state removed) on drop.
 struct Daemon {
     child: Child,
@@ -66,7 +103,10 @@ impl Daemon {
         let mut daemon = Self { child, dir };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if daemon.docker().arg("version").output().is_ok_and(|o| o.status.success()) {
+            if output_within(daemon.docker().arg("version"), Duration::from_secs(10))
+                .status
+                .success()
+            {
                 return Ok(daemon);
             }
             if let Ok(Some(status)) = daemon.child.try_wait() {
@@ -95,7 +135,7 @@ impl Daemon {
 
     /// Runs a docker command that must succeed; its output.
     fn run(&self, args: &[&str]) -> String {
-        let out = self.docker().args(args).output().unwrap();
+        let out = output_within(self.docker().args(args), COMMAND_LIMIT);
         assert!(out.status.success(), "docker {}: {}", args.join(" "), text(&out));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -118,13 +158,12 @@ impl Drop for Daemon {
 /// pages, locales and package lists) and kept as a tarball under the target dir for the next
 /// run.
 fn import_base_image(daemon: &Daemon) {
-    if daemon
-        .docker()
-        .args(["image", "inspect", "debian:bookworm-slim"])
-        .output()
-        .unwrap()
-        .status
-        .success()
+    if output_within(
+        daemon.docker().args(["image", "inspect", "debian:bookworm-slim"]),
+        COMMAND_LIMIT,
+    )
+    .status
+    .success()
     {
         return;
     }
@@ -132,12 +171,13 @@ fn import_base_image(daemon: &Daemon) {
     if !cache.exists() {
         let root = tempfile::tempdir().unwrap();
         let rootfs = root.path().join("rootfs");
-        let out = Command::new("debootstrap")
-            .args(["--variant=minbase", "bookworm"])
-            .arg(&rootfs)
-            .arg("http://deb.debian.org/debian")
-            .output()
-            .expect("debootstrap (Debian's debootstrap package; scripts/test.sh installs it)");
+        let out = output_within(
+            Command::new("debootstrap")
+                .args(["--variant=minbase", "bookworm"])
+                .arg(&rootfs)
+                .arg("http://deb.debian.org/debian"),
+            COMMAND_LIMIT,
+        );
         assert!(out.status.success(), "debootstrap: {}", text(&out));
         for dir in [
             "usr/share/doc",
@@ -151,24 +191,17 @@ fn import_base_image(daemon: &Daemon) {
             std::fs::create_dir_all(&path).unwrap();
         }
         let partial = cache.with_extension("tar.partial");
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&partial)
-            .arg(".")
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&partial).arg("."),
+            COMMAND_LIMIT,
+        );
         assert!(out.status.success(), "tar: {}", text(&out));
         std::fs::rename(&partial, &cache).unwrap();
     }
-    let out = daemon
-        .docker()
-        .args(["import", "-"])
-        .arg("debian:bookworm-slim")
-        .stdin(std::fs::File::open(&cache).unwrap())
-        .output()
-        .unwrap();
+    let out = output_within(
+        daemon.docker().arg("import").arg(&cache).arg("debian:bookworm-slim"),
+        COMMAND_LIMIT,
+    );
     assert!(out.status.success(), "docker import: {}", text(&out));
 }
 
@@ -205,7 +238,7 @@ impl Project<'_> {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.output().unwrap()
+        output_within(&mut cmd, COMMAND_LIMIT)
     }
 
     fn run(&self, args: &[&str]) -> String {
@@ -221,7 +254,10 @@ impl Project<'_> {
     /// The service's output (stdout and stderr), through `docker logs`: compose's own command
     /// adds terminal escapes.
     fn logs(&self, service: &str) -> String {
-        let out = self.daemon.docker().args(["logs", &self.container(service)]).output().unwrap();
+        let out = output_within(
+            self.daemon.docker().args(["logs", &self.container(service)]),
+            COMMAND_LIMIT,
+        );
         assert!(out.status.success(), "docker logs {service}: {}", text(&out));
         text(&out)
     }
@@ -407,13 +443,14 @@ fn the_images_and_the_compose_project_serve_as_documented() {
     assert_eq!(names.len(), before - 3);
     let blocking = ctx.path().join("no-io-uring.json");
     std::fs::write(&blocking, profile.to_string()).unwrap();
-    let out = daemon
-        .docker()
-        .args(["run", "--rm", "--network", "none", "--security-opt"])
-        .arg(format!("seccomp={}", blocking.display()))
-        .arg(&tag)
-        .output()
-        .unwrap();
+    let out = output_within(
+        daemon
+            .docker()
+            .args(["run", "--rm", "--network", "none", "--security-opt"])
+            .arg(format!("seccomp={}", blocking.display()))
+            .arg(&tag),
+        COMMAND_LIMIT,
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing may claim to be listening");
     let err = String::from_utf8(out.stderr).unwrap();
