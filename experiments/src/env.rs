@@ -36,3 +36,13 @@ pub fn capture(settings: serde_json::Value, seed: u64) -> serde_json::Value {
         "settings": settings,
     })
 }
+
+/// Writes a side series' environment (`settings`, no seed) as pretty JSON to `path`.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write(path: &std::path::Path, settings: serde_json::Value) -> anyhow::Result<()> {
+    let env = capture(settings, 0);
+    std::fs::write(path, serde_json::to_string_pretty(&env)? + "\n")?;
+    Ok(())
+}

@@ -12,7 +12,6 @@
 //! closed loop does not keep the tracker's CPU busy, the "maximum" is this generator's, and the
 //! summary says so.
 
-use std::io::Write as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -586,7 +585,8 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
     }
     std::fs::write(plan.out.join("latency_summary.txt"), &summary)?;
     std::fs::write(plan.out.join("latency.tex"), table.latex())?;
-    let env = crate::env::capture(
+    crate::env::write(
+        &plan.out.join("latency_env.json"),
         serde_json::json!({
             "series": "latency",
             "rounds": rounds,
@@ -600,10 +600,7 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
             "load_cpu": plan.load_cpu,
             "aquatic": "aquatic_udp 0.9.0 (crates.io)",
         }),
-        0,
-    );
-    let mut f = std::fs::File::create(plan.out.join("latency_env.json"))?;
-    writeln!(f, "{}", serde_json::to_string_pretty(&env)?)?;
+    )?;
     print!("{summary}");
     Ok(())
 }

@@ -390,15 +390,14 @@ fn write(plan: &Plan, samples: &[Sample]) -> anyhow::Result<()> {
         p / a
     );
     std::fs::write(plan.out.join("memory_summary.txt"), &summary)?;
-    let env = crate::env::capture(
+    crate::env::write(
+        &plan.out.join("memory_env.json"),
         serde_json::json!({
             "series": "memory", "peers": plan.peers, "torrents": plan.torrents,
             "rounds": plan.runs, "tracker_cpu": plan.tracker_cpu,
             "aquatic": "aquatic_udp 0.9.0 (crates.io)",
         }),
-        0,
-    );
-    std::fs::write(plan.out.join("memory_env.json"), serde_json::to_string_pretty(&env)? + "\n")?;
+    )?;
     print!("{summary}");
     Ok(())
 }

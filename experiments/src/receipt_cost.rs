@@ -328,7 +328,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
     let (table, summary) = series.table("client_download_measured");
     std::fs::write(plan.out.join("client_download_measured_summary.txt"), &summary)?;
     std::fs::write(plan.out.join("client_download_measured.tex"), table.latex())?;
-    let env = crate::env::capture(
+    crate::env::write(
+        &plan.out.join("client_download_measured_env.json"),
         serde_json::json!({
             "series": "client-download-measured",
             "size_mib": plan.size_mib,
@@ -336,11 +337,6 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             "pairs_per_speed": plan.runs,
             "data_dir": plan.dir,
         }),
-        0,
-    );
-    std::fs::write(
-        plan.out.join("client_download_measured_env.json"),
-        serde_json::to_string_pretty(&env)? + "\n",
     )?;
     print!("{summary}");
     Ok(())

@@ -823,7 +823,8 @@ fn write(plan: &Plan, series: &[Series], samples: &[Sample]) -> anyhow::Result<(
     }
     std::fs::write(plan.out.join("aquatic_summary.txt"), &summary)?;
     std::fs::write(plan.out.join("aquatic_comparison.tex"), table.latex())?;
-    let env = crate::env::capture(
+    crate::env::write(
+        &plan.out.join("aquatic_env.json"),
         serde_json::json!({
             "series": "vs-aquatic",
             "rounds": rounds,
@@ -836,10 +837,7 @@ fn write(plan: &Plan, series: &[Series], samples: &[Sample]) -> anyhow::Result<(
             "aquatic": "aquatic_udp / aquatic_http / aquatic_udp_load_test 0.9.0 (crates.io)",
             "opentracker": "Debian bookworm 0.0~git20210823.110868e-3 (whitelist build)",
         }),
-        0,
-    );
-    let mut f = std::fs::File::create(plan.out.join("aquatic_env.json"))?;
-    writeln!(f, "{}", serde_json::to_string_pretty(&env)?)?;
+    )?;
     print!("{summary}");
     Ok(())
 }

@@ -137,7 +137,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let env = crate::env::capture(
+    crate::env::write(
+        &plan.out.join("peer_throughput_env.json"),
         serde_json::json!({
             "series": "vs-libtorrent",
             "size_mib": plan.size_mib,
@@ -146,11 +147,6 @@ pub fn run(plan: &Plan) -> anyhow::Result<()> {
             "data_dir": plan.dir,
             "libtorrent": libtorrent,
         }),
-        0,
-    );
-    std::fs::write(
-        plan.out.join("peer_throughput_env.json"),
-        serde_json::to_string_pretty(&env)? + "\n",
     )?;
     print!("{summary}");
     Ok(())
