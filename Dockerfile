@@ -10,26 +10,35 @@
 #   mkdir -p ctx && cp target/release/pbts ctx/ \
 #     && cp chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ctx/
 #   docker build --build-arg BINARIES=prebuilt -f Dockerfile -t pbts ctx
+#   docker build --build-arg BINARIES=prebuilt --target anvil -f Dockerfile -t pbts-anvil ctx
+#   docker compose up -d --no-build
 #
-# No "# syntax=" line on purpose: it makes BuildKit fetch a frontend image from a registry. The
-# stages a build does not need (the compile stages, with BINARIES=prebuilt) are never built.
+# No "# syntax=" line on purpose: it makes BuildKit fetch a frontend image from a registry.
+# BuildKit (the default builder since Docker 23; DOCKER_BUILDKIT=1 before) never builds the
+# stages a target does not need: the compile stages with BINARIES=prebuilt, Rust for anvil.
 
-# "compile": build pbts and fetch anvil in the images below; "prebuilt": copy `pbts` and
-# `anvil` from the build context.
+# "compile": build pbts and fetch anvil in the images below; "prebuilt": copy `pbts` (the pbts
+# target) or `anvil` (the anvil target) from the build context.
 ARG BINARIES=compile
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
+# Each binary from its own stages, so building one target never builds the other's compiler.
 # The full rust image, not -slim: glommio's build script runs git and liburing's configure.
-FROM ${RUST_IMAGE} AS compile-pbts
+FROM ${RUST_IMAGE} AS pbts-compile
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p pbts-engine --bin pbts \
     && install -D -m 0755 target/release/pbts /out/pbts
 
+FROM scratch AS pbts-prebuilt
+COPY pbts /out/pbts
+
+FROM pbts-${BINARIES} AS pbts-binary
+
 # anvil as the tests use it: the @foundry-rs/anvil npm package, pinned by chain/'s lock file.
-FROM ${NODE_IMAGE} AS compile-anvil
+FROM ${NODE_IMAGE} AS anvil-compile
 WORKDIR /chain
 COPY chain/package.json chain/package-lock.json ./
 # The binary comes in a per-platform optional package; where npm skips it (an older Node than
@@ -40,21 +49,17 @@ RUN npm ci --no-audit --no-fund --loglevel=error \
        done \
     && /out/anvil --version
 
-FROM scratch AS binaries-compile
-COPY --from=compile-pbts /out/pbts /pbts
-COPY --from=compile-anvil /out/anvil /anvil
+FROM scratch AS anvil-prebuilt
+COPY anvil /out/anvil
 
-FROM scratch AS binaries-prebuilt
-COPY pbts anvil /
-
-FROM binaries-${BINARIES} AS binaries
+FROM anvil-${BINARIES} AS anvil-binary
 
 # The dev chain for compose.yaml: anvil on 0.0.0.0:8545, chain id 31337, its state kept in
 # /var/lib/anvil (a volume) so a deployed factory survives a restart.
 FROM ${RUNTIME_IMAGE} AS anvil
 RUN useradd --no-create-home --no-log-init --uid 10002 --user-group --home-dir /var/lib/anvil --shell /usr/sbin/nologin anvil \
     && install -d -o anvil -g anvil -m 0700 /var/lib/anvil
-COPY --from=binaries /anvil /usr/local/bin/anvil
+COPY --from=anvil-binary /out/anvil /usr/local/bin/anvil
 USER anvil
 WORKDIR /var/lib/anvil
 VOLUME /var/lib/anvil
@@ -72,7 +77,7 @@ RUN apt-get update \
     && useradd --no-create-home --no-log-init --uid 10001 --user-group --home-dir /var/lib/pbts --shell /usr/sbin/nologin pbts \
     && install -d -o pbts -g pbts -m 0700 /var/lib/pbts \
     && install -d -o pbts -g pbts -m 0755 /etc/pbts
-COPY --from=binaries /pbts /usr/local/bin/pbts
+COPY --from=pbts-binary /out/pbts /usr/local/bin/pbts
 ENV PBTS_DATA_DIR=/var/lib/pbts \
     RUST_LOG=info
 USER pbts

@@ -146,6 +146,10 @@ fn deploy_factory(path: Option<PathBuf>, keep_existing: bool) -> anyhow::Result<
         let configured = pbts_chain::config::parse_address(&chain.factory_address)?;
         let code = pbts_chain::worker::wait(&handle.code_at(configured))?;
         if !code.is_empty() {
+            // Named by FACTORY with no file yet: the file the server will read must say it too.
+            if let Some(path) = path.filter(|_| !exists) {
+                write_factory_address(&path, false, &configured.to_string())?;
+            }
             println!("{configured}");
             eprintln!("ReputationFactory at {configured} is deployed: kept");
             return Ok(());
@@ -155,29 +159,51 @@ fn deploy_factory(path: Option<PathBuf>, keep_existing: bool) -> anyhow::Result<
     let deployed = pbts_chain::worker::wait(&handle.deploy_factory())?;
     let address = deployed.address.to_string();
     if let Some(path) = path {
-        let text = if exists {
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?
-        } else {
-            Config::default_toml()
-        };
-        let mut doc: toml_edit::DocumentMut =
-            text.parse().with_context(|| format!("parse {}", path.display()))?;
-        if !doc.contains_table("chain") {
-            doc["chain"] = toml_edit::table();
-        }
-        doc["chain"]["factory_address"] = toml_edit::value(address.as_str());
-        // Write beside and rename: a crash never leaves a half-written config.
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, doc.to_string())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("replace {}", path.display()))?;
-        eprintln!("wrote chain.factory_address to {}", path.display());
+        write_factory_address(&path, exists, &address)?;
     }
     println!("{address}");
     eprintln!(
         "ReputationFactory deployed at {address} (tx {}, {} gas)",
         deployed.tx.tx_hash, deployed.tx.gas_used
     );
+    Ok(())
+}
+
+/// Sets `chain.factory_address` in the TOML file at `path` (comments and layout kept, an inline
+/// `chain = { ... }` table too), or writes the default configuration with it if the file does
+/// not exist.
+fn write_factory_address(
+    path: &std::path::Path,
+    exists: bool,
+    address: &str,
+) -> anyhow::Result<()> {
+    let text = if exists {
+        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?
+    } else {
+        Config::default_toml()
+    };
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().with_context(|| format!("parse {}", path.display()))?;
+    match doc.get_mut("chain").and_then(toml_edit::Item::as_table_like_mut) {
+        Some(chain) => {
+            // The old value's spacing and trailing comment stay with the new one.
+            let mut value = toml_edit::Value::from(address);
+            if let Some(old) = chain.get("factory_address").and_then(toml_edit::Item::as_value) {
+                *value.decor_mut() = old.decor().clone();
+            }
+            chain.insert("factory_address", toml_edit::Item::Value(value));
+        }
+        None => {
+            let mut chain = toml_edit::Table::new();
+            chain.insert("factory_address", toml_edit::value(address));
+            doc.insert("chain", toml_edit::Item::Table(chain));
+        }
+    }
+    // Write beside and rename: a crash never leaves a half-written config.
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, doc.to_string()).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))?;
+    eprintln!("wrote chain.factory_address to {}", path.display());
     Ok(())
 }
 
@@ -301,6 +327,38 @@ fn serve(path: Option<PathBuf>, udp_ceiling: bool) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_factory_address_is_written_into_any_chain_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pbts.toml");
+        let a = "0x00000000000000000000000000000000000000aa";
+        for (before, after) in [
+            (
+                "# mine\nchain = { rpc_url = \"http://x\" } # inline\n",
+                // toml_edit keeps the old value's trailing space before the new comma.
+                "# mine\nchain = { rpc_url = \"http://x\" , factory_address = \"0x00000000000000000000000000000000000000aa\" } # inline\n",
+            ),
+            (
+                "[chain]\nrpc_url = \"http://x\"\nfactory_address = \"0x1\" # old\n",
+                "[chain]\nrpc_url = \"http://x\"\nfactory_address = \"0x00000000000000000000000000000000000000aa\" # old\n",
+            ),
+            (
+                "[tracker]\nmode = \"open\"\n",
+                "[tracker]\nmode = \"open\"\n\n[chain]\nfactory_address = \"0x00000000000000000000000000000000000000aa\"\n",
+            ),
+        ] {
+            std::fs::write(&path, before).unwrap();
+            write_factory_address(&path, true, a).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after);
+        }
+        // No file yet: the defaults, with the address, and still a valid configuration.
+        std::fs::remove_file(&path).unwrap();
+        write_factory_address(&path, false, a).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap().chain.factory_address, a);
+        assert!(!dir.path().join("pbts.toml.tmp").exists());
+    }
 
     #[test]
     fn commands_parse_as_documented() {

@@ -517,6 +517,14 @@ fn deploy_factory_keep_existing_deploys_once() {
     assert_eq!(again, first);
     assert_eq!(said, format!("ReputationFactory at {first} is deployed: kept\n"));
 
+    // Named by FACTORY with no file yet (a fresh config volume): kept, and written down.
+    std::fs::remove_file(&config).unwrap();
+    let (kept, said) = deploy(Some(&first));
+    assert_eq!(kept, first);
+    assert!(said.ends_with(&format!("ReputationFactory at {first} is deployed: kept\n")), "{said}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!("factory_address = \"{first}\"")), "{text}");
+
     let nothing = "0x00000000000000000000000000000000000000aa";
     let (replaced, said) = deploy(Some(nothing));
     assert_ne!(replaced, first);

@@ -34,7 +34,8 @@ fn text(out: &Output) -> String {
 /// Runs `cmd` to completion with its output captured, killing it after `limit`: a stalled
 /// mirror or daemon fails the test instead of hanging it.
 fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
+    // A group of its own, so a timeout ends debootstrap's or compose's children too.
+    let mut child = std::os::unix::process::CommandExt::process_group(cmd, 0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,6 +57,8 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Output {
             break status;
         }
         if Instant::now() > deadline {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.kill();
             let _ = child.wait();
             panic!("{cmd:?} did not finish within {limit:?}");
@@ -88,10 +91,13 @@ impl Daemon {
             .arg(dir.path().join("exec"))
             .arg("--pidfile")
             .arg(dir.path().join("docker.pid"))
-            // No default bridge and no iptables rules: nothing shared with a daemon the machine
-            // may run already. Compose makes its own network; published ports go through
+            // No default bridge, no iptables rules and containerd namespaces of its own:
+            // nothing shared with a daemon the machine may run already (a system containerd is
+            // used if one runs). Compose makes its own network; published ports go through
             // docker-proxy.
             .args(["--storage-driver", "overlay2", "--iptables=false", "--bridge", "none"])
+            .args(["--containerd-namespace", "pbts-test"])
+            .args(["--containerd-plugins-namespace", "pbts-test-plugins"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -277,7 +283,7 @@ fn the_images_and_the_compose_project_serve_as_documented() {
     let daemon = match Daemon::start() {
         Ok(daemon) => daemon,
         Err(why) => {
-            eprintln!("SKIPPED: the container test needs a Docker daemon, and {why}");
+            common::skipped("containers (it needs a Docker daemon)", &why);
             return;
         }
     };

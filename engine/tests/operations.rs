@@ -170,7 +170,7 @@ fn prometheus_scrapes_a_live_tracker_and_every_panel_and_rule_evaluates() {
             let _ = self.0.wait();
         }
     }
-    let _prometheus = Kill(
+    let mut prometheus = Kill(
         std::process::Command::new("prometheus")
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
@@ -189,6 +189,9 @@ fn prometheus_scrapes_a_live_tracker_and_every_panel_and_rule_evaluates() {
         }
     };
     eventually("Prometheus ready", &mut || {
+        // Still ours: another process that took the port in between must not answer for it.
+        let exited = prometheus.0.try_wait().unwrap();
+        assert!(exited.is_none(), "prometheus exited ({exited:?}): {}", log());
         std::net::TcpStream::connect(api).is_ok() && get_http10(api, "/-/ready").0 == 200
     });
 
@@ -225,7 +228,15 @@ fn prometheus_scrapes_a_live_tracker_and_every_panel_and_rule_evaluates() {
     let r = prometheus_api(api, &format!("/api/v1/query?query={peers}"));
     assert_eq!(r["data"]["result"][0]["value"][1], "1", "{r}");
 
-    // Every alert rule evaluates, and none fires against a healthy tracker.
+    // Every alert rule reads metrics the tracker serves (an empty result of a misspelt name would
+    // evaluate "ok" and never fire), evaluates, and none fires against a healthy tracker.
+    let served = String::from_utf8(get_body(srv.v4, "/metrics")).unwrap();
+    let alerts = deploy("prometheus/pbts-alerts.yml");
+    let read = metric_names(&alerts);
+    assert!(read.len() >= 5, "{read:?}");
+    for name in read {
+        assert!(served.contains(&format!("# TYPE {name} ")), "the alert rules read {name}");
+    }
     let mut rules = Vec::new();
     eventually("rules evaluated", &mut || {
         let r = prometheus_api(api, "/api/v1/rules");
@@ -339,9 +350,12 @@ fn the_systemd_unit_verifies_and_its_filter_and_the_seccomp_profile_allow_every_
         .output()
         .expect("strace (Debian's strace package; scripts/test.sh installs it)");
     if !probe.status.success() {
-        eprintln!(
-            "SKIPPED the syscall half: strace cannot trace here ({})",
-            String::from_utf8_lossy(&probe.stderr).trim()
+        common::skipped(
+            "operations::the_systemd_unit (the strace half)",
+            &format!(
+                "strace cannot trace here ({})",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            ),
         );
         return;
     }

@@ -222,3 +222,19 @@ impl Proc {
         Self { child, addr }
     }
 }
+
+/// Says that a test (or a part of one) cannot run on this machine, and why: on stderr, and as a
+/// line appended to the file `PBTS_SKIP_LOG` names, which `scripts/test.sh` prints after the
+/// run (cargo hides a passing test's output).
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write as _;
+    eprintln!("SKIPPED {test}: {why}");
+    if let Some(path) = std::env::var_os("PBTS_SKIP_LOG") {
+        let line = format!("{test}: {}\n", why.replace('\n', " / "));
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
