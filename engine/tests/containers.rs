@@ -457,17 +457,6 @@ fn the_images_and_the_compose_project_serve_as_documented() {
             .arg(&tag),
         COMMAND_LIMIT,
     );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing may claim to be listening");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(
-        err.lines().last().unwrap(),
-        "pbts: io_uring is unavailable (io_uring_setup: Operation not permitted (os error 1)); \
-         pbts serves through io_uring: a seccomp filter blocks it: Docker 25 and later block \
-         io_uring in their default profile, so run the container with pbts's profile \
-         (`security_opt: [seccomp=deploy/docker/seccomp.json]`, as compose.yaml does) or another \
-         that allows io_uring_setup, io_uring_enter and io_uring_register; under systemd, \
-         SystemCallFilter= must allow those three"
-    );
+    common::assert_io_uring_refused(&out);
     eprintln!("[{:?}] done", started.elapsed());
 }

@@ -238,3 +238,20 @@ pub fn skipped(test: &str, why: &str) {
             .and_then(|mut f| f.write_all(line.as_bytes()));
     }
 }
+
+/// pbts refused to start because a seccomp filter blocks io_uring: exit status 1, nothing on
+/// stdout (no "listening" line), and the cause and fix as the last line of stderr.
+pub fn assert_io_uring_refused(out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "nothing may claim to be listening");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().last().unwrap_or_default(),
+        "pbts: io_uring is unavailable (io_uring_setup: Operation not permitted (os error 1)); \
+         pbts serves through io_uring: a seccomp filter blocks it: Docker 25 and later block \
+         io_uring in their default profile, so run the container with pbts's profile \
+         (`security_opt: [seccomp=deploy/docker/seccomp.json]`, as compose.yaml does) or another \
+         that allows io_uring_setup, io_uring_enter and io_uring_register; under systemd, \
+         SystemCallFilter= must allow those three"
+    );
+}
